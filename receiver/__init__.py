@@ -1,0 +1,1 @@
+"""pdrelay: the Alertmanager → PagerDuty sidecar service."""
