@@ -1,0 +1,134 @@
+"""HTTP handlers: the Alertmanager intake, health, readiness, status and rule reload.
+
+Intake answers ``200`` only once the notification's events are committed to the
+outbox, ``400``/``413`` for bodies that are not Alertmanager notifications (with a JSON
+error naming the field), and ``503`` when the outbox cannot commit, which
+Alertmanager retries. It never answers ``500`` for bad input.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from receiver import state
+from receiver.errors import OutboxUnavailable, PayloadError, PayloadTooLarge
+from receiver.models import parse_notification
+from transforms import RulesError
+
+__all__ = ["routes"]
+
+
+def _reject(st: state.AppState, error: PayloadError | OutboxUnavailable) -> web.Response:
+    if isinstance(error, OutboxUnavailable):
+        st.metrics.bodies_rejected.labels("outbox_unavailable").inc()
+        st.log.error("intake refused: outbox unavailable", extra={"error": str(error)})
+        return web.json_response(
+            {"error": "outbox unavailable: the notification was not stored; retry later"}, status=503
+        )
+    reason = "too_large" if isinstance(error, PayloadTooLarge) else "invalid_body"
+    st.metrics.bodies_rejected.labels(reason).inc()
+    st.log.warning("intake refused", extra={"status": error.status, **error.to_json()})
+    return web.json_response(error.to_json(), status=error.status)
+
+
+async def alertmanager(request: web.Request) -> web.Response:
+    st = request.app[state.STATE]
+    st.metrics.bodies_received.inc()
+    limit = st.settings.server.body_limit
+    if request.content_length is not None and request.content_length > limit:
+        return _reject(st, PayloadTooLarge(f"body of {request.content_length} bytes is over the limit of {limit}"))
+    try:
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        return _reject(st, PayloadTooLarge(f"body is over the limit of {limit} bytes"))
+    try:
+        group = parse_notification(body)
+    except PayloadError as exc:
+        return _reject(st, exc)
+    evaluation = st.rulebook.current.evaluate(group)
+    try:
+        result = await st.outbox.enqueue(
+            body, evaluation.events, evaluation.invalid,
+            resend_interval=st.settings.pagerduty.resend_interval,
+        )
+    except OutboxUnavailable as exc:
+        return _reject(st, exc)
+    st.dispatcher.wake()
+    m = st.metrics
+    m.bodies_accepted.inc()
+    m.alerts_received.inc(len(group.alerts))
+    m.alerts_dropped.inc(len(evaluation.dropped))
+    m.template_errors.inc(len(evaluation.template_errors))
+    m.events_enqueued.inc(result.queued)
+    m.events_duplicate.inc(result.duplicates)
+    m.events_dead_lettered.labels("invalid_event").inc(result.dead_lettered)
+    if evaluation.template_errors:
+        st.log.warning("templates fell back to defaults", extra={"errors": list(evaluation.template_errors)})
+    for bad in evaluation.invalid:
+        st.log.error("event cannot be made valid; dead-lettered",
+                     extra={"dedup_key": bad.dedup_key, "routing_key": bad.routing_key, "reason": bad.reason})
+    return web.json_response({
+        "status": "accepted",
+        "alerts": len(group.alerts),
+        "queued": result.queued,
+        "duplicates": result.duplicates,
+        "dropped": len(evaluation.dropped),
+        "dead_lettered": result.dead_lettered,
+    })
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    st = request.app[state.STATE]
+    try:
+        await st.outbox.check()
+    except OutboxUnavailable as exc:
+        return web.json_response({"status": "not ready", "outbox": str(exc)}, status=503)
+    return web.json_response({"status": "ready"})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    st = request.app[state.STATE]
+    return web.Response(body=generate_latest(st.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def status(request: web.Request) -> web.Response:
+    st = request.app[state.STATE]
+    pd = st.settings.pagerduty
+    depth = st.outbox.depth()
+    out: dict[str, Any] = {
+        "dry_run": st.dry_run,
+        "events_url": pd.events_url,
+        "routing_keys": sorted(pd.routing_keys),  # names only
+        "rules": {"sha256": st.rulebook.current.sha256,
+                  "sources": [str(p) for p in st.rulebook.current.sources]},
+        "outbox": {"queued": depth.queued, "dead": depth.dead},
+    }
+    return web.json_response(out)
+
+
+async def reload(request: web.Request) -> web.Response:
+    st = request.app[state.STATE]
+    try:
+        rules = st.rulebook.reload()
+    except RulesError as exc:
+        return web.json_response({"status": "failed", "errors": exc.errors,
+                                  "sha256": st.rulebook.current.sha256}, status=400)
+    return web.json_response({"status": "reloaded", "sha256": rules.sha256})
+
+
+def routes() -> list[web.RouteDef]:
+    return [
+        web.post("/v1/alertmanager", alertmanager),
+        web.get("/healthz", healthz),
+        web.get("/readyz", readyz),
+        web.get("/metrics", metrics),
+        web.get("/status", status),
+        web.post("/-/reload", reload),
+    ]

@@ -1,0 +1,90 @@
+"""Every ``pdrelay_*`` metric, on an injected registry, with every label combination
+created at start so a failure reason shows 0 rather than "no data"."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from receiver.errors import Reason
+
+__all__ = ["REJECT_REASONS", "Metrics"]
+
+REJECT_REASONS = ("invalid_body", "too_large", "outbox_unavailable")
+
+
+class Metrics:
+    """The service's metrics; one instance per app, registered on ``registry``."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.bodies_received = Counter(
+            "pdrelay_bodies_received_total", "Alertmanager webhook bodies received.", registry=registry
+        )
+        self.bodies_accepted = Counter(
+            "pdrelay_bodies_accepted_total",
+            "Bodies answered 200 after their events were committed.",
+            registry=registry,
+        )
+        self.bodies_rejected = Counter(
+            "pdrelay_bodies_rejected_total", "Bodies refused, by reason.", ["reason"], registry=registry
+        )
+        self.alerts_received = Counter(
+            "pdrelay_alerts_received_total", "Alerts in accepted bodies.", registry=registry
+        )
+        self.alerts_dropped = Counter(
+            "pdrelay_alerts_dropped_total", "Alerts dropped by a rule.", registry=registry
+        )
+        self.template_errors = Counter(
+            "pdrelay_template_errors_total",
+            "Template renders that failed and fell back to the field's default.",
+            registry=registry,
+        )
+        self.events_enqueued = Counter(
+            "pdrelay_events_enqueued_total", "Events committed to the outbox.", registry=registry
+        )
+        self.events_duplicate = Counter(
+            "pdrelay_events_duplicate_total",
+            "Events not queued because PagerDuty was already told the same.",
+            registry=registry,
+        )
+        self.events_sent = Counter(
+            "pdrelay_events_sent_total", "Events PagerDuty accepted.", registry=registry
+        )
+        self.events_failed = Counter(
+            "pdrelay_events_failed_total", "Failed delivery attempts, by reason.", ["reason"], registry=registry
+        )
+        self.events_dead_lettered = Counter(
+            "pdrelay_events_dead_lettered_total", "Events dead-lettered, by reason.", ["reason"],
+            registry=registry,
+        )
+        self.send_latency = Histogram(
+            "pdrelay_send_duration_seconds",
+            "Time of one PagerDuty request.",
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=registry,
+        )
+        self.outbox_depth = Gauge(
+            "pdrelay_outbox_depth", "Stored events, by state.", ["state"], registry=registry
+        )
+        self.rules_reload_success = Gauge(
+            "pdrelay_rules_last_reload_successful", "1 if the last rules (re)load succeeded.",
+            registry=registry,
+        )
+        self.rules_loaded_at = Gauge(
+            "pdrelay_rules_last_reload_success_timestamp_seconds",
+            "When rules were last loaded successfully.",
+            registry=registry,
+        )
+        self.dry_run = Gauge("pdrelay_dry_run", "1 when pdrelay sends nothing (dry-run).", registry=registry)
+        for reason in REJECT_REASONS:
+            self.bodies_rejected.labels(reason)
+        for r in Reason:
+            self.events_failed.labels(r.value)
+            self.events_dead_lettered.labels(r.value)
+
+    def track_depth(self, depth: Callable[[], tuple[int, int]]) -> None:
+        """Read the outbox depth at scrape time: ``depth()`` returns (queued, dead)."""
+        self.outbox_depth.labels("queued").set_function(lambda: depth()[0])
+        self.outbox_depth.labels("dead").set_function(lambda: depth()[1])

@@ -1,0 +1,119 @@
+"""Parsing of Alertmanager webhook bodies (version 4) into the rule engine's :class:`Group`.
+
+Accepts what Alertmanager 0.25 sends and what 0.32+ adds (``notification_reason``,
+``routeLabels``); unknown fields are ignored. Anything else is a
+:class:`~receiver.errors.PayloadError` whose ``field`` names the offending JSON path
+(``alerts[0].labels``), so intake can answer 400 with a precise message.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+import msgspec
+
+from receiver.errors import PayloadError
+from transforms.base import Alert, Group
+
+__all__ = ["Limits", "parse_notification"]
+
+
+class _Alert(msgspec.Struct):
+    status: Literal["firing", "resolved"]
+    labels: dict[str, str]
+    fingerprint: str
+    annotations: dict[str, str] = {}
+    startsAt: str = ""
+    endsAt: str = ""
+    generatorURL: str = ""
+
+
+class _Message(msgspec.Struct):
+    version: str
+    receiver: str
+    status: Literal["firing", "resolved"]
+    groupKey: str
+    alerts: list[_Alert]
+    groupLabels: dict[str, str] = {}
+    commonLabels: dict[str, str] = {}
+    commonAnnotations: dict[str, str] = {}
+    externalURL: str = ""
+    truncatedAlerts: int = 0
+    notification_reason: str | None = None
+    routeLabels: dict[str, str] = {}
+
+
+class Limits(msgspec.Struct, frozen=True):
+    """Bounds on one notification, beyond the byte limit enforced by the server."""
+
+    max_alerts: int = 10_000
+
+
+_DECODER = msgspec.json.Decoder(_Message)
+_PATH_RE = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
+
+
+def parse_notification(body: bytes, limits: Limits | None = None) -> Group:
+    """Decode one webhook body, or raise :class:`PayloadError` naming the bad field."""
+    if not body.strip():
+        raise PayloadError("empty body: expected an Alertmanager webhook JSON object")
+    try:
+        msg = _DECODER.decode(body)
+    except UnicodeDecodeError as exc:
+        raise PayloadError(f"body is not valid UTF-8 (byte {exc.start})") from exc
+    except msgspec.ValidationError as exc:
+        raise _validation_error(str(exc)) from exc
+    except msgspec.DecodeError as exc:
+        try:
+            body.decode("utf-8")
+        except UnicodeDecodeError as uexc:
+            raise PayloadError(f"body is not valid UTF-8 (byte {uexc.start})") from exc
+        raise PayloadError(f"invalid JSON: {exc}") from exc
+    if msg.version != "4":
+        raise PayloadError(f"unsupported webhook version {msg.version!r}: expected \"4\"", "version")
+    lim = limits or Limits()
+    if len(msg.alerts) > lim.max_alerts:
+        raise PayloadError(f"too many alerts: {len(msg.alerts)} > {lim.max_alerts}", "alerts")
+    if msg.truncatedAlerts < 0:
+        raise PayloadError("must not be negative", "truncatedAlerts")
+    alerts = tuple(
+        Alert(
+            status=a.status,
+            labels=a.labels,
+            annotations=a.annotations,
+            starts_at=a.startsAt,
+            ends_at=a.endsAt,
+            generator_url=a.generatorURL,
+            fingerprint=a.fingerprint,
+        )
+        for a in msg.alerts
+    )
+    return Group(
+        receiver=msg.receiver,
+        status=msg.status,
+        group_key=msg.groupKey,
+        group_labels=msg.groupLabels,
+        common_labels=msg.commonLabels,
+        common_annotations=msg.commonAnnotations,
+        external_url=msg.externalURL,
+        alerts=alerts,
+        truncated_alerts=msg.truncatedAlerts,
+        notification_reason=msg.notification_reason,
+        route_labels=msg.routeLabels,
+    )
+
+
+def _validation_error(text: str) -> PayloadError:
+    m = _PATH_RE.match(text)
+    message, path = (m.group("msg"), m.group("path")) if m else (text, None)
+    if path is None and (missing := re.search(r"missing required field `([^`]+)`", message)):
+        return PayloadError(f"missing required field {missing.group(1)!r}", missing.group(1))
+    # msgspec writes a mapping's values as ``[...]``: name the mapping itself.
+    field = path.lstrip(".").replace("[...]", "") if path else None
+    if field is not None and (missing := re.search(r"missing required field `([^`]+)`", message)):
+        field = f"{field}.{missing.group(1)}" if field else missing.group(1)
+        return PayloadError(f"missing required field {missing.group(1)!r}", field)
+    if message.startswith("Expected `object`") and not field:
+        return PayloadError("expected a JSON object (an Alertmanager webhook body)")
+    return PayloadError(message, field or None)

@@ -1,0 +1,91 @@
+"""The ``Outbox`` seam: durable storage of events between intake and PagerDuty.
+
+Intake commits a notification's events (and the per-``(routing_key, dedup_key)`` state
+that makes intake idempotent) in one transaction before answering 2xx. The dispatcher
+claims the head of each dedup_key's queue, oldest first, and acks, reschedules or
+dead-letters it. Implementations: :class:`~receiver.outbox.sqlite.SQLiteOutbox`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from receiver.errors import Reason
+from transforms.base import InvalidEvent, RenderedEvent
+
+__all__ = ["Depth", "EnqueueResult", "Outbox", "OutboxItem"]
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxItem:
+    """One stored event: queued for delivery, or dead-lettered with a reason."""
+
+    id: int
+    routing_key: str  # the configured key's name, never the secret
+    dedup_key: str
+    action: str
+    body: dict[str, Any]
+    status: str  # "queued" | "dead"
+    attempts: int
+    created_at: float
+    next_attempt_at: float
+    payload_hash: str
+    rules: tuple[str, ...] = ()
+    reason: str | None = None
+    last_status: int | None = None
+    last_error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EnqueueResult:
+    queued: int = 0
+    duplicates: int = 0  # identical to what PagerDuty was already told: not queued again
+    dead_lettered: int = 0  # could not be made valid: stored as dead letters
+    rerouted: int = 0  # resolves sent with the routing key of their trigger
+
+
+@dataclass(frozen=True, slots=True)
+class Depth:
+    queued: int
+    dead: int
+
+
+class Outbox(Protocol):
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def enqueue(
+        self,
+        source: bytes,
+        events: Sequence[RenderedEvent],
+        invalid: Sequence[InvalidEvent],
+        *,
+        resend_interval: float,
+    ) -> EnqueueResult:
+        """Commit events durably; returns once they are on disk."""
+        ...
+
+    async def claim(self, limit: int, exclude: Collection[int]) -> list[OutboxItem]:
+        """Due queue heads (at most one per dedup_key), oldest first, skipping ``exclude``."""
+        ...
+
+    async def ack(self, item: OutboxItem) -> None: ...
+
+    async def retry_later(
+        self, item: OutboxItem, at: float, reason: Reason, status: int | None, error: str
+    ) -> None: ...
+
+    async def dead_letter(self, item: OutboxItem, reason: Reason, status: int | None, error: str) -> None: ...
+
+    async def next_due(self, exclude: Collection[int]) -> float | None:
+        """When the earliest queue head not in ``exclude`` becomes due (epoch seconds), or ``None``."""
+        ...
+
+    async def check(self) -> None:
+        """Raise :class:`~receiver.errors.OutboxUnavailable` unless a write would succeed."""
+        ...
+
+    def depth(self) -> Depth: ...

@@ -1,0 +1,399 @@
+"""The embedded outbox: one SQLite file in WAL mode with ``synchronous=FULL``.
+
+All database work runs on one dedicated thread, so the event loop never blocks on
+disk. Writes are **group-committed**: every write that arrives while a transaction is
+being committed joins the next one, so concurrent intake requests share one fsync
+instead of paying one each. Each write runs inside its own savepoint, so one failing
+write cannot spoil the others in its batch.
+
+Tables: ``notifications`` (the raw Alertmanager body, kept while any of its events
+is stored, for replay), ``events`` (queued and dead-lettered events) and ``state``
+(per ``(routing_key, dedup_key)``: what PagerDuty was last told).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import sqlite3
+from collections.abc import Callable, Collection, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+import msgspec
+
+from receiver.clock import Clock, SystemClock
+from receiver.errors import OutboxUnavailable, Reason
+from receiver.outbox import Depth, EnqueueResult, OutboxItem
+from transforms.base import InvalidEvent, RenderedEvent
+
+__all__ = ["SQLiteOutbox"]
+
+T = TypeVar("T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS notifications (
+    id INTEGER PRIMARY KEY,
+    body BLOB NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    notification_id INTEGER,
+    routing_key TEXT NOT NULL,
+    dedup_key TEXT NOT NULL,
+    action TEXT NOT NULL,
+    status TEXT NOT NULL,
+    body BLOB NOT NULL,
+    payload_hash TEXT NOT NULL,
+    rules TEXT NOT NULL DEFAULT '',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL,
+    next_attempt_at REAL NOT NULL,
+    reason TEXT,
+    last_status INTEGER,
+    last_error TEXT
+);
+CREATE INDEX IF NOT EXISTS events_queue ON events (status, next_attempt_at);
+CREATE INDEX IF NOT EXISTS events_key ON events (routing_key, dedup_key, id) WHERE status = 'queued';
+CREATE INDEX IF NOT EXISTS events_notification ON events (notification_id);
+CREATE TABLE IF NOT EXISTS state (
+    routing_key TEXT NOT NULL,
+    dedup_key TEXT NOT NULL,
+    action TEXT NOT NULL,
+    payload_hash TEXT NOT NULL,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (routing_key, dedup_key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS state_dedup ON state (dedup_key);
+"""
+
+_COLUMNS = (
+    "id, routing_key, dedup_key, action, body, status, attempts, created_at, next_attempt_at, "
+    "payload_hash, rules, reason, last_status, last_error"
+)
+
+# Heads of each dedup_key's queue: no older queued event for the same key exists,
+# so a resolve never overtakes its trigger.
+_HEAD = """e.status = 'queued' AND NOT EXISTS (
+    SELECT 1 FROM events p
+    WHERE p.status = 'queued' AND p.routing_key = e.routing_key
+      AND p.dedup_key = e.dedup_key AND p.id < e.id)"""
+_CLAIM = f"""
+SELECT {_COLUMNS} FROM events e
+WHERE {_HEAD} AND e.next_attempt_at <= ?
+ORDER BY e.next_attempt_at, e.id
+LIMIT ?
+"""
+
+_ENCODER = msgspec.json.Encoder()
+
+
+class SQLiteOutbox:
+    """The :class:`~receiver.outbox.Outbox` on one SQLite file."""
+
+    def __init__(self, path: Path, clock: Clock | None = None) -> None:
+        self._path = path
+        self._clock = clock or SystemClock()
+        self._executor: ThreadPoolExecutor | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._pending: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._queued = 0
+        self._dead = 0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def open(self) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pdrelay-outbox")
+        try:
+            await self._call(self._open_sync)
+        except (OSError, sqlite3.Error) as exc:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+            raise OutboxUnavailable(f"cannot open outbox {self._path}: {exc}") from exc
+
+    def _open_sync(self) -> None:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA busy_timeout=5000")
+        conn.executescript(_SCHEMA)
+        counts = dict(conn.execute("SELECT status, COUNT(*) FROM events GROUP BY status").fetchall())
+        self._queued, self._dead = counts.get("queued", 0), counts.get("dead", 0)
+        self._conn = conn
+
+    async def close(self) -> None:
+        if self._flusher is not None:
+            await asyncio.shield(self._flusher)
+        if self._executor is not None:
+            if self._conn is not None:
+                await self._call(self._conn.close)
+            self._executor.shutdown(wait=True)
+        self._executor = None
+        self._conn = None
+
+    # ------------------------------------------------------------------ plumbing
+
+    async def _call(self, fn: Callable[[], T]) -> T:
+        if self._executor is None:
+            raise OutboxUnavailable("outbox is not open")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` in the next group commit; return once that commit is durable."""
+        if self._executor is None:
+            raise OutboxUnavailable("outbox is not open")
+        fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._pending.append((fn, fut))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+        return await fut
+
+    async def _flush(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                results = await self._call(lambda: self._commit(batch))
+            except Exception as exc:  # the commit failed: nothing in this batch is durable
+                error = OutboxUnavailable(f"outbox commit failed: {exc}")
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(error)
+                continue
+            for (_, fut), (ok, value) in zip(batch, results, strict=True):
+                if fut.done():
+                    continue
+                if ok:
+                    fut.set_result(value)
+                else:
+                    fut.set_exception(value)
+
+    def _commit(
+        self, batch: Sequence[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]]
+    ) -> list[tuple[bool, Any]]:
+        conn = self._require_conn()
+        out: list[tuple[bool, Any]] = []
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for fn, _ in batch:
+                conn.execute("SAVEPOINT op")
+                try:
+                    out.append((True, fn(conn)))
+                    conn.execute("RELEASE op")
+                except Exception as exc:
+                    conn.execute("ROLLBACK TO op")
+                    conn.execute("RELEASE op")
+                    wrapped = exc if not isinstance(exc, sqlite3.Error) else OutboxUnavailable(str(exc))
+                    out.append((False, wrapped))
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return out
+
+    def _require_conn(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise OutboxUnavailable("outbox is not open")
+        return self._conn
+
+    # ------------------------------------------------------------------ intake
+
+    async def enqueue(
+        self,
+        source: bytes,
+        events: Sequence[RenderedEvent],
+        invalid: Sequence[InvalidEvent],
+        *,
+        resend_interval: float,
+    ) -> EnqueueResult:
+        now = self._clock.now()
+
+        def work(conn: sqlite3.Connection) -> EnqueueResult:
+            return self._enqueue_sync(conn, source, events, invalid, now, resend_interval)
+
+        result = await self._write(work)
+        self._queued += result.queued
+        self._dead += result.dead_lettered
+        return result
+
+    def _enqueue_sync(
+        self,
+        conn: sqlite3.Connection,
+        source: bytes,
+        events: Sequence[RenderedEvent],
+        invalid: Sequence[InvalidEvent],
+        now: float,
+        resend_interval: float,
+    ) -> EnqueueResult:
+        queued = duplicates = rerouted = 0
+        rows: list[tuple[Any, ...]] = []
+        for ev in events:
+            routing_key = ev.routing_key
+            if ev.action == "resolve":
+                # A resolve must use the routing key its trigger went out with, or
+                # PagerDuty drops it and the incident stays open.
+                opened = conn.execute(
+                    "SELECT routing_key FROM state WHERE dedup_key = ? AND action = 'trigger' "
+                    "ORDER BY updated_at DESC LIMIT 1",
+                    (ev.dedup_key,),
+                ).fetchone()
+                if opened is not None and opened[0] != routing_key:
+                    routing_key = opened[0]
+                    rerouted += 1
+            last = conn.execute(
+                "SELECT action, payload_hash, updated_at FROM state WHERE routing_key = ? AND dedup_key = ?",
+                (routing_key, ev.dedup_key),
+            ).fetchone()
+            if last is not None and last[0] == ev.action:
+                if ev.action == "resolve":
+                    duplicates += 1
+                    continue
+                if last[1] == ev.payload_hash and now - last[2] < resend_interval:
+                    duplicates += 1
+                    continue
+            conn.execute(
+                "INSERT INTO state (routing_key, dedup_key, action, payload_hash, updated_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (routing_key, dedup_key) DO UPDATE SET "
+                "action = excluded.action, payload_hash = excluded.payload_hash, "
+                "updated_at = excluded.updated_at",
+                (routing_key, ev.dedup_key, ev.action, ev.payload_hash, now),
+            )
+            rows.append((routing_key, ev.dedup_key, ev.action, "queued", _ENCODER.encode(ev.body),
+                         ev.payload_hash, ",".join(ev.rules), now, now, None, None))
+            queued += 1
+        for bad in invalid:
+            body = _ENCODER.encode(bad.body)
+            rows.append((bad.routing_key, bad.dedup_key, bad.action, "dead", body,
+                         hashlib.sha256(body).hexdigest(), ",".join(bad.rules), now, now,
+                         Reason.INVALID_EVENT.value, bad.reason))
+        if not rows:
+            return EnqueueResult(duplicates=duplicates)
+        nid = conn.execute(
+            "INSERT INTO notifications (body, created_at) VALUES (?, ?)", (source, now)
+        ).lastrowid
+        conn.executemany(
+            "INSERT INTO events (notification_id, routing_key, dedup_key, action, status, body, "
+            "payload_hash, rules, created_at, next_attempt_at, reason, last_error) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [(nid, *r) for r in rows],
+        )
+        return EnqueueResult(queued=queued, duplicates=duplicates, dead_lettered=len(invalid),
+                             rerouted=rerouted)
+
+    # ------------------------------------------------------------------ dispatch
+
+    async def claim(self, limit: int, exclude: Collection[int]) -> list[OutboxItem]:
+        now = self._clock.now()
+
+        def read() -> list[OutboxItem]:
+            rows = self._require_conn().execute(_CLAIM, (now, limit + len(exclude))).fetchall()
+            return [_item(r) for r in rows if r[0] not in exclude][:limit]
+
+        return await self._call(read)
+
+    async def next_due(self, exclude: Collection[int]) -> float | None:
+        def read() -> float | None:
+            marks = ",".join("?" * len(exclude))
+            row = self._require_conn().execute(
+                f"SELECT MIN(e.next_attempt_at) FROM events e WHERE {_HEAD} AND e.id NOT IN ({marks})",
+                tuple(exclude),
+            ).fetchone()
+            return None if row is None or row[0] is None else float(row[0])
+
+        return await self._call(read)
+
+    async def ack(self, item: OutboxItem) -> None:
+        def work(conn: sqlite3.Connection) -> None:
+            nid = conn.execute("SELECT notification_id FROM events WHERE id = ?", (item.id,)).fetchone()
+            conn.execute("DELETE FROM events WHERE id = ?", (item.id,))
+            if nid is not None:
+                _drop_orphan_notification(conn, nid[0])
+
+        await self._write(work)
+        self._queued -= 1
+
+    async def retry_later(
+        self, item: OutboxItem, at: float, reason: Reason, status: int | None, error: str
+    ) -> None:
+        await self._write(
+            lambda conn: conn.execute(
+                "UPDATE events SET attempts = attempts + 1, next_attempt_at = ?, reason = ?, "
+                "last_status = ?, last_error = ? WHERE id = ?",
+                (at, reason.value, status, error, item.id),
+            )
+        )
+
+    async def dead_letter(self, item: OutboxItem, reason: Reason, status: int | None, error: str) -> None:
+        def work(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE events SET status = 'dead', attempts = attempts + 1, reason = ?, "
+                "last_status = ?, last_error = ? WHERE id = ?",
+                (reason.value, status, error, item.id),
+            )
+            # PagerDuty was never told this: forget it, so the next identical event is sent.
+            conn.execute(
+                "DELETE FROM state WHERE routing_key = ? AND dedup_key = ? AND action = ? AND payload_hash = ?",
+                (item.routing_key, item.dedup_key, item.action, item.payload_hash),
+            )
+
+        await self._write(work)
+        self._queued -= 1
+        self._dead += 1
+
+    # ------------------------------------------------------------------ health
+
+    async def check(self) -> None:
+        def probe(conn: sqlite3.Connection) -> None:
+            conn.execute("SELECT 1 FROM events LIMIT 1").fetchall()
+
+        await self._write(probe)
+
+    def depth(self) -> Depth:
+        return Depth(queued=self._queued, dead=self._dead)
+
+    # ------------------------------------------------------------------ inspection
+
+    async def items(self, status: str | None = None, limit: int = 100) -> list[OutboxItem]:
+        """Stored items, oldest first (for ``/status`` and the CLI)."""
+
+        def read() -> list[OutboxItem]:
+            sql = f"SELECT {_COLUMNS} FROM events"
+            args: tuple[Any, ...] = ()
+            if status is not None:
+                sql += " WHERE status = ?"
+                args = (status,)
+            rows = self._require_conn().execute(sql + " ORDER BY id LIMIT ?", (*args, limit)).fetchall()
+            return [_item(r) for r in rows]
+
+        return await self._call(read)
+
+
+def _drop_orphan_notification(conn: sqlite3.Connection, nid: int) -> None:
+    conn.execute(
+        "DELETE FROM notifications WHERE id = ? AND NOT EXISTS "
+        "(SELECT 1 FROM events WHERE notification_id = ?)",
+        (nid, nid),
+    )
+
+
+def _item(row: tuple[Any, ...]) -> OutboxItem:
+    return OutboxItem(
+        id=row[0],
+        routing_key=row[1],
+        dedup_key=row[2],
+        action=row[3],
+        body=msgspec.json.decode(row[4]),
+        status=row[5],
+        attempts=row[6],
+        created_at=row[7],
+        next_attempt_at=row[8],
+        payload_hash=row[9],
+        rules=tuple(r for r in row[10].split(",") if r),
+        reason=row[11],
+        last_status=row[12],
+        last_error=row[13],
+    )

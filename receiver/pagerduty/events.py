@@ -1,0 +1,141 @@
+"""Sending Events API v2 events, and classifying every outcome once, at this boundary.
+
+No other module sees an httpx exception or a raw status code: :func:`classify`
+turns a response into a :class:`SendResult` with a closed :class:`Reason`, and
+:meth:`EventsSender.send` maps transport errors the same way.
+
+=========================  ==================  =========
+PagerDuty answer           reason              retried
+=========================  ==================  =========
+2xx                        (ok)                –
+400                        invalid_event       no: dead letter with ``errors[]``
+401, 403, 404              auth_error          no: wrong key or region
+408                        timeout             yes
+429                        rate_limited        yes
+other 4xx                  client_error        no
+5xx                        server_error        yes
+timeout                    timeout             yes
+refused / reset / DNS      connection          yes
+=========================  ==================  =========
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import httpx
+
+from receiver.errors import Reason
+from receiver.settings import Secret
+
+__all__ = ["DryRunSender", "EventsSender", "SendResult", "Sender", "classify"]
+
+_DETAIL_LIMIT = 2000
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    """The outcome of one delivery attempt."""
+
+    ok: bool
+    reason: Reason | None = None
+    status: int | None = None
+    detail: str = ""  # PagerDuty's message and errors, or the transport error; never the key
+
+    @property
+    def retryable(self) -> bool:
+        return not self.ok and self.reason is not None and self.reason.retryable
+
+
+class Sender(Protocol):
+    async def send(self, routing_key: Secret, body: Mapping[str, Any]) -> SendResult: ...
+
+    async def aclose(self) -> None: ...
+
+
+def classify(status: int, content: bytes) -> SendResult:
+    """Map a PagerDuty HTTP answer to a :class:`SendResult`."""
+    if 200 <= status < 300:
+        return SendResult(ok=True, status=status)
+    detail = describe_error_body(content)
+    if status == 400:
+        reason = Reason.INVALID_EVENT
+    elif status in (401, 403, 404):
+        reason = Reason.AUTH_ERROR
+    elif status == 408:
+        reason = Reason.TIMEOUT
+    elif status == 429:
+        reason = Reason.RATE_LIMITED
+    elif status >= 500:
+        reason = Reason.SERVER_ERROR
+    else:
+        reason = Reason.CLIENT_ERROR
+    return SendResult(ok=False, reason=reason, status=status, detail=detail)
+
+
+def describe_error_body(content: bytes) -> str:
+    """PagerDuty's ``message: errors…`` from a JSON body, else the (trimmed) text itself."""
+    text = content.decode("utf-8", errors="replace").strip()
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return text[:_DETAIL_LIMIT]
+    if not isinstance(data, dict):
+        return text[:_DETAIL_LIMIT]
+    parts = [str(data[k]) for k in ("status", "message") if isinstance(data.get(k), str)]
+    errors = data.get("errors")
+    if isinstance(errors, list) and errors:
+        parts.append("; ".join(str(e) for e in errors))
+    return (": ".join(parts) if parts else text)[:_DETAIL_LIMIT]
+
+
+class EventsSender:
+    """POSTs events to the Events API v2 URL over one pooled ``httpx.AsyncClient``."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float,
+        connect_timeout: float,
+        client: httpx.AsyncClient | None = None,
+    ) -> None:
+        self._url = url
+        self._client = client or httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout, connect=connect_timeout),
+            limits=httpx.Limits(max_connections=32, max_keepalive_connections=16),
+            headers={"User-Agent": "pdrelay", "Content-Type": "application/json"},
+            follow_redirects=False,
+            trust_env=False,
+        )
+
+    async def send(self, routing_key: Secret, body: Mapping[str, Any]) -> SendResult:
+        payload = json.dumps({"routing_key": routing_key.reveal(), **body}, separators=(",", ":"))
+        try:
+            response = await self._client.post(self._url, content=payload.encode())
+        except httpx.TimeoutException as exc:
+            return SendResult(ok=False, reason=Reason.TIMEOUT, detail=f"timed out ({type(exc).__name__})")
+        except httpx.TransportError as exc:
+            return SendResult(ok=False, reason=Reason.CONNECTION, detail=f"{type(exc).__name__}: {exc}"[:500])
+        return classify(response.status_code, response.content)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+class DryRunSender:
+    """Sends nothing: logs the event it would have sent (routing key by name) and succeeds."""
+
+    def __init__(self, log: logging.Logger) -> None:
+        self._log = log
+
+    async def send(self, routing_key: Secret, body: Mapping[str, Any]) -> SendResult:
+        self._log.info("dry-run: would send event", extra={"event": dict(body)})
+        return SendResult(ok=True, status=None, detail="dry-run")
+
+    async def aclose(self) -> None:
+        return None

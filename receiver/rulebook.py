@@ -1,0 +1,44 @@
+"""The rule set in force, and its safe reload: validate the whole new set, swap it in
+atomically, keep the last good one on any error."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from receiver.metrics import Metrics
+from transforms import RuleSet, RulesError, load_rules
+
+__all__ = ["Rulebook"]
+
+
+class Rulebook:
+    """Holds the current :class:`~transforms.RuleSet` for the handlers."""
+
+    def __init__(self, paths: Sequence[Path], metrics: Metrics, log: logging.Logger) -> None:
+        self._paths = tuple(paths)
+        self._metrics = metrics
+        self._log = log
+        self.current: RuleSet = self._load_or_raise()
+
+    def _load_or_raise(self) -> RuleSet:
+        rules = load_rules(self._paths)
+        self._metrics.rules_reload_success.set(1)
+        self._metrics.rules_loaded_at.set(time.time())
+        return rules
+
+    def reload(self) -> RuleSet:
+        """Load the rules again; on error keep the current set and re-raise :class:`RulesError`."""
+        try:
+            rules = self._load_or_raise()
+        except RulesError as exc:
+            self._metrics.rules_reload_success.set(0)
+            self._log.error("rules reload failed; keeping the last good rules",
+                            extra={"errors": exc.errors, "sha256": self.current.sha256})
+            raise
+        changed = rules.sha256 != self.current.sha256
+        self.current = rules
+        self._log.info("rules reloaded", extra={"sha256": rules.sha256, "changed": changed})
+        return rules

@@ -1,0 +1,30 @@
+"""The typed container of everything the handlers use, stored under one ``AppKey``."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from receiver.dispatcher import Dispatcher
+from receiver.metrics import Metrics
+from receiver.outbox import Outbox
+from receiver.rulebook import Rulebook
+from receiver.settings import Settings
+
+__all__ = ["STATE", "AppState"]
+
+
+@dataclass(slots=True)
+class AppState:
+    settings: Settings
+    metrics: Metrics
+    rulebook: Rulebook
+    outbox: Outbox
+    dispatcher: Dispatcher
+    log: logging.Logger
+    dry_run: bool
+
+
+STATE = web.AppKey("pdrelay_state", AppState)

@@ -1,0 +1,147 @@
+"""The dispatcher with a real SQLite outbox, a fake clock and a sender made from a function."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from receiver.dispatcher import Dispatcher, backoff_delay
+from receiver.errors import Reason
+from receiver.metrics import Metrics
+from receiver.outbox.sqlite import SQLiteOutbox
+from receiver.pagerduty.events import SendResult, classify
+from receiver.settings import PagerDutySettings, Secret
+from tests.fakes import FakeClock, FakeSender
+from tests.receiver.test_outbox_sqlite import ev
+
+KEYS = {"default": Secret("k" * 32), "db": Secret("d" * 32)}
+OK = SendResult(ok=True, status=202)
+
+
+async def until(pred: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Wait (bounded) until ``pred()`` holds."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not pred():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.005)
+
+
+@dataclass
+class Rig:
+    outbox: SQLiteOutbox
+    sender: FakeSender
+    clock: FakeClock
+    dispatcher: Dispatcher
+    metrics: Metrics
+
+    def value(self, name: str, labels: Mapping[str, str] | None = None) -> float:
+        v = self.metrics.registry.get_sample_value(name, dict(labels or {}))
+        return 0.0 if v is None else v
+
+
+@pytest.fixture
+def answers() -> list[SendResult]:
+    """Answers the fake PagerDuty gives, in order; 202 once the list is empty."""
+    return []
+
+
+@pytest.fixture
+async def rig(tmp_path: Path, answers: list[SendResult]) -> AsyncIterator[Rig]:
+    clock = FakeClock()
+    outbox = SQLiteOutbox(tmp_path / "o.db", clock=clock)
+    await outbox.open()
+    sender = FakeSender(lambda body: answers.pop(0) if answers else OK)
+    metrics = Metrics(CollectorRegistry())
+    settings = PagerDutySettings(routing_keys=KEYS, retry_attempts=3, initial_backoff=1, max_backoff=8,
+                                 max_age=3600, concurrency=4)
+    dispatcher = Dispatcher(outbox, sender, KEYS, settings, metrics=metrics, clock=clock,
+                            log=logging.getLogger("test"), rand=lambda: 1.0)
+    task = asyncio.create_task(dispatcher.run())
+    yield Rig(outbox, sender, clock, dispatcher, metrics)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    await outbox.close()
+
+
+async def put(rig: Rig, *events: Any) -> None:
+    await rig.outbox.enqueue(b"{}", list(events), [], resend_interval=3600)
+    rig.dispatcher.wake()
+
+
+async def test_delivers_trigger_then_resolve_with_the_secret(rig: Rig) -> None:
+    """Events reach PagerDuty in order per dedup_key, with the named key's secret, and leave the outbox."""
+    await put(rig, ev("a"), ev("b", key="db"))
+    await put(rig, ev("a", "resolve"))
+    await until(lambda: rig.outbox.depth().queued == 0)
+    sent = [(k, b["dedup_key"], b["event_action"]) for k, b in rig.sender.calls]
+    assert sent.index((KEYS["default"].reveal(), "a", "trigger")) < sent.index(
+        (KEYS["default"].reveal(), "a", "resolve"))
+    assert (KEYS["db"].reveal(), "b", "trigger") in sent and len(sent) == 3
+    assert rig.value("pdrelay_events_sent_total") == 3
+
+
+async def test_server_error_is_retried_after_backoff(rig: Rig, answers: list[SendResult]) -> None:
+    """A 503 reschedules the event; once the backoff has passed it is sent again and acked."""
+    answers.append(classify(503, b"down"))
+    await put(rig, ev("a"))
+    await until(lambda: len(rig.sender.calls) == 1)
+    await until(lambda: rig.value("pdrelay_events_failed_total", {"reason": "server_error"}) == 1)
+    (item,) = await rig.outbox.items("queued")
+    assert (item.attempts, item.reason, item.next_attempt_at) == (1, "server_error", rig.clock.now() + 1.0)
+    rig.clock.advance(1.0)
+    rig.dispatcher.wake()
+    await until(lambda: rig.outbox.depth().queued == 0)
+    assert len(rig.sender.calls) == 2
+
+
+async def test_invalid_event_is_dead_lettered_and_the_key_moves_on(rig: Rig, answers: list[SendResult]) -> None:
+    """A 400 dead-letters the trigger with PagerDuty's errors; its resolve is still sent."""
+    answers.append(classify(400, b'{"status":"invalid event","message":"Event object is invalid",'
+                                 b'"errors":["bad severity"]}'))
+    await put(rig, ev("a"), ev("a", "resolve"))
+    await until(lambda: rig.outbox.depth().queued == 0)
+    (dead,) = await rig.outbox.items("dead")
+    assert (dead.action, dead.reason, dead.last_status, dead.last_error) == (
+        "trigger", "invalid_event", 400, "invalid event: Event object is invalid: bad severity")
+    assert [b["event_action"] for _, b in rig.sender.calls] == ["trigger", "resolve"]
+    assert rig.value("pdrelay_events_dead_lettered_total", {"reason": "invalid_event"}) == 1
+
+
+async def test_unknown_routing_key_name_is_dead_lettered_without_sending(rig: Rig) -> None:
+    """A rule naming a key the config lacks never reaches PagerDuty."""
+    await put(rig, ev("a", key="nobody"))
+    await until(lambda: rig.outbox.depth().dead == 1)
+    (dead,) = await rig.outbox.items("dead")
+    assert (dead.reason, dead.last_error) == ("unknown_routing_key", "routing key 'nobody' is not configured")
+    assert rig.sender.calls == []
+
+
+async def test_retries_end_in_a_dead_letter_after_retry_attempts(rig: Rig, answers: list[SendResult]) -> None:
+    """A key that keeps failing is dead-lettered as expired after retry_attempts, with the last reason."""
+    answers.extend([classify(429, b"slow down")] * 3)
+    await put(rig, ev("a"))
+    for attempt in (1, 2):
+        await until(lambda a=attempt: len(rig.sender.calls) == a)  # type: ignore[misc]
+        await until(lambda a=attempt: rig.value("pdrelay_events_failed_total", {"reason": "rate_limited"}) == a)  # type: ignore[misc]
+        rig.clock.advance(8)
+        rig.dispatcher.wake()
+    await until(lambda: rig.outbox.depth().dead == 1)
+    (dead,) = await rig.outbox.items("dead")
+    assert (dead.reason, dead.attempts, dead.last_error) == (
+        "expired", 3, "gave up after 3 attempts; last: rate_limited: slow down")
+
+
+def test_backoff_is_exponential_capped_and_jittered() -> None:
+    """Delays double from initial up to max; jitter only ever takes away up to half."""
+    assert [backoff_delay(n, 1, 8, lambda: 1.0) for n in range(1, 6)] == [1, 2, 4, 8, 8]
+    assert [backoff_delay(n, 1, 8, lambda: 0.0) for n in range(1, 6)] == [0.5, 1, 2, 4, 4]
+    assert Reason.RATE_LIMITED.retryable and not Reason.INVALID_EVENT.retryable
