@@ -83,5 +83,14 @@ def create_app(settings: Settings, deps: Deps | None = None) -> web.Application:
         with contextlib.suppress(asyncio.CancelledError):
             await task
 
+    async def watch_ctx(_: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(rulebook.watch(), name="pdrelay-rules-watch")
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
     app.cleanup_ctx.extend([outbox_ctx, sender_ctx, dispatcher_ctx])
+    if settings.rules.watch:
+        app.cleanup_ctx.append(watch_ctx)
     return app

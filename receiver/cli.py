@@ -123,7 +123,7 @@ def _test_rules(args: argparse.Namespace) -> int:
     except RulesError as exc:
         print(str(exc), file=sys.stderr)
         return 1
-    results = []
+    results: list[dict[str, object]] = []
     status = 0
     for path in args.bodies:
         try:
@@ -138,7 +138,10 @@ def _test_rules(args: argparse.Namespace) -> int:
             status = 1
             continue
         results.append({"file": str(path), **evaluation_to_json(rules.evaluate(group))})
-    out = results[0] if len(results) == 1 and len(args.bodies) == 1 else results
+    # One body: its evaluation as it is (the golden files' format); several: a list naming each file.
+    out: object = results
+    if len(args.bodies) == 1 and results:
+        out = {k: v for k, v in results[0].items() if k != "file"}
     json.dump(out, sys.stdout, indent=2, sort_keys=True, ensure_ascii=False)
     sys.stdout.write("\n")
     return status

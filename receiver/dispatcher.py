@@ -108,6 +108,7 @@ class Dispatcher:
             # An outbox write failed while settling: the item stays queued and is retried
             # after the next claim, so nothing is lost; say so loudly.
             self._log.exception("could not settle outbox item", extra={"item_id": item.id})
+            await asyncio.sleep(1.0)  # hold the slot briefly: a broken outbox must not become a busy loop
 
     async def _deliver_once(self, item: OutboxItem) -> None:
         key = Secret("dry-run") if self._dry_run else self._keys.get(item.routing_key)

@@ -61,15 +61,11 @@ def parse_notification(body: bytes, limits: Limits | None = None) -> Group:
     try:
         msg = _DECODER.decode(body)
     except UnicodeDecodeError as exc:
-        raise PayloadError(f"body is not valid UTF-8 (byte {exc.start})") from exc
+        raise _utf8_error(body) or PayloadError("body is not valid UTF-8") from exc
     except msgspec.ValidationError as exc:
         raise _validation_error(str(exc)) from exc
     except msgspec.DecodeError as exc:
-        try:
-            body.decode("utf-8")
-        except UnicodeDecodeError as uexc:
-            raise PayloadError(f"body is not valid UTF-8 (byte {uexc.start})") from exc
-        raise PayloadError(f"invalid JSON: {exc}") from exc
+        raise _utf8_error(body) or PayloadError(f"invalid JSON: {exc}") from exc
     if msg.version != "4":
         raise PayloadError(f"unsupported webhook version {msg.version!r}: expected \"4\"", "version")
     lim = limits or Limits()
@@ -102,6 +98,15 @@ def parse_notification(body: bytes, limits: Limits | None = None) -> Group:
         notification_reason=msg.notification_reason,
         route_labels=msg.routeLabels,
     )
+
+
+def _utf8_error(body: bytes) -> PayloadError | None:
+    """The error naming the first byte that is not UTF-8, if there is one."""
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return PayloadError(f"body is not valid UTF-8 (byte {exc.start})")
+    return None
 
 
 def _validation_error(text: str) -> PayloadError:

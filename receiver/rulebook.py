@@ -3,6 +3,7 @@ atomically, keep the last good one on any error."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Sequence
@@ -42,3 +43,33 @@ class Rulebook:
         self.current = rules
         self._log.info("rules reloaded", extra={"sha256": rules.sha256, "changed": changed})
         return rules
+
+    def _stamp(self) -> tuple[tuple[str, int, int], ...]:
+        """Name, size and mtime of every rule file: cheap to compute, changes on any edit or swap."""
+        files: list[Path] = []
+        for p in self._paths:
+            if p.is_dir():
+                files.extend(sorted(f for f in p.iterdir() if f.suffix in (".yaml", ".yml")))
+            else:
+                files.append(p)
+        out = []
+        for f in files:
+            try:
+                st = f.stat()
+            except OSError:
+                continue
+            out.append((str(f), st.st_size, st.st_mtime_ns))
+        return tuple(out)
+
+    async def watch(self, interval: float = 2.0) -> None:
+        """Reload whenever the rule files change (polling: works with ConfigMap symlink swaps)."""
+        last = self._stamp()
+        while True:
+            await asyncio.sleep(interval)
+            stamp = self._stamp()
+            if stamp != last:
+                last = stamp
+                try:
+                    self.reload()
+                except RulesError:
+                    pass  # logged in reload(); the last good rules stay in force

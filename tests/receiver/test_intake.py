@@ -1,0 +1,173 @@
+"""The HTTP intake: 200 only after commit, an exact answer for every class of bad input."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+from prometheus_client import CollectorRegistry
+
+from receiver.app import Deps, create_app
+from receiver.pagerduty.events import classify
+from receiver.settings import OutboxSettings, PagerDutySettings, RulesSettings, Secret, ServerSettings, Settings
+from receiver.state import STATE
+from tests.fakes import FakeSender
+
+CAPTURED = Path(__file__).parent.parent / "e2e" / "captured"
+RULES = """
+version: 1
+defaults: {routing_key: default, dedup: alert, severity: error}
+rules:
+  - name: ignore-watchdog
+    match: ['alertname="Watchdog"']
+    drop: true
+"""
+
+ClientFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
+
+
+def valid_body(**overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = json.loads((CAPTURED / "am-0.25_firing.json").read_text())
+    body.update(overrides)
+    return body
+
+
+@pytest.fixture
+def make_client(tmp_path: Path, aiohttp_client: ClientFactory) -> Callable[..., Awaitable[TestClient[Any, Any]]]:
+    async def make(body_limit: int = 10 * 1024 * 1024) -> TestClient[Any, Any]:
+        rules = tmp_path / "rules.yaml"
+        rules.write_text(RULES)
+        settings = Settings(
+            server=ServerSettings(body_limit=body_limit),
+            pagerduty=PagerDutySettings(routing_keys={"default": Secret("k" * 32)}),
+            outbox=OutboxSettings(path=tmp_path / "outbox.db"),
+            rules=RulesSettings(paths=(rules,)),
+        )
+        # A PagerDuty that is down keeps events queued (retried after ≥ 0.5 s) for inspection.
+        sender = FakeSender(lambda body: classify(503, b"down"))
+        app = create_app(settings, Deps(registry=CollectorRegistry(), sender=sender))
+        return await aiohttp_client(app)
+
+    return make
+
+
+async def test_valid_body_is_committed_before_200(make_client: Any) -> None:
+    """A real Alertmanager 0.25 body is answered 200 with what was queued, and the events are stored."""
+    client = await make_client()
+    resp = await client.post("/v1/alertmanager", json=valid_body())
+    assert resp.status == 200
+    assert await resp.json() == {"status": "accepted", "alerts": 2, "queued": 2, "duplicates": 0,
+                                 "dropped": 0, "dead_lettered": 0}
+    outbox = client.app[STATE].outbox
+    assert outbox.depth().queued == 2
+
+
+async def test_repeat_notification_is_not_queued_again(make_client: Any) -> None:
+    """Alertmanager's retry or an HA peer's copy of the same notification queues nothing new."""
+    client = await make_client()
+    assert (await client.post("/v1/alertmanager", json=valid_body())).status == 200
+    resp = await client.post("/v1/alertmanager", json=valid_body())
+    assert (await resp.json())["duplicates"] == 2
+    assert client.app[STATE].outbox.depth().queued == 2
+
+
+async def test_body_from_newer_alertmanager_with_unknown_fields_is_accepted(make_client: Any) -> None:
+    """0.32+ fields (notification_reason, routeLabels) and unknown fields are fine."""
+    client = await make_client()
+    body = valid_body(notification_reason="first notification", routeLabels={"team": "x"}, somethingNew=[1])
+    resp = await client.post("/v1/alertmanager", json=body)
+    assert resp.status == 200
+
+
+@pytest.mark.parametrize(
+    ("raw", "status", "answer"),
+    [
+        (b"{not json", 400, {"error": "invalid JSON: JSON is malformed: object keys must be strings (byte 1)"}),
+        (b"", 400, {"error": "empty body: expected an Alertmanager webhook JSON object"}),
+        (b'{"version": "4", "receiver": "\xff"}', 400, {"error": "body is not valid UTF-8 (byte 30)"}),
+        (b"[]", 400, {"error": "expected a JSON object (an Alertmanager webhook body)"}),
+        (json.dumps(valid_body(alerts=None)).encode(), 400,
+         {"error": "Expected `array`, got `null`", "field": "alerts"}),
+        (json.dumps({k: v for k, v in valid_body().items() if k != "alerts"}).encode(), 400,
+         {"error": "missing required field 'alerts'", "field": "alerts"}),
+        (json.dumps(valid_body(version="3")).encode(), 400,
+         {"error": "unsupported webhook version '3': expected \"4\"", "field": "version"}),
+        (json.dumps(valid_body(version=4)).encode(), 400,
+         {"error": "Expected `str`, got `int`", "field": "version"}),
+        (json.dumps(valid_body(status="on fire")).encode(), 400,
+         {"error": "Invalid enum value 'on fire'", "field": "status"}),
+        (json.dumps(valid_body(alerts=[{"status": "firing", "labels": {"a": 1}, "fingerprint": "f"}])).encode(),
+         400, {"error": "Expected `str`, got `int`", "field": "alerts[0].labels"}),
+        (json.dumps(valid_body(alerts=[{"status": "firing", "labels": {}}])).encode(), 400,
+         {"error": "missing required field 'fingerprint'", "field": "alerts[0].fingerprint"}),
+        (json.dumps(valid_body(truncatedAlerts=-1)).encode(), 400,
+         {"error": "must not be negative", "field": "truncatedAlerts"}),
+    ],
+)
+async def test_bad_bodies_get_400_naming_the_field(make_client: Any, raw: bytes, status: int,
+                                                   answer: dict[str, str]) -> None:
+    """Each class of bad input gets its exact status and JSON error; nothing is stored."""
+    client = await make_client()
+    resp = await client.post("/v1/alertmanager", data=raw, headers={"Content-Type": "application/json"})
+    assert resp.status == status
+    assert await resp.json() == answer
+    assert client.app[STATE].outbox.depth().queued == 0
+    reg = client.app[STATE].metrics.registry
+    assert reg.get_sample_value("pdrelay_bodies_rejected_total", {"reason": "invalid_body"}) == 1
+
+
+async def test_body_over_the_limit_gets_413(make_client: Any) -> None:
+    """A body over the configured limit is refused with 413 and a JSON error."""
+    client = await make_client(body_limit=1000)
+    raw = json.dumps(valid_body()).encode()
+    resp = await client.post("/v1/alertmanager", data=raw)
+    assert resp.status == 413
+    assert await resp.json() == {"error": f"body of {len(raw)} bytes is over the limit of 1000"}
+
+
+async def test_chunked_body_over_the_limit_gets_413(make_client: Any) -> None:
+    """A body without Content-Length is cut off at the limit too."""
+    client = await make_client(body_limit=1000)
+    raw = json.dumps(valid_body()).encode()
+
+    async def chunks() -> Any:
+        for i in range(0, len(raw), 100):
+            yield raw[i:i + 100]
+
+    resp = await client.post("/v1/alertmanager", data=chunks())
+    assert resp.status == 413
+    assert await resp.json() == {"error": "body is over the limit of 1000 bytes"}
+
+
+async def test_outbox_that_cannot_commit_gives_503(make_client: Any) -> None:
+    """When the outbox cannot store the events, intake answers 503 so Alertmanager retries."""
+    client = await make_client()
+    outbox = client.app[STATE].outbox
+    conn = outbox._conn  # the test caps the file at its current size: SQLite's own "disk full"
+    await outbox._call(lambda: conn.execute("PRAGMA max_page_count = 1"))
+    many = [dict(valid_body()["alerts"][0], fingerprint=f"{i:016x}") for i in range(400)]
+    resp = await client.post("/v1/alertmanager", json=valid_body(alerts=many))
+    assert resp.status == 503
+    assert await resp.json() == {"error": "outbox unavailable: the notification was not stored; retry later"}
+    assert outbox.depth().queued == 0
+
+
+async def test_health_ready_metrics_status(make_client: Any) -> None:
+    """The operational endpoints answer, and /status shows routing keys by name only."""
+    client = await make_client()
+    await client.post("/v1/alertmanager", json=valid_body())
+    assert (await client.get("/healthz")).status == 200
+    ready = await client.get("/readyz")
+    assert (ready.status, await ready.json()) == (200, {"status": "ready"})
+    text = await (await client.get("/metrics")).text()
+    assert "pdrelay_bodies_accepted_total 1.0" in text
+    assert 'pdrelay_outbox_depth{state="queued"} 2.0' in text
+    assert 'pdrelay_events_failed_total{reason="rate_limited"} 0.0' in text
+    status = await (await client.get("/status")).json()
+    assert status["routing_keys"] == ["default"]
+    assert status["outbox"] == {"queued": 2, "dead": 0}
+    assert "k" * 32 not in json.dumps(status) + text
