@@ -52,7 +52,7 @@ def create_app(settings: Settings, deps: Deps | None = None) -> web.Application:
     rulebook = Rulebook(settings.rules.paths, metrics, d.log)
     outbox = d.outbox or SQLiteOutbox(settings.outbox.path, clock=d.clock)
     sender: Sender = d.sender or (
-        DryRunSender(d.log) if dry_run
+        DryRunSender() if dry_run
         else EventsSender(pd.events_url, timeout=pd.api_timeout, connect_timeout=pd.connect_timeout)
     )
     dispatcher = Dispatcher(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import signal
 import sys
@@ -99,10 +100,8 @@ async def _install_sighup(app: web.Application) -> None:
     st = app[STATE]
 
     def reload() -> None:
-        try:
+        with contextlib.suppress(_RulesError):  # logged by the rulebook; the last good rules stay
             st.rulebook.reload()
-        except _RulesError:
-            pass  # logged by the rulebook; the last good rules stay in force
 
     asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload)
 

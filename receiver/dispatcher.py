@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 from collections.abc import Callable, Mapping
@@ -30,7 +31,7 @@ _MAX_IDLE_WAIT = 5.0
 
 def backoff_delay(attempt: int, initial: float, maximum: float, rand: Callable[[], float]) -> float:
     """Delay before retry number ``attempt`` (1-based): exponential, capped, half of it jittered."""
-    base = min(maximum, initial * (2 ** (attempt - 1)))
+    base = min(maximum, initial * 2.0 ** (attempt - 1))
     return base / 2 + rand() * base / 2
 
 
@@ -75,7 +76,7 @@ class Dispatcher:
                     for item in await self._outbox.claim(free, self._inflight.keys()):
                         task = asyncio.create_task(self._deliver(item))
                         self._inflight[item.id] = task
-                        task.add_done_callback(lambda _t, i=item.id: self._done(i))
+                        task.add_done_callback(functools.partial(self._done, item.id))
                     if len(self._inflight) >= self._settings.concurrency:
                         await self._wakeup.wait()
                         continue
@@ -91,7 +92,7 @@ class Dispatcher:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wakeup.wait(), timeout)
 
-    def _done(self, item_id: int) -> None:
+    def _done(self, item_id: int, _task: asyncio.Task[None]) -> None:
         self._inflight.pop(item_id, None)
         self._wakeup.set()
 
@@ -125,12 +126,13 @@ class Dispatcher:
         self._metrics.send_latency.observe(self._clock.monotonic() - started)
         if result.ok:
             await self._outbox.ack(item)
+            fields = {"routing_key": item.routing_key, "dedup_key": item.dedup_key, "action": item.action,
+                      "item_id": item.id}
+            if self._dry_run:
+                self._log.info("dry-run: would send event", extra={**fields, "event": item.body})
+                return
             self._metrics.events_sent.inc()
-            self._log.info(
-                "event delivered",
-                extra={"routing_key": item.routing_key, "dedup_key": item.dedup_key, "action": item.action,
-                       "item_id": item.id, "attempts": item.attempts + 1},
-            )
+            self._log.info("event delivered", extra={**fields, "attempts": item.attempts + 1})
             return
         assert result.reason is not None
         self._metrics.events_failed.labels(result.reason.value).inc()

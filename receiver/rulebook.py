@@ -4,13 +4,14 @@ atomically, keep the last good one on any error."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from receiver.metrics import Metrics
-from transforms import RuleSet, RulesError, load_rules
+from transforms import RulesError, RuleSet, load_rules
 
 __all__ = ["Rulebook"]
 
@@ -69,7 +70,5 @@ class Rulebook:
             stamp = self._stamp()
             if stamp != last:
                 last = stamp
-                try:
+                with contextlib.suppress(RulesError):  # logged in reload(); the last good rules stay
                     self.reload()
-                except RulesError:
-                    pass  # logged in reload(); the last good rules stay in force

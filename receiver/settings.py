@@ -33,6 +33,7 @@ __all__ = [
     "Secret",
     "ServerSettings",
     "Settings",
+    "default_rules_path",
     "load_settings",
     "parse_duration",
     "parse_size",
@@ -140,7 +141,7 @@ def load_settings(path: str | os.PathLike[str] | None, environ: Mapping[str, str
     """Read and validate a config file; ``None`` gives the embedded defaults."""
     env = os.environ if environ is None else environ
     if path is None:
-        return Settings()
+        return Settings(rules=RulesSettings(paths=(default_rules_path(),)))
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -153,6 +154,12 @@ def load_settings(path: str | os.PathLike[str] | None, environ: Mapping[str, str
     if data is None:
         data = {}
     return settings_from_mapping(data, environ=env, source=str(p), base_dir=p.parent)
+
+
+def default_rules_path() -> Path:
+    """``./rules`` when it exists (a checkout), else the example rules shipped in the package."""
+    local = Path("rules")
+    return local if local.is_dir() else Path(__file__).parent / "defaults" / "rules.yaml"
 
 
 def settings_from_mapping(

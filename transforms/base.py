@@ -132,11 +132,11 @@ class Chain:
         self._steps = tuple(steps)
 
     def __call__(self, event: AlertEvent) -> AlertEvent | None:
-        current: AlertEvent | None = event
         for step in self._steps:
-            current = step(current)
-            if current is None:
+            result = step(event)
+            if result is None:
                 return None
-            if current.stopped:
+            event = result
+            if event.stopped:
                 break
-        return current
+        return event

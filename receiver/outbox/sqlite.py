@@ -14,10 +14,12 @@ is stored, for replay), ``events`` (queued and dead-lettered events) and ``state
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import sqlite3
 from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -90,6 +92,20 @@ LIMIT ?
 _ENCODER = msgspec.json.Encoder()
 
 
+@dataclass(frozen=True, slots=True)
+class _Enqueue:
+    """One notification's events, already encoded, waiting for the next group commit."""
+
+    source: bytes
+    events: list[tuple[RenderedEvent, bytes]]
+    invalid: list[tuple[InvalidEvent, bytes]]
+    now: float
+    resend_interval: float
+
+
+_Op = Callable[[sqlite3.Connection], Any] | _Enqueue
+
+
 class SQLiteOutbox:
     """The :class:`~receiver.outbox.Outbox` on one SQLite file."""
 
@@ -98,10 +114,11 @@ class SQLiteOutbox:
         self._clock = clock or SystemClock()
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
-        self._pending: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
+        self._pending: list[tuple[_Op, asyncio.Future[Any]]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._queued = 0
         self._dead = 0
+        self._next_notification_id = 1
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -123,6 +140,7 @@ class SQLiteOutbox:
         conn.executescript(_SCHEMA)
         counts = dict(conn.execute("SELECT status, COUNT(*) FROM events GROUP BY status").fetchall())
         self._queued, self._dead = counts.get("queued", 0), counts.get("dead", 0)
+        self._next_notification_id = conn.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM notifications").fetchone()[0]
         self._conn = conn
 
     async def close(self) -> None:
@@ -142,12 +160,12 @@ class SQLiteOutbox:
             raise OutboxUnavailable("outbox is not open")
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
 
-    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``fn`` in the next group commit; return once that commit is durable."""
+    async def _write(self, op: _Op) -> Any:
+        """Run ``op`` in the next group commit; return once that commit is durable."""
         if self._executor is None:
             raise OutboxUnavailable("outbox is not open")
-        fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._pending.append((fn, fut))
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending.append((op, fut))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush())
         return await fut
@@ -156,7 +174,7 @@ class SQLiteOutbox:
         while self._pending:
             batch, self._pending = self._pending, []
             try:
-                results = await self._call(lambda: self._commit(batch))
+                results = await self._call(functools.partial(self._commit, batch))
             except Exception as exc:  # the commit failed: nothing in this batch is durable
                 error = OutboxUnavailable(f"outbox commit failed: {exc}")
                 for _, fut in batch:
@@ -171,29 +189,45 @@ class SQLiteOutbox:
                 else:
                     fut.set_exception(value)
 
-    def _commit(
-        self, batch: Sequence[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]]
-    ) -> list[tuple[bool, Any]]:
+    def _commit(self, batch: Sequence[tuple[_Op, asyncio.Future[Any]]]) -> list[tuple[bool, Any]]:
+        """One transaction for the whole batch.
+
+        Plain writes (ack, retry, dead-letter) run first, each in its own savepoint. All
+        enqueues of the batch then run together, with one read of the state and one
+        ``executemany`` per table: the writer thread re-takes the GIL a handful of times
+        per batch instead of several times per request, which is what keeps intake fast
+        while the event loop is busy.
+        """
         conn = self._require_conn()
-        out: list[tuple[bool, Any]] = []
+        out: list[tuple[bool, Any]] = [(False, None)] * len(batch)
+        enqueues = [(i, op) for i, (op, _) in enumerate(batch) if isinstance(op, _Enqueue)]
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for fn, _ in batch:
-                conn.execute("SAVEPOINT op")
-                try:
-                    out.append((True, fn(conn)))
-                    conn.execute("RELEASE op")
-                except Exception as exc:
-                    conn.execute("ROLLBACK TO op")
-                    conn.execute("RELEASE op")
-                    wrapped = exc if not isinstance(exc, sqlite3.Error) else OutboxUnavailable(str(exc))
-                    out.append((False, wrapped))
+            for i, (op, _) in enumerate(batch):
+                if not isinstance(op, _Enqueue):
+                    out[i] = self._in_savepoint(conn, functools.partial(op, conn))
+            if enqueues:
+                done = self._in_savepoint(conn, lambda: self._enqueue_batch(conn, [op for _, op in enqueues]))
+                for k, (i, _) in enumerate(enqueues):
+                    out[i] = (True, done[1][k]) if done[0] else done
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
         return out
+
+    @staticmethod
+    def _in_savepoint(conn: sqlite3.Connection, fn: Callable[[], Any]) -> tuple[bool, Any]:
+        conn.execute("SAVEPOINT op")
+        try:
+            result = fn()
+        except Exception as exc:
+            conn.execute("ROLLBACK TO op")
+            conn.execute("RELEASE op")
+            return False, (OutboxUnavailable(str(exc)) if isinstance(exc, sqlite3.Error) else exc)
+        conn.execute("RELEASE op")
+        return True, result
 
     def _require_conn(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -210,79 +244,103 @@ class SQLiteOutbox:
         *,
         resend_interval: float,
     ) -> EnqueueResult:
-        now = self._clock.now()
-
-        def work(conn: sqlite3.Connection) -> EnqueueResult:
-            return self._enqueue_sync(conn, source, events, invalid, now, resend_interval)
-
-        result = await self._write(work)
+        # Encoding happens here, on the event loop, so the writer thread's turn is short.
+        op = _Enqueue(
+            source=source,
+            events=[(ev, _ENCODER.encode(ev.body)) for ev in events],
+            invalid=[(bad, _ENCODER.encode(bad.body)) for bad in invalid],
+            now=self._clock.now(),
+            resend_interval=resend_interval,
+        )
+        result: EnqueueResult = await self._write(op)
         self._queued += result.queued
         self._dead += result.dead_lettered
         return result
 
-    def _enqueue_sync(
-        self,
-        conn: sqlite3.Connection,
-        source: bytes,
-        events: Sequence[RenderedEvent],
-        invalid: Sequence[InvalidEvent],
-        now: float,
-        resend_interval: float,
-    ) -> EnqueueResult:
-        queued = duplicates = rerouted = 0
+    def _enqueue_batch(self, conn: sqlite3.Connection, ops: Sequence[_Enqueue]) -> list[EnqueueResult]:
+        # One read of the state of every dedup_key involved, whatever its routing key.
+        known: dict[tuple[str, str], tuple[str, str, float]] = {}
+        opened: dict[str, tuple[float, str]] = {}  # dedup_key -> (when, routing key) of its latest trigger
+        dedup_keys = list({ev.dedup_key for op in ops for ev, _ in op.events})
+        for chunk in range(0, len(dedup_keys), 500):
+            part = dedup_keys[chunk:chunk + 500]
+            for rk, dk, action, phash, updated in conn.execute(
+                "SELECT routing_key, dedup_key, action, payload_hash, updated_at FROM state "
+                f"WHERE dedup_key IN ({','.join('?' * len(part))})",
+                part,
+            ):
+                known[(rk, dk)] = (action, phash, updated)
+                if action == "trigger" and updated >= opened.get(dk, (float("-inf"), ""))[0]:
+                    opened[dk] = (updated, rk)
+        states: list[tuple[str, str, str, str, float]] = []
+        notifications: list[tuple[int, bytes, float]] = []
         rows: list[tuple[Any, ...]] = []
-        for ev in events:
-            routing_key = ev.routing_key
-            if ev.action == "resolve":
-                # A resolve must use the routing key its trigger went out with, or
-                # PagerDuty drops it and the incident stays open.
-                opened = conn.execute(
-                    "SELECT routing_key FROM state WHERE dedup_key = ? AND action = 'trigger' "
-                    "ORDER BY updated_at DESC LIMIT 1",
-                    (ev.dedup_key,),
-                ).fetchone()
-                if opened is not None and opened[0] != routing_key:
-                    routing_key = opened[0]
-                    rerouted += 1
-            last = conn.execute(
-                "SELECT action, payload_hash, updated_at FROM state WHERE routing_key = ? AND dedup_key = ?",
-                (routing_key, ev.dedup_key),
-            ).fetchone()
-            if last is not None and last[0] == ev.action:
-                if ev.action == "resolve":
-                    duplicates += 1
-                    continue
-                if last[1] == ev.payload_hash and now - last[2] < resend_interval:
-                    duplicates += 1
-                    continue
-            conn.execute(
+        results = []
+        for op in ops:
+            result, op_rows = self._plan(op, known, opened, states)
+            results.append(result)
+            if op_rows:
+                nid = self._next_notification_id
+                self._next_notification_id += 1
+                notifications.append((nid, op.source, op.now))
+                rows.extend((nid, *r) for r in op_rows)
+        if states:
+            conn.executemany(
                 "INSERT INTO state (routing_key, dedup_key, action, payload_hash, updated_at) "
                 "VALUES (?, ?, ?, ?, ?) ON CONFLICT (routing_key, dedup_key) DO UPDATE SET "
                 "action = excluded.action, payload_hash = excluded.payload_hash, "
                 "updated_at = excluded.updated_at",
-                (routing_key, ev.dedup_key, ev.action, ev.payload_hash, now),
+                states,
             )
-            rows.append((routing_key, ev.dedup_key, ev.action, "queued", _ENCODER.encode(ev.body),
+        if notifications:
+            conn.executemany("INSERT INTO notifications (id, body, created_at) VALUES (?, ?, ?)", notifications)
+            conn.executemany(
+                "INSERT INTO events (notification_id, routing_key, dedup_key, action, status, body, "
+                "payload_hash, rules, created_at, next_attempt_at, reason, last_error) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+        return results
+
+    @staticmethod
+    def _plan(
+        op: _Enqueue,
+        known: dict[tuple[str, str], tuple[str, str, float]],
+        opened: dict[str, tuple[float, str]],
+        states: list[tuple[str, str, str, str, float]],
+    ) -> tuple[EnqueueResult, list[tuple[Any, ...]]]:
+        """Decide, for one notification, which events are new; update ``known``/``opened``/``states``."""
+        now = op.now
+        queued = duplicates = rerouted = 0
+        rows: list[tuple[Any, ...]] = []
+        for ev, body in op.events:
+            routing_key = ev.routing_key
+            if ev.action == "resolve" and ev.dedup_key in opened and opened[ev.dedup_key][1] != routing_key:
+                # A resolve must use the routing key its trigger went out with, or
+                # PagerDuty drops it and the incident stays open.
+                routing_key = opened[ev.dedup_key][1]
+                rerouted += 1
+            last = known.get((routing_key, ev.dedup_key))
+            if last is not None and last[0] == ev.action and (
+                ev.action == "resolve" or (last[1] == ev.payload_hash and now - last[2] < op.resend_interval)
+            ):
+                duplicates += 1
+                continue
+            known[(routing_key, ev.dedup_key)] = (ev.action, ev.payload_hash, now)
+            if ev.action == "trigger":
+                opened[ev.dedup_key] = (now, routing_key)
+            else:
+                opened.pop(ev.dedup_key, None)
+            states.append((routing_key, ev.dedup_key, ev.action, ev.payload_hash, now))
+            rows.append((routing_key, ev.dedup_key, ev.action, "queued", body,
                          ev.payload_hash, ",".join(ev.rules), now, now, None, None))
             queued += 1
-        for bad in invalid:
-            body = _ENCODER.encode(bad.body)
+        for bad, body in op.invalid:
             rows.append((bad.routing_key, bad.dedup_key, bad.action, "dead", body,
                          hashlib.sha256(body).hexdigest(), ",".join(bad.rules), now, now,
                          Reason.INVALID_EVENT.value, bad.reason))
-        if not rows:
-            return EnqueueResult(duplicates=duplicates)
-        nid = conn.execute(
-            "INSERT INTO notifications (body, created_at) VALUES (?, ?)", (source, now)
-        ).lastrowid
-        conn.executemany(
-            "INSERT INTO events (notification_id, routing_key, dedup_key, action, status, body, "
-            "payload_hash, rules, created_at, next_attempt_at, reason, last_error) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [(nid, *r) for r in rows],
-        )
-        return EnqueueResult(queued=queued, duplicates=duplicates, dead_lettered=len(invalid),
-                             rerouted=rerouted)
+        return EnqueueResult(queued=queued, duplicates=duplicates, dead_lettered=len(op.invalid),
+                             rerouted=rerouted), rows
 
     # ------------------------------------------------------------------ dispatch
 

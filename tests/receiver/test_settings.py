@@ -55,7 +55,8 @@ rules: {paths: [rules/]}
 @pytest.mark.parametrize(
     ("data", "message"),
     [
-        ({"servr": {}}, "config: servr: unknown key (allowed: audit, auth, cache, outbox, pagerduty, rules, security, server)"),
+        ({"servr": {}},
+         "config: servr: unknown key (allowed: audit, auth, cache, outbox, pagerduty, rules, security, server)"),
         ({"server": {"listen": "nope"}}, "config: server.listen: expected HOST:PORT, got 'nope'"),
         ({"server": {"listen": "0.0.0.0:9095"}},
          "config: server.listen: 0.0.0.0:9095 is not a loopback address and no auth is configured; "
@@ -113,7 +114,9 @@ def test_secret_never_shows_itself() -> None:
     assert s.reveal() == "abc123"
 
 
-@pytest.mark.parametrize(("raw", "seconds"), [(30, 30.0), ("500ms", 0.5), ("5m", 300.0), ("4h", 14400.0), ("1.5s", 1.5)])
+@pytest.mark.parametrize(
+    ("raw", "seconds"), [(30, 30.0), ("500ms", 0.5), ("5m", 300.0), ("4h", 14400.0), ("1.5s", 1.5)]
+)
 def test_durations(raw: object, seconds: float) -> None:
     """Durations accept plain seconds and unit suffixes."""
     assert parse_duration(raw, "k") == seconds

@@ -1,0 +1,133 @@
+"""Alertmanager matchers: parsing both forms, anchoring, missing labels, errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from transforms.match import Matcher, MatcherError, Regex, matches_all, parse_matchers
+
+LABELS = {"alertname": "DiskFull", "env": "production", "team": "db", "service.name": "api", "msg": "a\nb"}
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ('alertname="DiskFull"', True),
+        ("alertname=DiskFull", True),
+        ('alertname="Disk"', False),
+        ('alertname!="DiskFull"', False),
+        ('alertname!="Other"', True),
+        ('env=~"prod"', False),  # anchored: prod does not match production
+        ('env=~"prod.*"', True),
+        ('env=~"staging|production"', True),
+        ('env=~"duction"', False),
+        ('env!~"prod.*"', False),
+        ('env!~"staging|dev"', True),
+        ('missing=""', True),  # a missing label is the empty string
+        ('missing!=""', False),
+        ('team!=""', True),
+        ('missing=~".*"', True),
+        ('missing=~".+"', False),
+        ('missing!~".+"', True),
+        ('"service.name"="api"', True),
+        ('msg=~"a.b"', False),  # RE2: "." does not match a newline
+        ('msg=~"(?s)a.b"', True),
+        ('msg="a\\nb"', True),  # \n escape in a quoted value
+        ('team=~"DB"', False),
+        ('team=~"(?i)DB"', True),
+        ('alertname=~"Disk[A-Z][a-z]+"', True),
+        ('alertname = "DiskFull"', True),  # spaces around the operator
+    ],
+)
+def test_matcher_semantics(spec: str, expected: bool) -> None:
+    """Each matcher string matches LABELS exactly as Alertmanager would decide."""
+    assert matches_all(parse_matchers(spec), LABELS) is expected
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ('a="b"', [("a", "=", "b")]),
+        ("{a=b}", [("a", "=", "b")]),
+        ('{a="b", c=~"d|e"}', [("a", "=", "b"), ("c", "=~", "d|e")]),
+        ('{a="b", c=~"d|e",}', [("a", "=", "b"), ("c", "=~", "d|e")]),
+        ('a="b",c!~"x",', [("a", "=", "b"), ("c", "!~", "x")]),
+        ("  { a = b }  ", [("a", "=", "b")]),
+        ('"service.name"="api"', [("service.name", "=", "api")]),
+        ('a="x\\"y"', [("a", "=", 'x"y')]),
+        ('a="back\\\\slash"', [("a", "=", "back\\slash")]),
+        ('a=~"\\d+"', [("a", "=~", "\\d+")]),  # unknown escape kept (classic parser rule)
+        ('a=~"\\\\d+"', [("a", "=~", "\\d+")]),
+        ('a=""', [("a", "=", "")]),
+        ("{}", []),
+        ("", []),
+        (["a=b", 'c="d", e!="f"'], [("a", "=", "b"), ("c", "=", "d"), ("e", "!=", "f")]),
+        (['{a="b"}', "c=d"], [("a", "=", "b"), ("c", "=", "d")]),
+    ],
+)
+def test_parse_forms(spec: str | list[str], expected: list[tuple[str, str, str]]) -> None:
+    """List form, brace form, quoting and escapes parse into the expected (name, op, value)."""
+    assert [(m.name, m.op, m.value) for m in parse_matchers(spec)] == expected
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ('env=~"prod', "bad matcher 'env=~\"prod': unterminated quoted string starting at column 6"),
+        (
+            "a=",
+            "bad matcher 'a=': expected a value at column 3, found the end; write \"\" for an empty value",
+        ),
+        ("a", "bad matcher 'a': expected an operator (=, !=, =~, !~) after 'a', found the end"),
+        (
+            "a='b'",
+            'bad matcher "a=\'b\'": expected a value at column 3, found "\'"; quote values with double quotes',
+        ),
+        ('{a="b"', "bad matcher '{a=\"b\"': missing closing '}'"),
+        ('a="b"}', "bad matcher 'a=\"b\"}': expected ',' after a matcher at column 6, found '}'"),
+        ('{a="b",,}', "bad matcher '{a=\"b\",,}': expected a label name at column 8, found ','"),
+        ("=b", "bad matcher '=b': expected a label name at column 1, found '='"),
+        ('a="b" c="d"', "bad matcher 'a=\"b\" c=\"d\"': expected ',' after a matcher at column 7, found 'c'"),
+        ('{a="b"} x', "bad matcher '{a=\"b\"} x': unexpected text after '}' at column 9"),
+        ('a=~"("', "bad matcher 'a=~\"(\"': invalid regex '(': missing ): ( (column 4)"),
+        (
+            'a=~"(?<=x)y"',
+            "bad matcher 'a=~\"(?<=x)y\"': invalid regex '(?<=x)y': invalid perl operator: (?<= (column 4)",
+        ),
+    ],
+)
+def test_parse_errors(spec: str, message: str) -> None:
+    """Malformed matchers and non-RE2 regexes raise MatcherError naming the string and the problem."""
+    with pytest.raises(MatcherError) as info:
+        parse_matchers(spec)
+    assert str(info.value) == message
+
+
+def test_list_entries_must_be_strings() -> None:
+    """A non-string list entry is refused."""
+    with pytest.raises(MatcherError) as info:
+        parse_matchers(["a=b", 3])  # type: ignore[list-item]
+    assert str(info.value) == "a matcher must be a string, got 3"
+
+
+def test_canonical_string_form() -> None:
+    """str() gives Alertmanager's form: quoted values, names quoted only when needed."""
+    rendered = [str(m) for m in parse_matchers('{a=b, "service.name"!~"x|y", c="q\\"t"}')]
+    assert rendered == ['a="b"', '"service.name"!~"x|y"', 'c="q\\"t"']
+
+
+def test_literal_alternation_matches_like_re2() -> None:
+    """The set-membership shortcut for plain alternations agrees with RE2 on hits and misses."""
+    matcher = Matcher("env", "=~", "prod|staging|dev-1")
+    regex = Regex("prod|staging|dev-1")
+    for value in ["prod", "staging", "dev-1", "production", "", "prod|staging", "dev"]:
+        assert matcher.matches({"env": value}) is regex.fullmatch(value)
+
+
+def test_regex_named_groups() -> None:
+    """Regex.named_groups returns every named group, with "" for one that took no part."""
+    regex = Regex(r"(?P<host>[^:]+)(:(?P<port>\d+))?")
+    assert regex.named_groups("db-1:9100") == {"host": "db-1", "port": "9100"}
+    assert regex.named_groups("db-1") == {"host": "db-1", "port": ""}
+    assert regex.named_groups("db-1:x") is None
+    assert Regex("é+").fullmatch("éé") is True  # UTF-8 semantics: one character, not two bytes

@@ -1,0 +1,215 @@
+"""Templates: constants, native single expressions, missing names, the sandbox, the fast path."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from transforms import RuleSet
+from transforms.base import Alert, AlertEvent, Group
+from transforms.template import RenderError, TemplateError, compile_template
+
+
+@pytest.fixture
+def event(make_alert: Callable[..., Alert], make_group: Callable[..., Group]) -> AlertEvent:
+    alert = make_alert(
+        labels={"alertname": "DiskFull", "instance": "db-1:9100", "items": "x"},
+        annotations={"summary": "disk full"},
+    )
+    return AlertEvent(alert=alert, group=make_group(alert), vars={"host": "db-1", "n": 3})
+
+
+def test_constant_is_not_jinja(event: AlertEvent) -> None:
+    """A string without {{ or {% is returned as written, even with Jinja-looking text."""
+    template = compile_template("100% {# not a comment #} }}")
+    assert template.kind == "constant"
+    assert template.render(event) == "100% {# not a comment #} }}"
+
+
+def test_single_expression_keeps_native_type(event: AlertEvent) -> None:
+    """'{{ labels }}' is the label map and '{{ vars.n }}' the int, not their string forms."""
+    assert compile_template("{{ labels }}").render(event) == {
+        "alertname": "DiskFull",
+        "instance": "db-1:9100",
+        "items": "x",
+    }
+    assert compile_template("{{ vars.n }}").render(event) == 3
+    assert compile_template("{{ labels | length }}").render(event) == 3
+    assert compile_template("{{ labels }}\n").render(event)["instance"] == "db-1:9100"
+
+
+def test_anything_else_renders_to_str(event: AlertEvent) -> None:
+    """Text around an expression, or two expressions, make a string."""
+    assert compile_template("n={{ vars.n }}").render(event) == "n=3"
+    assert compile_template(" {{ vars.n }}").render(event) == " 3"
+    assert compile_template("{{ vars.n }}{{ vars.n }}").render(event) == "33"
+    assert compile_template("{% if vars.n > 2 %}big{% endif %}").render(event) == "big"
+
+
+def test_missing_names_render_empty(event: AlertEvent) -> None:
+    """Missing keys and names give "" and work with default(); going through one is an error."""
+    assert compile_template("{{ labels.nope }}").render(event) == ""
+    assert compile_template("{{ nothing }}").render(event) == ""
+    assert compile_template("[{{ annotations.nope }}]").render(event) == "[]"
+    assert compile_template("{{ annotations.nope | default(labels.alertname) }}").render(event) == "DiskFull"
+    assert (
+        compile_template("{{ annotations.summary | default(labels.alertname) }}").render(event) == "disk full"
+    )
+    with pytest.raises(RenderError) as info:
+        compile_template("{{ labels.nope.deeper }}").render(event)
+    assert str(info.value) == "UndefinedError: 'dict object' has no attribute 'nope'"
+
+
+def test_scope_names(event: AlertEvent) -> None:
+    """alert and group expose the webhook's field names; absent 0.32+ fields are empty."""
+    source = (
+        "{{ alert.status }} {{ alert.fingerprint }} {{ alert.generatorURL }} {{ group.receiver }}"
+        " {{ group.groupKey }} {{ group.externalURL }} [{{ group.notification_reason }}]"
+        " {{ group.routeLabels }}"
+    )
+    assert compile_template(source).render(event) == (
+        'firing 0123456789abcdef http://prom.example/graph?g0.expr=x pd {}/{team="pd"}:{alertname="DiskFull"}'
+        " http://am.example:9093 [] {}"
+    )
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{{ labels.__class__ }}",
+        "{{ ''.__class__.__mro__ }}",
+        "{{ labels.__class__.__mro__[1].__subclasses__() }}",
+        "x {{ vars.__class__ }}",
+    ],
+)
+def test_sandbox_refuses_unsafe_attributes(event: AlertEvent, source: str) -> None:
+    """Dunder access raises a SecurityError render failure instead of rendering ""."""
+    with pytest.raises(RenderError) as info:
+        compile_template(source).render(event)
+    assert str(info.value).startswith("SecurityError: access to attribute '__class__' of ")
+
+
+def test_sandbox_refuses_mutation(event: AlertEvent) -> None:
+    """The immutable sandbox refuses methods that modify the alert's maps."""
+    with pytest.raises(RenderError) as info:
+        compile_template("{{ labels.update({'a': 'b'}) }}").render(event)
+    assert str(info.value).startswith(
+        "SecurityError: access to attribute 'update' of 'dict' object is unsafe"
+    )
+    assert "a" not in event.alert.labels
+
+
+def test_syntax_error_at_compile() -> None:
+    """A malformed template fails when it is compiled, not when an alert arrives."""
+    with pytest.raises(TemplateError) as info:
+        compile_template("{{ labels.instance ")
+    assert str(info.value) == (
+        "template syntax error in '{{ labels.instance ': unexpected end of template, expected 'end of print statement'."
+    )
+
+
+@pytest.mark.parametrize(
+    ("source", "kind"),
+    [
+        ("{{ labels.instance }}", "fast"),
+        ("{{ labels['instance'] }}", "fast"),
+        ("{{ vars.host }}", "fast"),
+        ("{{ alert.generatorURL }}", "fast"),
+        ("{{ group.commonLabels.team }}", "fast"),
+        ("{{ labels }}", "fast"),
+        ("{{ annotations.summary | default(labels.alertname) }} on {{ vars.host }}", "fast"),
+        ("{{ labels.items }}", "jinja"),  # dict.items: Jinja returns the method
+        ("{{ labels._x }}", "jinja"),
+        ("{{ labels.instance | upper }}", "jinja"),
+        ("{{ labels.instance ~ 'x' }}", "jinja"),
+        ("{% if labels %}x{% endif %}", "jinja"),
+    ],
+)
+def test_fast_path_is_chosen_from_the_ast(source: str, kind: str) -> None:
+    """Plain paths, constants and default() take the fast path; everything else uses Jinja."""
+    assert compile_template(source).kind == kind
+
+
+def _outcome(source: str, fast: bool, event: AlertEvent) -> Any:
+    try:
+        return ("ok", compile_template(source, fast=fast).render(event))
+    except RenderError as exc:
+        return ("error", str(exc))
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{{ labels.instance }}",
+        "{{ labels['instance'] }}",
+        "{{ labels.nope }}",
+        "{{ labels.nope.deeper }}",
+        "{{ labels.instance.deeper }}",
+        "{{ labels }}",
+        "{{ vars }}",
+        "{{ vars.n }}",
+        "n={{ vars.n }} h={{ vars.host }} x={{ vars.missing }}",
+        "{{ alert }}",
+        "{{ alert.labels.alertname }}",
+        "{{ alert.startsAt }}",
+        "{{ alert.nope }}",
+        "{{ group.notification_reason }}",
+        "{{ group.groupLabels }}",
+        "{{ group.groupLabels.alertname }}",
+        "{{ annotations.nope | default(labels.nope) }}",
+        "{{ annotations.nope | d('fallback') }}",
+        "{{ annotations.nope | default }}",
+        "{{ 'const' }}",
+        "{{ 42 }}",
+        "a {{ labels }} b",
+    ],
+)
+def test_fast_path_equals_jinja(event: AlertEvent, source: str) -> None:
+    """The fast path gives exactly Jinja's value or Jinja's error for every supported shape."""
+    assert _outcome(source, True, event) == _outcome(source, False, event)
+
+
+def test_fast_path_defers_to_jinja_for_non_dict_maps(
+    make_alert: Callable[..., Alert], make_group: Callable[..., Group]
+) -> None:
+    """Label maps that are not plain dicts go through Jinja and still render correctly."""
+    from types import MappingProxyType
+
+    alert = make_alert()
+    alert = Alert(
+        alert.status,
+        MappingProxyType({"instance": "h:1"}),
+        alert.annotations,
+        alert.starts_at,
+        alert.ends_at,
+        alert.generator_url,
+        alert.fingerprint,
+    )
+    event = AlertEvent(alert=alert, group=make_group(alert))
+    assert compile_template("{{ labels.instance }}").render(event) == "h:1"
+    assert compile_template("at {{ labels.instance }}").render(event) == "at h:1"
+
+
+def test_render_failure_falls_back_and_is_counted(
+    make_alert: Callable[..., Alert], make_group: Callable[..., Group]
+) -> None:
+    """A failing template leaves the default in place and is reported as rule.field: message."""
+    rules = RuleSet.from_text(
+        "version: 1\n"
+        "rules:\n"
+        "  - name: text\n"
+        "    set:\n"
+        "      summary: '{{ labels.__class__ }}'\n"
+        "      source: '{{ 1 / 0 }}'\n"
+        "      component: ok\n"
+    )
+    alert = make_alert(labels={"alertname": "DiskFull", "instance": "a:9100"})
+    result = rules.evaluate(make_group(alert))
+    assert result.template_errors == (
+        "text.summary: SecurityError: access to attribute '__class__' of 'dict' object is unsafe",
+        "text.source: ZeroDivisionError: division by zero",
+    )
+    payload = result.events[0].body["payload"]
+    assert (payload["summary"], payload["source"], payload["component"]) == ("DiskFull", "a:9100", "ok")

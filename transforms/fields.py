@@ -1,0 +1,322 @@
+"""The PD-CEF fields a rule can ``set`` (and ``defaults`` can preset): validation at load,
+rendering per alert. No I/O.
+
+``set`` writes rendered values into ``AlertEvent.fields`` by their rule names; render.py
+later checks and converts them for PagerDuty. Nested maps and lists are templated
+recursively. ``custom_details`` is merged key by key into what earlier steps set; every
+other field is replaced. A template that fails leaves its field (or, for
+``custom_details``, its key) as it was and records ``"rule.field: message"``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from functools import partial
+from typing import Any, Protocol
+
+from transforms.base import AlertEvent
+from transforms.spec import LineDict, LineList, Problems, describe
+from transforms.template import RenderError, TemplateError, compile_template
+
+__all__ = [
+    "DEDUP_MODES",
+    "DEFAULT_SEVERITY",
+    "SETTABLE_FIELDS",
+    "SEVERITIES",
+    "FieldSetter",
+    "Value",
+    "compile_fields",
+    "compile_value",
+    "text",
+]
+
+SEVERITIES = ("critical", "error", "warning", "info")
+DEFAULT_SEVERITY = "error"  # when neither rules nor defaults set one (Alertmanager's default too)
+DEDUP_MODES = ("alert", "group")
+_TEXT_FIELDS = ("summary", "source", "component", "group", "class", "client", "client_url")
+SETTABLE_FIELDS = (
+    *_TEXT_FIELDS,
+    "severity",
+    "custom_details",
+    "links",
+    "images",
+    "routing_key",
+    "dedup",
+    "send_resolved",
+)
+
+
+def text(value: Any) -> str:
+    """A rendered value as text: ``None`` is ``""``, non-strings go through ``str``."""
+    if type(value) is str:
+        return value
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else str(value)
+
+
+class Value(Protocol):
+    """A compiled (possibly nested) rule value."""
+
+    @property
+    def is_constant(self) -> bool: ...
+
+    def render(self, event: AlertEvent) -> Any: ...
+
+
+class _Const:
+    """A literal; maps and lists are handed out as fresh copies so no alert (or plugin)
+    can change what the compiled rules hold for the next one."""
+
+    __slots__ = ("container", "value")
+    is_constant = True
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+        self.container = isinstance(value, dict | list)
+
+    def render(self, event: AlertEvent) -> Any:
+        return _copy(self.value) if self.container else self.value
+
+
+def _copy(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy(v) for v in value]
+    return value
+
+
+class _Map:
+    __slots__ = ("items",)
+    is_constant = False
+
+    def __init__(self, items: tuple[tuple[str, Value], ...]) -> None:
+        self.items = items
+
+    def render(self, event: AlertEvent) -> dict[str, Any]:
+        return {key: value.render(event) for key, value in self.items}
+
+
+class _List:
+    __slots__ = ("items",)
+    is_constant = False
+
+    def __init__(self, items: tuple[Value, ...]) -> None:
+        self.items = items
+
+    def render(self, event: AlertEvent) -> list[Any]:
+        return [value.render(event) for value in self.items]
+
+
+def compile_value(raw: Any, line: int, problems: Problems, where: str) -> Value | None:
+    """Compiles a YAML value: strings become templates, maps and lists recurse.
+
+    Constant subtrees are folded. Returns None (after reporting) on a template error.
+    """
+    if isinstance(raw, str):
+        try:
+            template = compile_template(raw)
+        except TemplateError as exc:
+            problems.add(line, f"{where}: {exc}")
+            return None
+        return _Const(raw) if template.is_constant else template
+    if isinstance(raw, dict):
+        items: list[tuple[str, Value]] = []
+        for key, sub in raw.items():
+            sub_line = raw.line_of(key) if isinstance(raw, LineDict) else line
+            if not isinstance(key, str):
+                problems.add(sub_line, f"{where}: keys must be strings, got {describe(key)} {key!r}")
+                continue
+            value = compile_value(sub, sub_line, problems, f"{where}.{key}")
+            if value is not None:
+                items.append((key, value))
+        if all(isinstance(v, _Const) for _, v in items):
+            return _Const({k: v.value for k, v in items if isinstance(v, _Const)})
+        return _Map(tuple(items))
+    if isinstance(raw, list):
+        elements: list[Value] = []
+        for index, sub in enumerate(raw):
+            sub_line = raw.line_of(index) if isinstance(raw, LineList) else line
+            value = compile_value(sub, sub_line, problems, f"{where}[{index}]")
+            if value is not None:
+                elements.append(value)
+        if all(isinstance(v, _Const) for v in elements):
+            return _Const([v.value for v in elements if isinstance(v, _Const)])
+        return _List(tuple(elements))
+    return _Const(raw)
+
+
+class FieldSetter:
+    """Applies a compiled ``set`` mapping (or ``defaults``) to an alert."""
+
+    __slots__ = ("items", "rule")
+
+    def __init__(self, rule: str, items: tuple[tuple[str, Value], ...]) -> None:
+        self.rule = rule
+        self.items = items
+
+    def constant(self, field: str) -> Any:
+        """The literal value this setter gives ``field``, or None (absent or templated)."""
+        for name, value in self.items:
+            if name == field and isinstance(value, _Const):
+                return value.value
+        return None
+
+    def __call__(self, event: AlertEvent) -> AlertEvent:
+        fields = event.fields
+        for name, value in self.items:
+            if name == "custom_details":
+                self._merge_details(event, value)
+                continue
+            try:
+                rendered = value.render(event)
+            except RenderError as exc:
+                event.template_errors.append(f"{self.rule}.{name}: {exc}")
+                continue
+            if name in ("routing_key", "dedup"):
+                rendered = text(rendered).strip()
+                if not rendered:
+                    event.template_errors.append(f"{self.rule}.{name}: rendered empty; value not changed")
+                    continue
+            fields[name] = rendered
+        return event
+
+    def _merge_details(self, event: AlertEvent, value: Value) -> None:
+        merged = dict(current) if isinstance(current := event.fields.get("custom_details"), Mapping) else {}
+        if isinstance(value, _Map):
+            for key, sub in value.items:
+                try:
+                    merged[key] = sub.render(event)
+                except RenderError as exc:
+                    event.template_errors.append(f"{self.rule}.custom_details.{key}: {exc}")
+        else:
+            try:
+                rendered = value.render(event)
+            except RenderError as exc:
+                event.template_errors.append(f"{self.rule}.custom_details: {exc}")
+                return
+            if not isinstance(rendered, Mapping):
+                event.template_errors.append(
+                    f"{self.rule}.custom_details: template gave {describe(rendered)}, not a mapping"
+                )
+                return
+            merged.update(rendered)
+        event.fields["custom_details"] = merged
+
+
+_Check = Callable[[Any, int, Problems, str], Value | None]
+
+
+def compile_fields(raw: Any, line: int, problems: Problems, rule: str, what: str) -> FieldSetter | None:
+    """Validates and compiles a ``set`` / ``defaults`` mapping into a FieldSetter.
+
+    ``rule`` names the setter in run-time messages, ``what`` the mapping in load errors.
+    """
+    if not isinstance(raw, dict):
+        problems.add(line, f"{what} must be a mapping of fields, got {describe(raw)}")
+        return None
+    before = problems.count
+    items: list[tuple[str, Value]] = []
+    for key, sub in raw.items():
+        key_line = raw.line_of(key) if isinstance(raw, LineDict) else line
+        if key not in SETTABLE_FIELDS:
+            allowed = ", ".join(sorted(SETTABLE_FIELDS))
+            problems.add(key_line, f"unknown field {key!r} in {what} (expected one of: {allowed})")
+            continue
+        value = _CHECKS.get(key, _check_text)(sub, key_line, problems, f"{what}.{key}")
+        if value is not None:
+            items.append((key, value))
+    if problems.count > before:
+        return None
+    return FieldSetter(rule, tuple(items))
+
+
+def _check_text(raw: Any, line: int, problems: Problems, where: str) -> Value | None:
+    if isinstance(raw, bool) or not isinstance(raw, str | int | float):
+        problems.add(line, f"{where} must be a string, got {describe(raw)}")
+        return None
+    return compile_value(str(raw), line, problems, where)
+
+
+def _check_literal(problem: Callable[[Any], str | None]) -> _Check:
+    """A text check that also vets the value when it is a literal rather than a template.
+
+    ``problem(value)`` returns what follows the field's name in the error, or None.
+    """
+
+    def check(raw: Any, line: int, problems: Problems, where: str) -> Value | None:
+        value = _check_text(raw.strip() if isinstance(raw, str) else raw, line, problems, where)
+        if isinstance(value, _Const) and (message := problem(value.value)) is not None:
+            problems.add(line, f"{where}{message}")
+            return None
+        return value
+
+    return check
+
+
+def _check_bool(raw: Any, line: int, problems: Problems, where: str) -> Value | None:
+    if not isinstance(raw, bool):
+        problems.add(line, f"{where} must be true or false, got {describe(raw)}")
+        return None
+    return _Const(raw)
+
+
+def _check_details(raw: Any, line: int, problems: Problems, where: str) -> Value | None:
+    if isinstance(raw, str):
+        value = compile_value(raw, line, problems, where)
+        if value is not None and value.is_constant:
+            problems.add(line, f"{where} must be a mapping or a template giving one, got a constant string")
+            return None
+        return value
+    if not isinstance(raw, dict):
+        problems.add(line, f"{where} must be a mapping, got {describe(raw)}")
+        return None
+    value = compile_value(raw, line, problems, where)
+    if isinstance(value, _Const):  # keep per-key merging uniform
+        return _Map(tuple((k, _Const(v)) for k, v in value.value.items()))
+    return value
+
+
+def _check_items(raw: Any, line: int, problems: Problems, where: str, keys: tuple[str, ...]) -> Value | None:
+    if not isinstance(raw, list):
+        problems.add(line, f"{where} must be a list of mappings with keys {', '.join(keys)}")
+        return None
+    ok = True
+    for index, item in enumerate(raw):
+        item_line = raw.line_of(index) if isinstance(raw, LineList) else line
+        if not isinstance(item, dict):
+            problems.add(item_line, f"{where}[{index}] must be a mapping, got {describe(item)}")
+            ok = False
+            continue
+        for key, sub in item.items():
+            sub_line = item.line_of(key) if isinstance(item, LineDict) else item_line
+            if key not in keys:
+                problems.add(
+                    sub_line, f"unknown key {key!r} in {where}[{index}] (expected: {', '.join(keys)})"
+                )
+                ok = False
+            elif not isinstance(sub, str):
+                problems.add(sub_line, f"{where}[{index}].{key} must be a string, got {describe(sub)}")
+                ok = False
+        if keys[0] not in item:
+            problems.add(item_line, f"{where}[{index}] needs {keys[0]!r}")
+            ok = False
+    return compile_value(raw, line, problems, where) if ok else None
+
+
+_CHECKS: dict[str, _Check] = {
+    "severity": _check_literal(
+        lambda v: (
+            None if v in SEVERITIES else f": bad severity {v!r} (must be one of: {', '.join(SEVERITIES)})"
+        )
+    ),
+    "routing_key": _check_literal(lambda v: None if v else " must not be empty"),
+    "dedup": _check_literal(
+        lambda v: None if v in DEDUP_MODES else f": bad dedup {v!r} (must be 'alert', 'group' or a template)"
+    ),
+    "send_resolved": _check_bool,
+    "custom_details": _check_details,
+    "links": partial(_check_items, keys=("href", "text")),
+    "images": partial(_check_items, keys=("src", "href", "alt")),
+}
