@@ -67,6 +67,10 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     _announce(settings, app, log)
     app.on_startup.append(_install_sighup)
+    # The outbox's commit thread and read thread need the GIL back promptly when their
+    # SQLite call returns; the default 5 ms switch interval made commits wait on a busy
+    # event loop (intake benchmark: +15 % throughput, lower p99 at 0.5 ms).
+    sys.setswitchinterval(0.0005)
     web.run_app(
         app, host=settings.server.host, port=settings.server.port, print=None,
         access_log=None, shutdown_timeout=10.0, handle_signals=True,

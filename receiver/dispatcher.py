@@ -85,7 +85,7 @@ class Dispatcher:
             await self._drain()
 
     async def _sleep_until_due(self) -> None:
-        due = await self._outbox.next_due(self._inflight.keys())
+        due = await self._outbox.next_due()
         timeout = _MAX_IDLE_WAIT if due is None else min(_MAX_IDLE_WAIT, max(0.0, due - self._clock.now()))
         if timeout <= 0:
             return

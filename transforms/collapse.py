@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypeAlias
 
 from transforms.base import Action, AlertEvent
 from transforms.fields import text
@@ -28,9 +29,11 @@ __all__ = [
     "DEFAULT_ROUTING_KEY",
     "MAX_DEDUP_KEY_CHARS",
     "Collapsed",
+    "Pending",
     "collapse",
     "dedup_key_of",
     "limit_dedup_key",
+    "pending_events",
 ]
 
 DEFAULT_ROUTING_KEY = "default"
@@ -75,30 +78,55 @@ def dedup_key_of(event: AlertEvent) -> tuple[str, bool]:
     return mode, True
 
 
+# The fields of a Collapsed, in order, as a plain tuple: what the engine passes from
+# collapse to render (building the frozen dataclass costs more than the tuple).
+Pending: TypeAlias = tuple[str, str, Action, AlertEvent, tuple[AlertEvent, ...], bool, tuple[str, ...]]
+
+
 def collapse(events: Sequence[AlertEvent]) -> tuple[list[Collapsed], int]:
     """The events to render, in order of first appearance, and the suppressed-resolve count."""
-    buckets: dict[tuple[str, str], list[AlertEvent]] = {}
-    grouped: dict[tuple[str, str], bool] = {}
-    raw_keys: dict[tuple[str, str], str] = {}
+    pending, suppressed = pending_events(events)
+    return [Collapsed(*item) for item in pending], suppressed
+
+
+def pending_events(events: Sequence[AlertEvent]) -> tuple[list[Pending], int]:
+    """:func:`collapse`, giving each result as a :data:`Pending` tuple."""
+    buckets: dict[tuple[str, str], tuple[str, list[AlertEvent]]] = {}  # the first raw key, the members
+    grouped: set[tuple[str, str]] = set()
     for event in events:
-        routing_key = text(event.fields.get("routing_key")).strip() or DEFAULT_ROUTING_KEY
-        raw, collapses = dedup_key_of(event)
-        key = (routing_key, limit_dedup_key(raw))
-        buckets.setdefault(key, []).append(event)
-        grouped[key] = grouped.get(key, False) or collapses
-        raw_keys.setdefault(key, raw)
-    result: list[Collapsed] = []
+        fields = event.fields
+        routing_key = fields.get("routing_key")
+        routing_key = (routing_key if type(routing_key) is str else text(routing_key)).strip() or DEFAULT_ROUTING_KEY
+        mode = fields.get("dedup", "alert")
+        if type(mode) is str and mode == "alert":  # the default, without the call
+            raw, collapses = event.alert.fingerprint, False
+        else:
+            raw, collapses = dedup_key_of(event)
+        key = (routing_key, raw if len(raw) <= MAX_DEDUP_KEY_CHARS else limit_dedup_key(raw))
+        if collapses:
+            grouped.add(key)
+        bucket = buckets.get(key)
+        if bucket is None:
+            buckets[key] = (raw, [event])
+        else:
+            bucket[1].append(event)
+    result: list[Pending] = []
     suppressed = 0
-    for key, members in buckets.items():
-        firing = [m for m in members if m.alert.firing]
-        representative = firing[0] if firing else members[0]
+    for key, (raw, members) in buckets.items():
+        representative = members[0]
+        firing = representative.alert.firing
+        if not firing and len(members) > 1:
+            for member in members:
+                if member.alert.firing:
+                    representative, firing = member, True
+                    break
         action: Action = "trigger" if firing else "resolve"
-        if action == "resolve" and representative.fields.get("send_resolved", True) is False:
+        if not firing and representative.fields.get("send_resolved", True) is False:
             suppressed += 1
             continue
+        routing_key, dedup_key = key
         notes: tuple[str, ...] = ()
-        if key[1] != raw_keys[key]:
-            size = len(raw_keys[key])
-            notes = (f"dedup_key was {size} characters (limit {MAX_DEDUP_KEY_CHARS}); sent its SHA-256",)
-        result.append(Collapsed(key[0], key[1], action, representative, tuple(members), grouped[key], notes))
+        if dedup_key != raw:
+            notes = (f"dedup_key was {len(raw)} characters (limit {MAX_DEDUP_KEY_CHARS}); sent its SHA-256",)
+        result.append((routing_key, dedup_key, action, representative, tuple(members), key in grouped, notes))
     return result, suppressed

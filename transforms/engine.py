@@ -49,14 +49,24 @@ class Engine:
 
     def run(self, alert: Alert, group: Group) -> tuple[AlertEvent | None, AlertEvent, str | None]:
         """The result (None if dropped), the last work item seen, and the dropping rule."""
-        event = AlertEvent(alert=alert, group=group)
+        event = AlertEvent(alert, group, {}, {}, [], [])
         for setter in self.defaults:
             event = setter(event)
-        for rule in self.rules:
-            result = rule(event)
-            if result is None:
-                return None, event, rule.name
-            event = result
+        labels = event.alert.labels
+        for rule in self.rules:  # Rule.__call__, inlined: this loop runs for every rule and alert
+            guard = rule.guard
+            if guard is not None and not guard(labels):
+                continue
+            event.fired.append(rule.name)
+            action = rule.action
+            if action is not None:
+                result = action(event)
+                if result is None:
+                    return None, event, rule.name
+                event = result
+                labels = event.alert.labels  # a plugin may hand back (or change) the work item
+            if rule.stop:
+                event.stopped = True
             if event.stopped:
                 break
         return event, event, None

@@ -68,15 +68,15 @@ class _Const:
     """A literal; maps and lists are handed out as fresh copies so no alert (or plugin)
     can change what the compiled rules hold for the next one."""
 
-    __slots__ = ("container", "value")
+    __slots__ = ("container", "render", "value")
     is_constant = True
 
     def __init__(self, value: Any) -> None:
         self.value = value
         self.container = isinstance(value, dict | list)
-
-    def render(self, event: AlertEvent) -> Any:
-        return _copy(self.value) if self.container else self.value
+        self.render: Callable[[AlertEvent], Any] = (
+            (lambda _event: _copy(value)) if self.container else (lambda _event: value)
+        )
 
 
 def _copy(value: Any) -> Any:
@@ -88,25 +88,31 @@ def _copy(value: Any) -> Any:
 
 
 class _Map:
-    __slots__ = ("items",)
+    __slots__ = ("items", "render")
     is_constant = False
 
     def __init__(self, items: tuple[tuple[str, Value], ...]) -> None:
         self.items = items
+        renders = tuple((key, value.render) for key, value in items)
 
-    def render(self, event: AlertEvent) -> dict[str, Any]:
-        return {key: value.render(event) for key, value in self.items}
+        def render(event: AlertEvent) -> dict[str, Any]:
+            return {key: render(event) for key, render in renders}
+
+        self.render = render
 
 
 class _List:
-    __slots__ = ("items",)
+    __slots__ = ("items", "render")
     is_constant = False
 
     def __init__(self, items: tuple[Value, ...]) -> None:
         self.items = items
+        renders = tuple(value.render for value in items)
 
-    def render(self, event: AlertEvent) -> list[Any]:
-        return [value.render(event) for value in self.items]
+        def render(event: AlertEvent) -> list[Any]:
+            return [render(event) for render in renders]
+
+        self.render = render
 
 
 def compile_value(raw: Any, line: int, problems: Problems, where: str) -> Value | None:
@@ -148,13 +154,19 @@ def compile_value(raw: Any, line: int, problems: Problems, where: str) -> Value 
 
 
 class FieldSetter:
-    """Applies a compiled ``set`` mapping (or ``defaults``) to an alert."""
+    """Applies a compiled ``set`` mapping (or ``defaults``) to an alert.
 
-    __slots__ = ("items", "rule")
+    ``items`` are compiled once more into steps, in order: runs of literal fields become one
+    ``dict.update``, runs of other plain fields one loop, and ``routing_key`` / ``dedup`` /
+    ``custom_details`` (which check or merge what they render) a step each.
+    """
+
+    __slots__ = ("_steps", "items", "rule")
 
     def __init__(self, rule: str, items: tuple[tuple[str, Value], ...]) -> None:
         self.rule = rule
         self.items = items
+        self._steps = _setter_steps(rule, items)
 
     def constant(self, field: str) -> Any:
         """The literal value this setter gives ``field``, or None (absent or templated)."""
@@ -164,45 +176,132 @@ class FieldSetter:
         return None
 
     def __call__(self, event: AlertEvent) -> AlertEvent:
-        fields = event.fields
-        for name, value in self.items:
-            if name == "custom_details":
-                self._merge_details(event, value)
-                continue
-            try:
-                rendered = value.render(event)
-            except RenderError as exc:
-                event.template_errors.append(f"{self.rule}.{name}: {exc}")
-                continue
-            if name in ("routing_key", "dedup"):
-                rendered = text(rendered).strip()
-                if not rendered:
-                    event.template_errors.append(f"{self.rule}.{name}: rendered empty; value not changed")
-                    continue
-            fields[name] = rendered
+        for step in self._steps:
+            step(event)
         return event
 
-    def _merge_details(self, event: AlertEvent, value: Value) -> None:
-        merged = dict(current) if isinstance(current := event.fields.get("custom_details"), Mapping) else {}
-        if isinstance(value, _Map):
-            for key, sub in value.items:
-                try:
-                    merged[key] = sub.render(event)
-                except RenderError as exc:
-                    event.template_errors.append(f"{self.rule}.custom_details.{key}: {exc}")
+
+_Step = Callable[[AlertEvent], None]
+_KEY_FIELDS = ("routing_key", "dedup")  # rendered as stripped text; an empty rendering is refused
+
+
+def _setter_steps(rule: str, items: tuple[tuple[str, Value], ...]) -> tuple[_Step, ...]:
+    steps: list[_Step] = []
+    constants: dict[str, Any] = {}
+    plain: list[tuple[str, Callable[[AlertEvent], Any]]] = []
+
+    def flush() -> None:
+        if constants:
+            steps.append(_set_constants(dict(constants)))
+            constants.clear()
+        if plain:
+            steps.append(_set_values(rule, tuple(plain)))
+            plain.clear()
+
+    for name, value in items:
+        if name == "custom_details":
+            flush()
+            steps.append(_merge_details(rule, value))
+        elif isinstance(value, _Const) and not value.container:
+            literal = value.value
+            if name in _KEY_FIELDS and not (literal := text(literal).strip()):
+                flush()
+                steps.append(_note(f"{rule}.{name}: rendered empty; value not changed"))
+                continue
+            if plain:
+                flush()
+            constants[name] = literal
+        elif name in _KEY_FIELDS:
+            flush()
+            steps.append(_set_key(rule, name, value.render))
         else:
+            if constants:
+                flush()
+            plain.append((name, value.render))
+    flush()
+    return tuple(steps)
+
+
+def _set_constants(values: dict[str, Any]) -> _Step:
+    def step(event: AlertEvent) -> None:
+        event.fields.update(values)
+
+    return step
+
+
+def _set_values(rule: str, renders: tuple[tuple[str, Callable[[AlertEvent], Any]], ...]) -> _Step:
+    def step(event: AlertEvent) -> None:
+        fields = event.fields
+        for name, render in renders:
             try:
-                rendered = value.render(event)
+                fields[name] = render(event)
             except RenderError as exc:
-                event.template_errors.append(f"{self.rule}.custom_details: {exc}")
-                return
-            if not isinstance(rendered, Mapping):
-                event.template_errors.append(
-                    f"{self.rule}.custom_details: template gave {describe(rendered)}, not a mapping"
-                )
-                return
-            merged.update(rendered)
+                event.template_errors.append(f"{rule}.{name}: {exc}")
+
+    return step
+
+
+def _note(message: str) -> _Step:
+    def step(event: AlertEvent) -> None:
+        event.template_errors.append(message)
+
+    return step
+
+
+def _set_key(rule: str, name: str, render: Callable[[AlertEvent], Any]) -> _Step:
+    def step(event: AlertEvent) -> None:
+        try:
+            rendered = render(event)
+        except RenderError as exc:
+            event.template_errors.append(f"{rule}.{name}: {exc}")
+            return
+        value = text(rendered).strip()
+        if not value:
+            event.template_errors.append(f"{rule}.{name}: rendered empty; value not changed")
+            return
+        event.fields[name] = value
+
+    return step
+
+
+def _current_details(event: AlertEvent) -> dict[str, Any]:
+    """A copy of the custom_details set so far, to merge into (``{}`` if none or not a mapping)."""
+    current = event.fields.get("custom_details")
+    if current is None:
+        return {}
+    return dict(current) if type(current) is dict or isinstance(current, Mapping) else {}
+
+
+def _merge_details(rule: str, value: Value) -> _Step:
+    if isinstance(value, _Map):
+        renders = tuple((key, sub.render) for key, sub in value.items)
+
+        def merge_keys(event: AlertEvent) -> None:
+            merged = _current_details(event)
+            for key, render in renders:
+                try:
+                    merged[key] = render(event)
+                except RenderError as exc:
+                    event.template_errors.append(f"{rule}.custom_details.{key}: {exc}")
+            event.fields["custom_details"] = merged
+
+        return merge_keys
+    render = value.render
+
+    def merge_rendered(event: AlertEvent) -> None:
+        merged = _current_details(event)
+        try:
+            rendered = render(event)
+        except RenderError as exc:
+            event.template_errors.append(f"{rule}.custom_details: {exc}")
+            return
+        if not isinstance(rendered, Mapping):
+            event.template_errors.append(f"{rule}.custom_details: template gave {describe(rendered)}, not a mapping")
+            return
+        merged.update(rendered)
         event.fields["custom_details"] = merged
+
+    return merge_rendered
 
 
 _Check = Callable[[Any, int, Problems, str], Value | None]

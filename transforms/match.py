@@ -25,9 +25,10 @@ from typing import Any, Literal
 
 import re2
 
-__all__ = ["Matcher", "MatcherError", "Op", "Regex", "matches_all", "parse_matchers"]
+__all__ = ["Guard", "Matcher", "MatcherError", "Op", "Regex", "compile_guard", "matches_all", "parse_matchers"]
 
 Op = Literal["=", "!=", "=~", "!~"]
+Guard = Callable[[Mapping[str, str]], bool]
 
 _RESERVED = frozenset("{}!=~,\\\"'`")
 # A regex made only of these characters and "|" is a plain alternation of literals under
@@ -51,6 +52,37 @@ def _utf8(text: str) -> bytes:
     return text.encode("utf-8", "surrogatepass")  # a lone surrogate from JSON must not crash
 
 
+_NO_SPAN = (-1, -1)  # RE2's span of a group that took no part (or of the whole match: no match)
+_ANCHOR_BOTH: Any = getattr(getattr(re2, "_Anchor", None), "ANCHOR_BOTH", None)
+_SpanMatch = Callable[[Any, bytes, int, int], Sequence[tuple[int, int]]]
+
+
+def _span_match(compiled: Any) -> _SpanMatch:
+    """RE2's own ``Match(anchor, text, pos, endpos)``, which returns the byte spans of all groups.
+
+    The binding's ``fullmatch`` wraps that call in a generator and a ``Match`` object whose
+    accessors are Python code: most of the cost of matching a short label value. The raw
+    call is private to the binding, so when it is not there the public API stands in.
+    """
+    raw = getattr(getattr(compiled, "_regexp", None), "Match", None)
+    if raw is not None and _ANCHOR_BOTH is not None:
+        return raw  # type: ignore[no-any-return]
+    return _public_span_match(compiled)
+
+
+def _public_span_match(compiled: Any) -> _SpanMatch:
+    """The same spans (anchored at both ends) through the binding's public API."""
+    count: int = compiled.groups + 1
+
+    def match(_anchor: Any, data: bytes, pos: int, endpos: int) -> Sequence[tuple[int, int]]:
+        found = compiled.fullmatch(data, pos, endpos)
+        if found is None:
+            return (_NO_SPAN,) * count
+        return [found.span(index) for index in range(count)]
+
+    return match
+
+
 class Regex:
     """An RE2 regex used fully anchored, like Alertmanager's ``^(?:re)$``.
 
@@ -61,7 +93,7 @@ class Regex:
         ValueError: with RE2's message, when the pattern does not compile.
     """
 
-    __slots__ = ("_fullmatch", "_indexes", "group_names", "pattern")
+    __slots__ = ("_groups", "_match", "group_names", "pattern")
 
     def __init__(self, pattern: str) -> None:
         self.pattern = pattern
@@ -72,24 +104,26 @@ class Regex:
             if isinstance(detail, bytes):
                 detail = detail.decode("utf-8", "replace")
             raise ValueError(f"invalid regex {pattern!r}: {detail}") from None
-        self._fullmatch = compiled.fullmatch
+        self._match = _span_match(compiled)
         names = sorted(compiled.groupindex.items(), key=lambda item: item[1])
         self.group_names = tuple(name.decode("utf-8") for name, _ in names)
-        self._indexes = tuple(index - 1 for _, index in names)
+        self._groups = tuple(zip(self.group_names, (index for _, index in names), strict=True))
 
     def fullmatch(self, text: str) -> bool:
-        return self._fullmatch(_utf8(text)) is not None
+        data = text.encode("utf-8", "surrogatepass")
+        return self._match(_ANCHOR_BOTH, data, 0, len(data))[0] != _NO_SPAN
 
     def named_groups(self, text: str) -> dict[str, str] | None:
         """The named groups when ``text`` matches (``""`` for a group that took no part), else None."""
-        found = self._fullmatch(_utf8(text))
-        if found is None:
+        data = text.encode("utf-8", "surrogatepass")
+        spans = self._match(_ANCHOR_BOTH, data, 0, len(data))
+        if spans[0] == _NO_SPAN:
             return None
-        groups = found.groups()
-        return {
-            name: (groups[index] or b"").decode("utf-8", "surrogatepass")
-            for name, index in zip(self.group_names, self._indexes, strict=True)
-        }
+        found: dict[str, str] = {}
+        for name, index in self._groups:
+            start, end = spans[index]
+            found[name] = "" if start < 0 else data[start:end].decode("utf-8", "surrogatepass")
+        return found
 
 
 class MatcherError(ValueError):
@@ -149,6 +183,28 @@ class Matcher:
 def matches_all(matchers: Sequence[Matcher], labels: Mapping[str, str]) -> bool:
     """True when every matcher matches (an empty list matches everything)."""
     return all(m.matches(labels) for m in matchers)
+
+
+def compile_guard(matchers: Sequence[Matcher]) -> Guard | None:
+    """One callable doing what :func:`matches_all` does for ``matchers``; None when there are none.
+
+    Rules test their matchers once per alert, so the tests are bound here, not looked up per call.
+    """
+    tests = tuple((matcher.name, matcher._test) for matcher in matchers)
+    if not tests:
+        return None
+    if len(tests) == 1:
+        ((name, test),) = tests
+        return lambda labels: test(labels.get(name, ""))
+
+    def all_match(labels: Mapping[str, str]) -> bool:
+        get = labels.get
+        for label, check in tests:  # noqa: SIM110 -- the loop is faster than all() over a generator
+            if not check(get(label, "")):
+                return False
+        return True
+
+    return all_match
 
 
 def _quote(text: str) -> str:

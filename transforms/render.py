@@ -32,13 +32,14 @@ import hashlib
 import json
 import math
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import Any
 from urllib.parse import quote_plus, urlsplit
 
 import msgspec
 
-from transforms.base import InvalidEvent, RenderedEvent
-from transforms.collapse import Collapsed
+from transforms.base import Action, AlertEvent, InvalidEvent, RenderedEvent
+from transforms.collapse import Collapsed, Pending
 from transforms.fields import DEFAULT_SEVERITY, SEVERITIES, text
 from transforms.shrink import json_size, shrink_details
 
@@ -52,6 +53,7 @@ __all__ = [
     "jsonable",
     "payload_hash",
     "render_event",
+    "render_pending",
 ]
 
 MAX_EVENT_BYTES = 512_000
@@ -60,6 +62,7 @@ DEFAULT_CLIENT = "Alertmanager"
 # ',"routing_key":"<32 characters>"' -- what the sender adds to the body
 ROUTING_KEY_ALLOWANCE = len(',"routing_key":""') + 32
 _ZERO_TIME_PREFIX = "0001-01-01"
+_ABSENT: Any = object()
 
 
 def canonical_json(body: Mapping[str, Any]) -> str:
@@ -67,8 +70,7 @@ def canonical_json(body: Mapping[str, Any]) -> str:
     return _canonical_bytes(body).decode("utf-8")
 
 
-def _canonical_bytes(body: Mapping[str, Any]) -> bytes:
-    return msgspec.json.encode(body, order="sorted")
+_canonical_bytes = msgspec.json.Encoder(order="sorted").encode
 
 
 def payload_hash(body: Mapping[str, Any]) -> str:
@@ -99,6 +101,9 @@ def jsonable(value: Any) -> Any:
                 break
         else:
             return dict(value)
+        return {k if type(k) is str else str(k): v if type(v) is str else jsonable(v) for k, v in value.items()}
+    if kind is list or kind is tuple:
+        return [v if type(v) is str else jsonable(v) for v in value]
     if isinstance(value, str | int):
         return value
     if isinstance(value, float):
@@ -118,29 +123,47 @@ def _as_text(value: Any) -> str:
     return text(value)
 
 
-def _default_source(collapsed: Collapsed) -> str:
-    labels = collapsed.event.alert.labels
-    host = (
-        urlsplit(collapsed.event.group.external_url).hostname if collapsed.event.group.external_url else None
-    )
-    return labels.get("instance") or labels.get("job") or host or "alertmanager"
+@lru_cache(maxsize=256)
+def _host(external_url: str) -> str | None:
+    return urlsplit(external_url).hostname if external_url else None
+
+
+@lru_cache(maxsize=256)
+def _alerts_page(external_url: str, receiver: str) -> str:
+    """Alertmanager's alert page for the receiver: the default ``client_url``."""
+    return f"{external_url}/#/alerts?receiver={quote_plus(receiver, safe='')}"
+
+
+def _default_source(event: AlertEvent) -> str:
+    labels = event.alert.labels
+    return labels.get("instance") or labels.get("job") or _host(event.group.external_url) or "alertmanager"
 
 
 def _first(fields: Mapping[str, Any], name: str, notes: list[str]) -> str:
     """The field as stripped text; notes a field that was set but rendered empty."""
-    if name not in fields:
+    value = fields.get(name, _ABSENT)
+    if value is _ABSENT:
         return ""
-    value = _as_text(fields[name]).strip()
+    value = (value if type(value) is str else _as_text(value)).strip()
     if not value:
         notes.append(f"{name} was empty; used the default")
     return value
 
 
+def _optional(fields: Mapping[str, Any], name: str) -> str:
+    """The field as stripped text, ``""`` when it is unset."""
+    value = fields.get(name)
+    if value is None:
+        return ""
+    return (value if type(value) is str else _as_text(value)).strip()
+
+
 def _severity(fields: Mapping[str, Any], default: str, notes: list[str]) -> str:
-    if "severity" not in fields:
+    raw = fields.get("severity", _ABSENT)
+    if raw is _ABSENT:
         return default
-    raw = _as_text(fields["severity"])
-    severity = raw.strip().lower()
+    raw = raw if type(raw) is str else _as_text(raw)
+    severity = raw if raw in SEVERITIES else raw.strip().lower()
     if severity not in SEVERITIES:
         notes.append(f"severity {raw!r} is not one of {', '.join(SEVERITIES)}; used {default!r}")
         return default
@@ -158,10 +181,14 @@ def _items(
         return []
     result: list[dict[str, str]] = []
     for index, item in enumerate(raw):
-        if not isinstance(item, Mapping):
+        if type(item) is not dict and not isinstance(item, Mapping):
             notes.append(f"{name}[{index}] is not a mapping; dropped")
             continue
-        entry = {key: value for key in keys if (value := _as_text(item.get(key)).strip())}
+        entry: dict[str, str] = {}
+        for key in keys:
+            value = item.get(key)
+            if value := (value if type(value) is str else _as_text(value)).strip():
+                entry[key] = value
         required = entry.get(keys[0], "")
         if not required:
             continue  # like Alertmanager: an entry whose href/src rendered empty is left out
@@ -172,23 +199,33 @@ def _items(
     return result
 
 
-def _details(collapsed: Collapsed, notes: list[str]) -> dict[str, Any]:
-    event = collapsed.event
-    if "custom_details" in event.fields:
-        details = jsonable(event.fields["custom_details"])
+def _details(
+    event: AlertEvent, members: tuple[AlertEvent, ...], grouped: bool, notes: list[str]
+) -> dict[str, Any]:
+    fields = event.fields
+    if "custom_details" in fields:
+        details = jsonable(fields["custom_details"])
         if not isinstance(details, dict):
             notes.append("custom_details is not a mapping; sent under 'value'")
             details = {"value": details}
     else:
         details = {"labels": jsonable(event.alert.labels), "annotations": jsonable(event.alert.annotations)}
-    if collapsed.grouped:
-        details = {**details, "num_firing": collapsed.num_firing, "num_resolved": collapsed.num_resolved}
+    if grouped:
+        num_firing = sum(1 for m in members if m.alert.firing)
+        details = {**details, "num_firing": num_firing, "num_resolved": len(members) - num_firing}
     return details
 
 
-def _build_body(collapsed: Collapsed, default_severity: str, notes: list[str]) -> dict[str, Any]:
+def _build_body(
+    action: Action,
+    dedup_key: str,
+    event: AlertEvent,
+    members: tuple[AlertEvent, ...],
+    grouped: bool,
+    default_severity: str,
+    notes: list[str],
+) -> dict[str, Any]:
     """The Events v2 body before the size limit (fields checked, defaults filled in)."""
-    event = collapsed.event
     fields = event.fields
     alert = event.alert
     group = event.group
@@ -203,30 +240,30 @@ def _build_body(collapsed: Collapsed, default_severity: str, notes: list[str]) -
         summary = summary[: MAX_SUMMARY_CHARS - 1] + "…"
     payload: dict[str, Any] = {
         "summary": summary,
-        "source": _first(fields, "source", notes) or _default_source(collapsed),
+        "source": _first(fields, "source", notes) or _default_source(event),
         "severity": _severity(fields, default_severity, notes),
     }
     if alert.starts_at and not alert.starts_at.startswith(_ZERO_TIME_PREFIX):
         payload["timestamp"] = alert.starts_at
     for name in ("component", "group", "class"):
-        if value := _as_text(fields.get(name)).strip():
+        if value := _optional(fields, name):
             payload[name] = value
-    if details := _details(collapsed, notes):
+    if details := _details(event, members, grouped, notes):
         payload["custom_details"] = details
     body: dict[str, Any] = {
-        "event_action": collapsed.action,
-        "dedup_key": collapsed.dedup_key,
+        "event_action": action,
+        "dedup_key": dedup_key,
         "payload": payload,
+        "client": _optional(fields, "client") or DEFAULT_CLIENT,
     }
-    body["client"] = _as_text(fields.get("client")).strip() or DEFAULT_CLIENT
-    client_url = _as_text(fields.get("client_url")).strip()
+    client_url = _optional(fields, "client_url")
     if not client_url and group.external_url:
-        client_url = f"{group.external_url}/#/alerts?receiver={quote_plus(group.receiver, safe='')}"
+        client_url = _alerts_page(group.external_url, group.receiver)
     if client_url:
         body["client_url"] = client_url
-    if links := _items(fields, "links", ("href", "text"), notes):
+    if "links" in fields and (links := _items(fields, "links", ("href", "text"), notes)):
         body["links"] = links
-    if images := _items(fields, "images", ("src", "href", "alt"), notes):
+    if "images" in fields and (images := _items(fields, "images", ("src", "href", "alt"), notes)):
         body["images"] = images
     return body
 
@@ -255,27 +292,40 @@ def render_event(
     collapsed: Collapsed, default_severity: str = DEFAULT_SEVERITY
 ) -> RenderedEvent | InvalidEvent:
     """The Events v2 event for one collapsed alert, or why PagerDuty would refuse it."""
-    notes = list(collapsed.notes)
-    body = _build_body(collapsed, default_severity, notes)
-    rules = tuple(dict.fromkeys(name for member in collapsed.members for name in member.fired))
-    fingerprints = tuple(member.alert.fingerprint for member in collapsed.members)
+    return render_pending(
+        (
+            collapsed.routing_key,
+            collapsed.dedup_key,
+            collapsed.action,
+            collapsed.event,
+            collapsed.members,
+            collapsed.grouped,
+            collapsed.notes,
+        ),
+        default_severity,
+    )
+
+
+def render_pending(pending: Pending, default_severity: str = DEFAULT_SEVERITY) -> RenderedEvent | InvalidEvent:
+    """:func:`render_event` for a :data:`~transforms.collapse.Pending` tuple (what the engine passes)."""
+    routing_key, dedup_key, action, event, members, grouped, collapse_notes = pending
+    notes = list(collapse_notes)
+    body = _build_body(action, dedup_key, event, members, grouped, default_severity, notes)
+    if len(members) == 1:
+        only = members[0]
+        rules = tuple(dict.fromkeys(only.fired))
+        fingerprints: tuple[str, ...] = (only.alert.fingerprint,)
+    else:
+        rules = tuple(dict.fromkeys(name for member in members for name in member.fired))
+        fingerprints = tuple(member.alert.fingerprint for member in members)
     canonical = _canonical_bytes(body)
     size = len(canonical) + ROUTING_KEY_ALLOWANCE
-    reason = None if collapsed.dedup_key else "empty dedup_key (the alert has no fingerprint)"
+    reason = None if dedup_key else "empty dedup_key (the alert has no fingerprint)"
     if reason is None and size > MAX_EVENT_BYTES:
         reason = _fit(body, size, notes)
         canonical = _canonical_bytes(body)
     if reason is not None:
-        return InvalidEvent(
-            collapsed.routing_key, collapsed.dedup_key, collapsed.action, body, reason, rules, fingerprints
-        )
+        return InvalidEvent(routing_key, dedup_key, action, body, reason, rules, fingerprints)
     return RenderedEvent(
-        routing_key=collapsed.routing_key,
-        dedup_key=collapsed.dedup_key,
-        action=collapsed.action,
-        body=body,
-        payload_hash=_sha256(canonical),
-        rules=rules,
-        fingerprints=fingerprints,
-        notes=tuple(notes),
+        routing_key, dedup_key, action, body, _sha256(canonical), rules, fingerprints, tuple(notes)
     )

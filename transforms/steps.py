@@ -12,7 +12,7 @@ from typing import Any
 
 from transforms.base import AlertEvent, Transform
 from transforms.fields import SEVERITIES, compile_fields, text
-from transforms.match import Matcher, Regex
+from transforms.match import Matcher, Regex, compile_guard
 from transforms.spec import LineDict, StepContext, describe
 from transforms.template import RenderError, Template, TemplateError, compile_template
 
@@ -32,22 +32,21 @@ class Rule:
     """One step: if every matcher matches, record the rule, run the action, maybe stop.
 
     A step without matchers applies to every alert. ``action`` may be None for a bare
-    ``stop: true``.
+    ``stop: true``. ``guard`` is the matchers compiled into one test (None: no matchers).
     """
 
-    __slots__ = ("action", "matchers", "name", "stop")
+    __slots__ = ("action", "guard", "matchers", "name", "stop")
 
     def __init__(self, name: str, matchers: Sequence[Matcher], action: Transform | None, stop: bool) -> None:
         self.name = name
         self.matchers = tuple(matchers)
+        self.guard = compile_guard(self.matchers)
         self.action = action
         self.stop = stop
 
     def __call__(self, event: AlertEvent) -> AlertEvent | None:
-        labels = event.alert.labels
-        for matcher in self.matchers:
-            if not matcher.matches(labels):
-                return event
+        if self.guard is not None and not self.guard(event.alert.labels):
+            return event
         event.fired.append(self.name)
         if self.action is not None:
             result = self.action(event)
@@ -67,34 +66,28 @@ def build_set(value: Any, ctx: StepContext) -> Transform | None:
     return compile_fields(value, ctx.line, ctx.problems, ctx.rule, "set")
 
 
-def _render_text(template: Template, event: AlertEvent, where: str) -> str | None:
-    """The template's text for ``event``, or None after recording the failure as ``where: ...``."""
-    try:
-        return text(template.render(event))
-    except RenderError as exc:
-        event.template_errors.append(f"{where}: {exc}")
-        return None
-
-
 class SeverityMap:
     """``severity_map``: looks the rendered ``from`` up in ``map`` (exact key), else ``default``.
 
     Without a match and without ``default`` the severity stays as it was.
     """
 
-    __slots__ = ("default", "rule", "source", "table")
+    __slots__ = ("_render", "default", "rule", "source", "table")
 
     def __init__(self, rule: str, source: Template, table: dict[str, str], default: str | None) -> None:
         self.rule = rule
         self.source = source
         self.table = table
         self.default = default
+        self._render = source.render
 
     def __call__(self, event: AlertEvent) -> AlertEvent:
-        key = _render_text(self.source, event, f"{self.rule}.severity_map.from")
-        if key is None:
+        try:
+            key = self._render(event)
+        except RenderError as exc:
+            event.template_errors.append(f"{self.rule}.severity_map.from: {exc}")
             return event
-        severity = self.table.get(key, self.default)
+        severity = self.table.get(key if type(key) is str else text(key), self.default)
         if severity is not None:
             event.fields["severity"] = severity
         return event
@@ -108,18 +101,22 @@ class Extract:
     stored as ``""``. Without a match, ``vars`` are left as they were.
     """
 
-    __slots__ = ("regex", "rule", "source")
+    __slots__ = ("_named_groups", "_render", "regex", "rule", "source")
 
     def __init__(self, rule: str, source: Template, regex: Regex) -> None:
         self.rule = rule
         self.source = source
         self.regex = regex
+        self._render = source.render
+        self._named_groups = regex.named_groups
 
     def __call__(self, event: AlertEvent) -> AlertEvent:
-        subject = _render_text(self.source, event, f"{self.rule}.extract.from")
-        if subject is None:
+        try:
+            subject = self._render(event)
+        except RenderError as exc:
+            event.template_errors.append(f"{self.rule}.extract.from: {exc}")
             return event
-        found = self.regex.named_groups(subject)
+        found = self._named_groups(subject if type(subject) is str else text(subject))
         if found is not None:
             event.vars.update(found)
         return event

@@ -70,43 +70,43 @@ class _Environment(ImmutableSandboxedEnvironment):
 _ENV = _Environment(autoescape=False)
 
 
-# The webhook's field names of ``alert`` and ``group``, read from the dataclasses.
-_ALERT_FIELDS: dict[str, Callable[[Alert], Any]] = {
-    name: attrgetter(attr)
-    for name, attr in (
-        ("status", "status"),
-        ("labels", "labels"),
-        ("annotations", "annotations"),
-        ("startsAt", "starts_at"),
-        ("endsAt", "ends_at"),
-        ("generatorURL", "generator_url"),
-        ("fingerprint", "fingerprint"),
-    )
-}
-_GROUP_FIELDS: dict[str, Callable[[Group], Any]] = {
-    name: attrgetter(attr)
-    for name, attr in (
-        ("receiver", "receiver"),
-        ("status", "status"),
-        ("groupKey", "group_key"),
-        ("groupLabels", "group_labels"),
-        ("commonLabels", "common_labels"),
-        ("commonAnnotations", "common_annotations"),
-        ("externalURL", "external_url"),
-        ("truncatedAlerts", "truncated_alerts"),
-        ("routeLabels", "route_labels"),
-    )
-} | {"notification_reason": lambda group: group.notification_reason or ""}  # absent before 0.32
+# The webhook's field names of ``alert`` and ``group`` and the dataclass attributes they read.
+_ALERT_ATTRS = (
+    ("status", "status"),
+    ("labels", "labels"),
+    ("annotations", "annotations"),
+    ("startsAt", "starts_at"),
+    ("endsAt", "ends_at"),
+    ("generatorURL", "generator_url"),
+    ("fingerprint", "fingerprint"),
+)
+_GROUP_ATTRS = (
+    ("receiver", "receiver"),
+    ("status", "status"),
+    ("groupKey", "group_key"),
+    ("groupLabels", "group_labels"),
+    ("commonLabels", "common_labels"),
+    ("commonAnnotations", "common_annotations"),
+    ("externalURL", "external_url"),
+    ("truncatedAlerts", "truncated_alerts"),
+    ("routeLabels", "route_labels"),
+)  # then notification_reason, "" when absent (before 0.32)
+_ALERT_NAMES = tuple(name for name, _ in _ALERT_ATTRS)
+_ALERT_VALUES = attrgetter(*(attr for _, attr in _ALERT_ATTRS))
+_GROUP_NAMES = tuple(name for name, _ in _GROUP_ATTRS)
+_GROUP_VALUES = attrgetter(*(attr for _, attr in _GROUP_ATTRS))
 
 
 def alert_dict(alert: Alert) -> dict[str, Any]:
     """The ``alert`` template name: the alert as Alertmanager's webhook spells it."""
-    return {name: get(alert) for name, get in _ALERT_FIELDS.items()}
+    return dict(zip(_ALERT_NAMES, _ALERT_VALUES(alert), strict=True))
 
 
 def group_dict(group: Group) -> dict[str, Any]:
     """The ``group`` template name; fields a body lacks are ``""`` / ``{}``, never None."""
-    return {name: get(group) for name, get in _GROUP_FIELDS.items()}
+    fields = dict(zip(_GROUP_NAMES, _GROUP_VALUES(group), strict=True))
+    fields["notification_reason"] = group.notification_reason or ""
+    return fields
 
 
 def template_context(event: AlertEvent) -> dict[str, Any]:
@@ -120,22 +120,22 @@ def template_context(event: AlertEvent) -> dict[str, Any]:
     }
 
 
-_ROOTS: dict[str, Callable[[AlertEvent], Any]] = {
-    "labels": lambda e: e.alert.labels,
-    "annotations": lambda e: e.alert.annotations,
+_Getter = Callable[[AlertEvent], Any]
+
+# Each name in scope, read from the work item (attrgetter: no Python frame per read).
+_ROOTS: dict[str, _Getter] = {
+    "labels": attrgetter("alert.labels"),
+    "annotations": attrgetter("alert.annotations"),
     "alert": lambda e: alert_dict(e.alert),
     "group": lambda e: group_dict(e.group),
-    "vars": lambda e: e.vars,
+    "vars": attrgetter("vars"),
 }
-
-
-def _field_getter(root: str, name: str) -> Callable[[AlertEvent], Any] | None:
-    """``alert.<name>`` / ``group.<name>`` read without building the whole dict."""
-    if root == "alert" and (get_alert := _ALERT_FIELDS.get(name)) is not None:
-        return lambda e: get_alert(e.alert)
-    if root == "group" and (get_group := _GROUP_FIELDS.get(name)) is not None:
-        return lambda e: get_group(e.group)
-    return None
+# ``alert.<name>`` / ``group.<name>`` read without building the whole dict.
+_FIELD_GETTERS: dict[tuple[str, str], _Getter] = {
+    **{("alert", name): attrgetter(f"alert.{attr}") for name, attr in _ALERT_ATTRS},
+    **{("group", name): attrgetter(f"group.{attr}") for name, attr in _GROUP_ATTRS},
+    ("group", "notification_reason"): lambda e: e.group.notification_reason or "",
+}
 
 
 class _Missing:
@@ -150,13 +150,21 @@ class _Slow(Exception):
 
 
 _Fast = Callable[[AlertEvent], Any]  # returns a value or _MISSING; raises _Slow
+_Path = tuple[_Getter, tuple[str, ...]]  # a name's getter, then dict keys
+# Paths tried in order until one is present, then a constant (or _MISSING): what a plain
+# path, a constant, or a chain of ``default`` filters over them evaluates to.
+_Alternatives = tuple[tuple[_Path, ...], Any]
 
 
-def _fast_path(root: str, keys: tuple[str, ...]) -> _Fast:
-    get_root = _ROOTS[root]
-    if keys and (getter := _field_getter(root, keys[0])) is not None:
-        get_root = getter
-        keys = keys[1:]
+def _path(root: str, keys: tuple[str, ...]) -> _Path:
+    if keys and (getter := _FIELD_GETTERS.get((root, keys[0]))) is not None:
+        return getter, keys[1:]
+    return _ROOTS[root], keys
+
+
+def _walk(path: _Path) -> _Fast:
+    """Evaluates one path: the value, _MISSING for a missing last key, _Slow where Jinja differs."""
+    get_root, keys = path
     if not keys:
         return get_root
     last = len(keys) - 1
@@ -186,24 +194,39 @@ def _fast_path(root: str, keys: tuple[str, ...]) -> _Fast:
     return run
 
 
-def _simple(node: nodes.Node) -> _Fast | None:
-    """A fast evaluator for a plain path / constant / ``default`` filter, else None."""
+def _evaluator(alternatives: _Alternatives) -> _Fast:
+    paths, final = alternatives
+    if not paths:
+        return lambda _event: final
+    walks = tuple(_walk(path) for path in paths)
+    if len(walks) == 1 and final is _MISSING:
+        return walks[0]
+
+    def first_present(event: AlertEvent) -> Any:
+        for walk in walks:
+            value = walk(event)
+            if value is not _MISSING:
+                return value
+        return final
+
+    return first_present
+
+
+def _simple(node: nodes.Node) -> _Alternatives | None:
+    """The fast form of a plain path / constant / ``default`` filter, else None."""
     if isinstance(node, nodes.Const) and isinstance(node.value, str | int | float | bool):
-        value = node.value
-        return lambda _event: value
+        return (), node.value
     if isinstance(node, nodes.Filter) and node.name in ("default", "d"):
         if node.node is None or node.kwargs or node.dyn_args or node.dyn_kwargs or len(node.args) > 1:
             return None
         inner = _simple(node.node)
-        fallback = _simple(node.args[0]) if node.args else (lambda _event: "")
+        fallback = _simple(node.args[0]) if node.args else ((), "")
         if inner is None or fallback is None:
             return None
-
-        def run(event: AlertEvent, _inner: _Fast = inner, _fallback: _Fast = fallback) -> Any:
-            value = _inner(event)
-            return _fallback(event) if value is _MISSING else value
-
-        return run
+        paths, final = inner
+        if final is not _MISSING:
+            return inner  # ends in a constant, which is never undefined: the fallback is not used
+        return (*paths, *fallback[0]), fallback[1]
     keys: list[str] = []
     while True:
         if isinstance(node, nodes.Getattr):
@@ -220,7 +243,7 @@ def _simple(node: nodes.Node) -> _Fast | None:
             return None
     if any(key.startswith("_") or hasattr(dict, key) for key in keys):
         return None
-    return _fast_path(node.name, tuple(reversed(keys)))
+    return (_path(node.name, tuple(reversed(keys))),), _MISSING
 
 
 def _to_native(value: Any) -> Any:
@@ -290,10 +313,10 @@ def compile_template(source: str, *, fast: bool = True) -> Template:
         out: list[str] = []
         try:
             for part in parts:
-                if isinstance(part, str):
+                if type(part) is str:
                     out.append(part)
                     continue
-                value = part(event)
+                value = part(event)  # type: ignore[operator]
                 if value is not _MISSING:
                     out.append(value if type(value) is str else str(value))
         except _Slow:
@@ -311,10 +334,10 @@ def _interpolation(output: nodes.Output) -> list[str | _Fast] | None:
         if isinstance(node, nodes.TemplateData):
             parts.append(node.data)
             continue
-        evaluator = _simple(node)
-        if evaluator is None:
+        alternatives = _simple(node)
+        if alternatives is None:
             return None
-        parts.append(evaluator)
+        parts.append(_evaluator(alternatives))
     return parts
 
 
@@ -329,17 +352,76 @@ def _expression(source: str, expr: nodes.Expr, fast: bool) -> Template:
         except Exception as exc:
             raise _failed(exc) from exc
 
-    evaluator = _simple(expr) if fast else None
-    if evaluator is None:
+    alternatives = _simple(expr) if fast else None
+    if alternatives is None:
         return Template(source, "jinja", render_jinja)
+    return Template(source, "fast", _render_value(alternatives, render_jinja))
 
-    def render_fast(event: AlertEvent, _evaluate: _Fast = evaluator) -> Any:
+
+def _render_value(
+    alternatives: _Alternatives, render_jinja: Callable[[AlertEvent], Any]
+) -> Callable[[AlertEvent], Any]:
+    """The render function of a fast single expression, specialised to its shape.
+
+    Every shape gives what the generic one (last) gives: the first present value, else the
+    constant, else ``""``; Jinja where the fast path would differ; failures as RenderError.
+    """
+    paths, final = alternatives
+    if final is _MISSING:
+        final = ""
+    if not paths:
+        return lambda _event: final
+    if len(paths) == 1 and not paths[0][1]:  # a name or field: never missing
+        get_value = paths[0][0]
+
+        def render_name(event: AlertEvent) -> Any:
+            try:
+                return get_value(event)
+            except Exception as exc:
+                raise _failed(exc) from exc
+
+        return render_name
+    if all(len(keys) == 1 for _, keys in paths):  # ``labels.x | default(vars.y)``: one key each
+        lookups = tuple((get_root, keys[0]) for get_root, keys in paths)
+        if len(lookups) == 1:
+            ((get_map, only_key),) = lookups
+
+            def render_key(event: AlertEvent) -> Any:
+                try:
+                    current = get_map(event)
+                    if type(current) is dict:
+                        return current.get(only_key, final)
+                except Exception as exc:
+                    raise _failed(exc) from exc
+                return render_jinja(event)
+
+            return render_key
+
+        def render_keys(event: AlertEvent) -> Any:
+            try:
+                for get_root, key in lookups:
+                    current = get_root(event)
+                    if type(current) is not dict:
+                        break
+                    value = current.get(key, _MISSING)
+                    if value is not _MISSING:
+                        return value
+                else:
+                    return final
+            except Exception as exc:
+                raise _failed(exc) from exc
+            return render_jinja(event)
+
+        return render_keys
+    evaluate = _evaluator(alternatives)
+
+    def render_fast(event: AlertEvent) -> Any:
         try:
-            value = _evaluate(event)
+            value = evaluate(event)
         except _Slow:
             return render_jinja(event)
         except Exception as exc:
             raise _failed(exc) from exc
-        return "" if value is _MISSING else value
+        return final if value is _MISSING else value
 
-    return Template(source, "fast", render_fast)
+    return render_fast

@@ -80,8 +80,8 @@ class Outbox(Protocol):
 
     async def dead_letter(self, item: OutboxItem, reason: Reason, status: int | None, error: str) -> None: ...
 
-    async def next_due(self, exclude: Collection[int]) -> float | None:
-        """When the earliest queue head not in ``exclude`` becomes due (epoch seconds), or ``None``."""
+    async def next_due(self) -> float | None:
+        """The next moment (epoch seconds, in the future) when a queued item becomes due, or ``None``."""
         ...
 
     async def check(self) -> None:

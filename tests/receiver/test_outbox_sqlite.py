@@ -69,7 +69,7 @@ async def test_retry_later_blocks_the_key_until_due(outbox: SQLiteOutbox, clock:
     (head,) = await outbox.claim(10, ())
     await outbox.retry_later(head, clock.now() + 30, Reason.SERVER_ERROR, 503, "boom")
     assert await outbox.claim(10, ()) == []
-    assert await outbox.next_due(()) == clock.now() + 30
+    assert await outbox.next_due() == clock.now() + 30
     clock.advance(30)
     (again,) = await outbox.claim(10, ())
     assert (again.action, again.attempts, again.reason, again.last_status) == ("trigger", 1, "server_error", 503)
