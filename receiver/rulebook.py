@@ -26,6 +26,7 @@ class Rulebook:
         self.current: RuleSet = self._load_or_raise()
 
     def _load_or_raise(self) -> RuleSet:
+        self._stamp_loaded = self._stamp()  # taken before reading, so an edit during the load is seen
         rules = load_rules(self._paths)
         self._metrics.rules_reload_success.set(1)
         self._metrics.rules_loaded_at.set(time.time())
@@ -64,11 +65,10 @@ class Rulebook:
 
     async def watch(self, interval: float = 2.0) -> None:
         """Reload whenever the rule files change (polling: works with ConfigMap symlink swaps)."""
-        last = self._stamp()
         while True:
             await asyncio.sleep(interval)
             stamp = self._stamp()
-            if stamp != last:
-                last = stamp
+            if stamp != self._stamp_loaded:
+                self._stamp_loaded = stamp  # a broken file is tried again only once it changes
                 with contextlib.suppress(RulesError):  # logged in reload(); the last good rules stay
                     self.reload()
