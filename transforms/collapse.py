@@ -13,6 +13,9 @@
 A key longer than PagerDuty's 255 characters becomes ``sha256:<hex of it>``. A resolve is
 not produced when the representative alert's ``send_resolved`` is false; those are
 counted.
+
+:func:`collapse` gives :class:`Collapsed` items; :func:`pending_events` gives the same as
+plain :data:`Pending` tuples, which is what the engine hands to render.
 """
 
 from __future__ import annotations

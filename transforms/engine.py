@@ -11,9 +11,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from transforms.base import Alert, AlertEvent, Chain, Group, InvalidEvent, RenderedEvent
-from transforms.collapse import collapse
+from transforms.collapse import pending_events
 from transforms.fields import DEFAULT_SEVERITY, FieldSetter
-from transforms.render import render_event
+from transforms.render import render_pending
 from transforms.steps import Rule
 
 __all__ = ["Engine", "Evaluation"]
@@ -87,11 +87,11 @@ class Engine:
                 dropped.append((alert.fingerprint, dropped_by or ""))
             else:
                 kept.append(result)
-        pending, suppressed = collapse(kept)
+        pending, suppressed = pending_events(kept)
         events: list[RenderedEvent] = []
         invalid: list[InvalidEvent] = []
         for item in pending:
-            rendered = render_event(item, self.default_severity)
+            rendered = render_pending(item, self.default_severity)
             if isinstance(rendered, RenderedEvent):
                 events.append(rendered)
             else:

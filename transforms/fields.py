@@ -96,7 +96,10 @@ class _Map:
         renders = tuple((key, value.render) for key, value in items)
 
         def render(event: AlertEvent) -> dict[str, Any]:
-            return {key: render(event) for key, render in renders}
+            result = {}  # a loop, not a comprehension: no extra frame (Python 3.11)
+            for key, render_value in renders:
+                result[key] = render_value(event)
+            return result
 
         self.render = render
 
@@ -110,7 +113,10 @@ class _List:
         renders = tuple(value.render for value in items)
 
         def render(event: AlertEvent) -> list[Any]:
-            return [render(event) for render in renders]
+            result = []
+            for render_value in renders:
+                result.append(render_value(event))
+            return result
 
         self.render = render
 
@@ -156,17 +162,18 @@ def compile_value(raw: Any, line: int, problems: Problems, where: str) -> Value 
 class FieldSetter:
     """Applies a compiled ``set`` mapping (or ``defaults``) to an alert.
 
-    ``items`` are compiled once more into steps, in order: runs of literal fields become one
-    ``dict.update``, runs of other plain fields one loop, and ``routing_key`` / ``dedup`` /
-    ``custom_details`` (which check or merge what they render) a step each.
+    ``items`` are compiled once more into a plan, in order: a plain field is rendered and
+    stored right in the loop; runs of literal fields become one ``dict.update`` step, and
+    ``routing_key`` / ``dedup`` / ``custom_details`` (which check or merge what they
+    render) a step each.
     """
 
-    __slots__ = ("_steps", "items", "rule")
+    __slots__ = ("_plan", "items", "rule")
 
     def __init__(self, rule: str, items: tuple[tuple[str, Value], ...]) -> None:
         self.rule = rule
         self.items = items
-        self._steps = _setter_steps(rule, items)
+        self._plan = _plan(rule, items)
 
     def constant(self, field: str) -> Any:
         """The literal value this setter gives ``field``, or None (absent or templated)."""
@@ -176,67 +183,56 @@ class FieldSetter:
         return None
 
     def __call__(self, event: AlertEvent) -> AlertEvent:
-        for step in self._steps:
-            step(event)
+        fields = event.fields
+        for name, run in self._plan:
+            if name is None:
+                run(event)  # a step
+                continue
+            try:
+                fields[name] = run(event)
+            except RenderError as exc:
+                event.template_errors.append(f"{self.rule}.{name}: {exc}")
         return event
 
 
 _Step = Callable[[AlertEvent], None]
+# (field, its render function) for a plain field, (None, step) for anything else
+_Planned = tuple[str | None, Callable[[AlertEvent], Any]]
 _KEY_FIELDS = ("routing_key", "dedup")  # rendered as stripped text; an empty rendering is refused
 
 
-def _setter_steps(rule: str, items: tuple[tuple[str, Value], ...]) -> tuple[_Step, ...]:
-    steps: list[_Step] = []
-    constants: dict[str, Any] = {}
-    plain: list[tuple[str, Callable[[AlertEvent], Any]]] = []
+def _plan(rule: str, items: tuple[tuple[str, Value], ...]) -> tuple[_Planned, ...]:
+    plan: list[_Planned] = []
+    constants: dict[str, Any] = {}  # a run of literal fields, stored by one dict.update
 
     def flush() -> None:
         if constants:
-            steps.append(_set_constants(dict(constants)))
+            plan.append((None, _set_constants(dict(constants))))
             constants.clear()
-        if plain:
-            steps.append(_set_values(rule, tuple(plain)))
-            plain.clear()
 
     for name, value in items:
+        entry: _Planned
         if name == "custom_details":
-            flush()
-            steps.append(_merge_details(rule, value))
+            entry = (None, _merge_details(rule, value))
         elif isinstance(value, _Const) and not value.container:
             literal = value.value
-            if name in _KEY_FIELDS and not (literal := text(literal).strip()):
-                flush()
-                steps.append(_note(f"{rule}.{name}: rendered empty; value not changed"))
+            if name not in _KEY_FIELDS or (literal := text(literal).strip()):
+                constants[name] = literal
                 continue
-            if plain:
-                flush()
-            constants[name] = literal
+            entry = (None, _note(f"{rule}.{name}: rendered empty; value not changed"))
         elif name in _KEY_FIELDS:
-            flush()
-            steps.append(_set_key(rule, name, value.render))
+            entry = (None, _set_key(rule, name, value.render))
         else:
-            if constants:
-                flush()
-            plain.append((name, value.render))
+            entry = (name, value.render)
+        flush()
+        plan.append(entry)
     flush()
-    return tuple(steps)
+    return tuple(plan)
 
 
 def _set_constants(values: dict[str, Any]) -> _Step:
     def step(event: AlertEvent) -> None:
         event.fields.update(values)
-
-    return step
-
-
-def _set_values(rule: str, renders: tuple[tuple[str, Callable[[AlertEvent], Any]], ...]) -> _Step:
-    def step(event: AlertEvent) -> None:
-        fields = event.fields
-        for name, render in renders:
-            try:
-                fields[name] = render(event)
-            except RenderError as exc:
-                event.template_errors.append(f"{rule}.{name}: {exc}")
 
     return step
 

@@ -119,10 +119,17 @@ class Regex:
         spans = self._match(_ANCHOR_BOTH, data, 0, len(data))
         if spans[0] == _NO_SPAN:
             return None
+        # A group that took no part spans (-1, -1): an empty slice. ASCII text has the same
+        # offsets in characters as in bytes, so it is sliced without decoding.
         found: dict[str, str] = {}
-        for name, index in self._groups:
-            start, end = spans[index]
-            found[name] = "" if start < 0 else data[start:end].decode("utf-8", "surrogatepass")
+        if len(data) == len(text):
+            for name, index in self._groups:
+                start, end = spans[index]
+                found[name] = text[start:end]
+        else:
+            for name, index in self._groups:
+                start, end = spans[index]
+                found[name] = data[start:end].decode("utf-8", "surrogatepass")
         return found
 
 

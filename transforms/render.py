@@ -16,14 +16,17 @@ alert's ``startsAt`` unless it is Go's zero time.
 Limits enforced before anything is queued (each change is described in ``notes``):
 severity is one of critical/error/warning/info (lowercased; anything else becomes the
 default); summary ≤ 1024 characters (1023 + ``…``); source and summary never empty; links
-need an ``href``; image ``src`` must be https; the whole event, counted as compact JSON
-with ASCII escapes plus a 32-character routing key, is at most 512,000 bytes, reached by
+need an ``href``; image ``src`` must be https; the whole event, counted as compact UTF-8
+JSON plus a 32-character routing key, is at most 512,000 bytes, reached by
 cutting ``custom_details`` (see :mod:`transforms.shrink`). What still does not fit is an
-:class:`~transforms.base.InvalidEvent`. Compact JSON is the upper bound of what a compact
-encoder sends, so the sender must encode compactly (no spaces after separators).
+:class:`~transforms.base.InvalidEvent`. The sender must encode the same way for the count
+to hold: compact (no spaces after separators) and UTF-8 (no ``\\u`` escapes).
 
 ``payload_hash`` is the SHA-256 of the body's canonical JSON (sorted keys, ``,``/``:``
-separators, ASCII escapes); the same string is what the size is measured on.
+separators, UTF-8); the same bytes are what the size is measured on.
+
+:func:`render_event` renders a :class:`~transforms.collapse.Collapsed`; :func:`render_pending`
+the same given as the engine's :data:`~transforms.collapse.Pending` tuple.
 """
 
 from __future__ import annotations
@@ -63,6 +66,7 @@ DEFAULT_CLIENT = "Alertmanager"
 ROUTING_KEY_ALLOWANCE = len(',"routing_key":""') + 32
 _ZERO_TIME_PREFIX = "0001-01-01"
 _ABSENT: Any = object()
+_OPTIONAL_PAYLOAD = ("component", "group", "class")
 
 
 def canonical_json(body: Mapping[str, Any]) -> str:
@@ -93,17 +97,23 @@ def jsonable(value: Any) -> Any:
     Always a copy for containers, so the body never shares a dict with the alert.
     """
     kind = type(value)
-    if kind is str or kind is int or kind is bool or value is None:
-        return value
     if kind is dict:
         for key, item in value.items():  # the usual case, a label map: copy it in C
             if type(key) is not str or type(item) is not str:
                 break
         else:
             return dict(value)
-        return {k if type(k) is str else str(k): v if type(v) is str else jsonable(v) for k, v in value.items()}
+        copy = {}  # loops, not comprehensions: no extra frame (Python 3.11)
+        for key, item in value.items():
+            copy[key if type(key) is str else str(key)] = item if type(item) is str else jsonable(item)
+        return copy
+    if kind is str or kind is int or kind is bool or value is None:
+        return value
     if kind is list or kind is tuple:
-        return [v if type(v) is str else jsonable(v) for v in value]
+        items = []
+        for item in value:
+            items.append(item if type(item) is str else jsonable(item))
+        return items
     if isinstance(value, str | int):
         return value
     if isinstance(value, float):
@@ -136,7 +146,8 @@ def _alerts_page(external_url: str, receiver: str) -> str:
 
 def _default_source(event: AlertEvent) -> str:
     labels = event.alert.labels
-    return labels.get("instance") or labels.get("job") or _host(event.group.external_url) or "alertmanager"
+    host = _host(event.group.external_url)
+    return labels.get("instance") or labels.get("job") or host or "alertmanager"
 
 
 def _first(fields: Mapping[str, Any], name: str, notes: list[str]) -> str:
@@ -153,9 +164,9 @@ def _first(fields: Mapping[str, Any], name: str, notes: list[str]) -> str:
 def _optional(fields: Mapping[str, Any], name: str) -> str:
     """The field as stripped text, ``""`` when it is unset."""
     value = fields.get(name)
-    if value is None:
-        return ""
-    return (value if type(value) is str else _as_text(value)).strip()
+    if type(value) is str:
+        return value.strip()
+    return "" if value is None else _as_text(value).strip()
 
 
 def _severity(fields: Mapping[str, Any], default: str, notes: list[str]) -> str:
@@ -176,7 +187,7 @@ def _items(
     raw = fields.get(name)
     if raw is None:
         return []
-    if not isinstance(raw, list | tuple):
+    if type(raw) is not list and not isinstance(raw, list | tuple):
         notes.append(f"{name} is not a list; dropped")
         return []
     result: list[dict[str, str]] = []
@@ -187,7 +198,7 @@ def _items(
         entry: dict[str, str] = {}
         for key in keys:
             value = item.get(key)
-            if value := (value if type(value) is str else _as_text(value)).strip():
+            if value is not None and (value := (value if type(value) is str else _as_text(value)).strip()):
                 entry[key] = value
         required = entry.get(keys[0], "")
         if not required:
@@ -197,23 +208,6 @@ def _items(
             continue
         result.append(entry)
     return result
-
-
-def _details(
-    event: AlertEvent, members: tuple[AlertEvent, ...], grouped: bool, notes: list[str]
-) -> dict[str, Any]:
-    fields = event.fields
-    if "custom_details" in fields:
-        details = jsonable(fields["custom_details"])
-        if not isinstance(details, dict):
-            notes.append("custom_details is not a mapping; sent under 'value'")
-            details = {"value": details}
-    else:
-        details = {"labels": jsonable(event.alert.labels), "annotations": jsonable(event.alert.annotations)}
-    if grouped:
-        num_firing = sum(1 for m in members if m.alert.firing)
-        details = {**details, "num_firing": num_firing, "num_resolved": len(members) - num_firing}
-    return details
 
 
 def _build_body(
@@ -228,7 +222,6 @@ def _build_body(
     """The Events v2 body before the size limit (fields checked, defaults filled in)."""
     fields = event.fields
     alert = event.alert
-    group = event.group
     summary = (
         _first(fields, "summary", notes)
         or alert.annotations.get("summary", "").strip()
@@ -243,12 +236,23 @@ def _build_body(
         "source": _first(fields, "source", notes) or _default_source(event),
         "severity": _severity(fields, default_severity, notes),
     }
-    if alert.starts_at and not alert.starts_at.startswith(_ZERO_TIME_PREFIX):
-        payload["timestamp"] = alert.starts_at
-    for name in ("component", "group", "class"):
-        if value := _optional(fields, name):
+    starts_at = alert.starts_at
+    if starts_at and not starts_at.startswith(_ZERO_TIME_PREFIX):
+        payload["timestamp"] = starts_at
+    for name in _OPTIONAL_PAYLOAD:
+        value = fields.get(name)
+        if value is not None and (value := (value if type(value) is str else _as_text(value)).strip()):
             payload[name] = value
-    if details := _details(event, members, grouped, notes):
+    details = fields.get("custom_details", _ABSENT)
+    if details is _ABSENT:
+        details = {"labels": jsonable(alert.labels), "annotations": jsonable(alert.annotations)}
+    elif type(details := jsonable(details)) is not dict:
+        notes.append("custom_details is not a mapping; sent under 'value'")
+        details = {"value": details}
+    if grouped:
+        num_firing = sum(1 for m in members if m.alert.firing)
+        details = {**details, "num_firing": num_firing, "num_resolved": len(members) - num_firing}
+    if details:
         payload["custom_details"] = details
     body: dict[str, Any] = {
         "event_action": action,
@@ -256,11 +260,10 @@ def _build_body(
         "payload": payload,
         "client": _optional(fields, "client") or DEFAULT_CLIENT,
     }
-    client_url = _optional(fields, "client_url")
-    if not client_url and group.external_url:
-        client_url = _alerts_page(group.external_url, group.receiver)
-    if client_url:
+    if client_url := _optional(fields, "client_url"):
         body["client_url"] = client_url
+    elif external_url := event.group.external_url:
+        body["client_url"] = _alerts_page(external_url, event.group.receiver)
     if "links" in fields and (links := _items(fields, "links", ("href", "text"), notes)):
         body["links"] = links
     if "images" in fields and (images := _items(fields, "images", ("src", "href", "alt"), notes)):
@@ -326,6 +329,5 @@ def render_pending(pending: Pending, default_severity: str = DEFAULT_SEVERITY) -
         canonical = _canonical_bytes(body)
     if reason is not None:
         return InvalidEvent(routing_key, dedup_key, action, body, reason, rules, fingerprints)
-    return RenderedEvent(
-        routing_key, dedup_key, action, body, _sha256(canonical), rules, fingerprints, tuple(notes)
-    )
+    digest = hashlib.sha256(canonical).hexdigest()
+    return RenderedEvent(routing_key, dedup_key, action, body, digest, rules, fingerprints, tuple(notes))

@@ -7,7 +7,7 @@ and ends in ``…[truncated N bytes]``; a list keeps its first items and ends in
 replaced by a marker only when that is not enough. Many small list items are dropped
 from the end rather than each cut. Top-level keys always stay. The paths
 cut (``logs``, ``firing[3].annotations.description``, ``items[120:]``) are listed under
-``_pdrelay_truncated``. Sizes are compact JSON with ASCII escapes (see
+``_pdrelay_truncated``. Sizes are compact UTF-8 JSON, as sent (see
 :func:`json_size`). Deterministic: ties go to the earlier key or item.
 """
 

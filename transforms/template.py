@@ -18,8 +18,9 @@ externalURL, truncatedAlerts, notification_reason, routeLabels).
 
 Sandboxed rendering costs several microseconds, so expressions built only from plain
 variable paths (``labels.instance``, ``vars["host"]``), constants and the ``default``
-filter -- recognised on Jinja's parsed AST -- are evaluated by direct dict lookups. The
-fast path gives up (and Jinja evaluates the template) whenever it would not be exactly
+filter -- recognised on Jinja's parsed AST -- are evaluated by direct dict lookups, each
+compiled into a render function specialised to its shape (one key, a ``default`` chain,
+a name). The fast path gives up (and Jinja evaluates the template) whenever it would not be exactly
 Jinja's result: a value that is not a plain ``dict``, a key that is also a ``dict``
 attribute (``labels.items``) or starts with ``_``, or a path through a missing key.
 """
@@ -70,7 +71,8 @@ class _Environment(ImmutableSandboxedEnvironment):
 _ENV = _Environment(autoescape=False)
 
 
-# The webhook's field names of ``alert`` and ``group`` and the dataclass attributes they read.
+# The webhook's field names of ``alert`` and ``group`` and the dataclass attributes they read
+# (alert_dict and group_dict spell the same out as dict displays: several times faster).
 _ALERT_ATTRS = (
     ("status", "status"),
     ("labels", "labels"),
@@ -91,22 +93,35 @@ _GROUP_ATTRS = (
     ("truncatedAlerts", "truncated_alerts"),
     ("routeLabels", "route_labels"),
 )  # then notification_reason, "" when absent (before 0.32)
-_ALERT_NAMES = tuple(name for name, _ in _ALERT_ATTRS)
-_ALERT_VALUES = attrgetter(*(attr for _, attr in _ALERT_ATTRS))
-_GROUP_NAMES = tuple(name for name, _ in _GROUP_ATTRS)
-_GROUP_VALUES = attrgetter(*(attr for _, attr in _GROUP_ATTRS))
 
 
 def alert_dict(alert: Alert) -> dict[str, Any]:
     """The ``alert`` template name: the alert as Alertmanager's webhook spells it."""
-    return dict(zip(_ALERT_NAMES, _ALERT_VALUES(alert), strict=True))
+    return {
+        "status": alert.status,
+        "labels": alert.labels,
+        "annotations": alert.annotations,
+        "startsAt": alert.starts_at,
+        "endsAt": alert.ends_at,
+        "generatorURL": alert.generator_url,
+        "fingerprint": alert.fingerprint,
+    }
 
 
 def group_dict(group: Group) -> dict[str, Any]:
     """The ``group`` template name; fields a body lacks are ``""`` / ``{}``, never None."""
-    fields = dict(zip(_GROUP_NAMES, _GROUP_VALUES(group), strict=True))
-    fields["notification_reason"] = group.notification_reason or ""
-    return fields
+    return {
+        "receiver": group.receiver,
+        "status": group.status,
+        "groupKey": group.group_key,
+        "groupLabels": group.group_labels,
+        "commonLabels": group.common_labels,
+        "commonAnnotations": group.common_annotations,
+        "externalURL": group.external_url,
+        "truncatedAlerts": group.truncated_alerts,
+        "routeLabels": group.route_labels,
+        "notification_reason": group.notification_reason or "",
+    }
 
 
 def template_context(event: AlertEvent) -> dict[str, Any]:

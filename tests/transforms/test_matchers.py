@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
+import re2
 
-from transforms.match import Matcher, MatcherError, Regex, matches_all, parse_matchers
+from transforms import match
+from transforms.match import Matcher, MatcherError, Regex, compile_guard, matches_all, parse_matchers
 
 LABELS = {"alertname": "DiskFull", "env": "production", "team": "db", "service.name": "api", "msg": "a\nb"}
 
@@ -131,3 +133,35 @@ def test_regex_named_groups() -> None:
     assert regex.named_groups("db-1") == {"host": "db-1", "port": ""}
     assert regex.named_groups("db-1:x") is None
     assert Regex("é+").fullmatch("éé") is True  # UTF-8 semantics: one character, not two bytes
+
+
+@pytest.mark.parametrize(
+    "spec",
+    ["", 'alertname="DiskFull"', 'env=~"prod.*", team!="db"', '{team=~"db|web", missing=""}', 'msg!~"a.b"'],
+)
+def test_guard_agrees_with_matches_all(spec: str) -> None:
+    """A rule's compiled guard decides exactly as matches_all over its matchers (None: no matchers)."""
+    matchers = parse_matchers(spec)
+    guard = compile_guard(matchers)
+    assert (guard is None) is (not matchers)
+    for labels in (LABELS, {}, {"team": "web"}, {"env": "prod", "team": "x", "msg": "a\nb"}):
+        assert (guard is None or guard(labels)) is matches_all(matchers, labels), labels
+
+
+def test_regex_without_the_bindings_raw_match(monkeypatch: pytest.MonkeyPatch) -> None:
+    """If the RE2 binding lacks its raw Match call, the public API gives the same spans and results."""
+    pattern = r"(?P<host>[^:]+)(:(?P<port>\d+))?"
+    compiled = re2.compile(pattern.encode(), match._RE2_OPTIONS)
+    raw, public = match._span_match(compiled), match._public_span_match(compiled)
+    assert raw is not public
+    for text in ("db-1:9100", "db-1", "db-1:x", "", "é:1"):
+        data = text.encode()
+        assert list(public(None, data, 0, len(data))) == list(raw(match._ANCHOR_BOTH, data, 0, len(data)))
+    monkeypatch.setattr(match, "_span_match", match._public_span_match)
+    regex = Regex(pattern)
+    assert (regex.named_groups("db-1:9100"), regex.named_groups("é"), regex.named_groups("db-1:x")) == (
+        {"host": "db-1", "port": "9100"},
+        {"host": "é", "port": ""},
+        None,
+    )
+    assert (Regex("é+").fullmatch("éé"), Regex("é+").fullmatch("ée")) == (True, False)

@@ -324,3 +324,84 @@ def _appending_factory() -> Callable[[AlertEvent], AlertEvent]:
         return event
 
     return transform
+
+
+def test_set_applies_fields_in_the_order_written(make_alert: Alerts, make_group: Groups) -> None:
+    """Literal, templated, failing and checked fields keep their written order, in fields and in errors."""
+    alert = make_alert(labels={"instance": "h:1"})
+    event = _apply(
+        """
+rules:
+  - name: mixed
+    set:
+      summary: first
+      class: '{{ labels.nope.deeper }}'
+      routing_key: team-a
+      source: '{{ labels.instance }}'
+      dedup: '{{ labels.nope }}'
+      custom_details: {a: '{{ labels.nope.deeper }}', b: x}
+      component: c
+      group: '{{ 1 / 0 }}'
+      send_resolved: false
+""",
+        alert,
+        make_group(alert),
+    )
+    assert event is not None
+    assert list(event.fields.items()) == [
+        ("summary", "first"),
+        ("routing_key", "team-a"),
+        ("source", "h:1"),
+        ("custom_details", {"b": "x"}),
+        ("component", "c"),
+        ("send_resolved", False),
+    ]
+    assert event.template_errors == [
+        "mixed.class: UndefinedError: 'dict object' has no attribute 'nope'",
+        "mixed.dedup: rendered empty; value not changed",
+        "mixed.custom_details.a: UndefinedError: 'dict object' has no attribute 'nope'",
+        "mixed.group: ZeroDivisionError: division by zero",
+    ]
+
+
+def test_rules_called_one_by_one_match_the_engine(make_alert: Alerts, make_group: Groups) -> None:
+    """RuleSet.chain (each Rule called on its own) gives what the engine's inlined loop gives."""
+    rules = RuleSet.from_text(
+        """version: 1
+defaults: {severity: info}
+rules:
+  - name: db
+    match: ['team="db"', 'env=~"prod|staging"']
+    set: {summary: 'db {{ labels.instance }}'}
+  - name: quiet
+    match: '{env="dev"}'
+    stop: true
+  - name: host
+    extract: {from: '{{ labels.instance }}', regex: '(?P<host>[^:]+)(:\\d+)?'}
+  - name: drop
+    match: ['alertname="Watchdog"']
+    drop: true
+  - name: later
+    set: {source: '{{ vars.host }}'}
+"""
+    )
+    cases = [
+        {"team": "db", "env": "prod", "instance": "db-1:9100"},
+        {"team": "db", "env": "dev", "instance": "db-1:9100"},
+        {"alertname": "Watchdog"},
+        {"instance": "[::1]:9100"},
+    ]
+    for labels in cases:
+        alert = make_alert(labels=labels)
+        group = make_group(alert)
+        by_engine = rules.apply(alert, group)
+        by_chain = rules.chain(AlertEvent(alert=alert, group=group))
+        if by_engine is None or by_chain is None:
+            assert by_engine is by_chain is None, labels
+            continue
+        assert (by_engine.fields, by_engine.vars, by_engine.fired, by_engine.stopped) == (
+            by_chain.fields,
+            by_chain.vars,
+            by_chain.fired,
+            by_chain.stopped,
+        ), labels

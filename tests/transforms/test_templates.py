@@ -213,3 +213,35 @@ def test_render_failure_falls_back_and_is_counted(
     )
     payload = result.events[0].body["payload"]
     assert (payload["summary"], payload["source"], payload["component"]) == ("DiskFull", "a:9100", "ok")
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{{ labels.nope | default(vars.host) | default('z') }}",
+        "{{ labels.nope | default(annotations.nope) | default('z') }}",
+        "{{ labels.nope | d(annotations.nope | default(vars.n)) }}",
+        "{{ 'x' | default(labels.instance) }}",
+        "{{ labels | default('x') }}",
+        "{{ vars.missing | default(42) }}",
+        "{{ group.commonLabels.nope | default(alert.fingerprint) }}",
+        "{{ labels.nope | default(group.groupLabels.alertname) }}",
+        "{{ alert.labels.instance }}",
+        "a{{ labels.nope | default(vars.host) }}b{{ 'c' }}{{ labels.nope }}",
+    ],
+)
+def test_fast_default_chains_equal_jinja(event: AlertEvent, source: str) -> None:
+    """Chains of default() over paths and constants take the fast path and give Jinja's value."""
+    assert compile_template(source).kind == "fast"
+    assert _outcome(source, True, event) == _outcome(source, False, event)
+
+
+def test_field_reads_agree_with_the_scope_dicts(event: AlertEvent) -> None:
+    """alert.<name> / group.<name>, read straight from the dataclasses, equal what the alert / group dicts hold."""
+    from transforms.template import alert_dict, group_dict
+
+    for root, scope in (("alert", alert_dict(event.alert)), ("group", group_dict(event.group))):
+        for name, value in scope.items():
+            source = "{{ " + root + "." + name + " }}"
+            assert compile_template(source).kind == "fast"
+            assert _outcome(source, True, event) == _outcome(source, False, event) == ("ok", value), source
