@@ -157,3 +157,17 @@ async def test_open_fails_clearly_when_the_path_is_unusable(tmp_path: Path) -> N
     box = SQLiteOutbox(tmp_path / "file" / "o.db")
     with pytest.raises(OutboxUnavailable, match="cannot open outbox"):
         await box.open()
+
+
+async def test_notification_is_kept_until_its_last_event_is_acked(outbox: SQLiteOutbox) -> None:
+    """The stored Alertmanager body stays while any of its events is stored, and goes with the last."""
+    await outbox.enqueue(b'{"n": 1}', [ev("a"), ev("b")], [], resend_interval=HOUR)
+
+    async def bodies() -> list[bytes]:
+        return await outbox._read(lambda c: [r[0] for r in c.execute("SELECT body FROM notifications")])
+
+    first, second = await outbox.claim(10, ())
+    await outbox.ack(first)
+    assert await bodies() == [b'{"n": 1}']
+    await outbox.ack(second)
+    assert await bodies() == []
