@@ -141,6 +141,9 @@ class SQLiteOutbox:
         self._reader: ThreadPoolExecutor | None = None  # reads, on self._rconn
         self._conn: sqlite3.Connection | None = None
         self._rconn: sqlite3.Connection | None = None
+        self._ckconn: sqlite3.Connection | None = None  # checkpoints, on the reader thread
+        self._checkpoint: asyncio.Task[None] | None = None
+        self._commits_since_checkpoint = 0
         self._pending: list[tuple[_Op, asyncio.Future[Any]]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._queued = 0
@@ -165,6 +168,9 @@ class SQLiteOutbox:
         conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
+        # Checkpoints run beside the writer (see _maybe_checkpoint), not inside a COMMIT,
+        # where copying the WAL back and syncing the database file stalled intake.
+        conn.execute("PRAGMA wal_autocheckpoint=0")
         conn.execute("PRAGMA cache_size=-8192")  # 8 MiB of pages: intake rarely reads from disk
         conn.execute("PRAGMA busy_timeout=1000")  # statements run on the event loop: never wait long
         conn.executescript(_SCHEMA)
@@ -174,20 +180,24 @@ class SQLiteOutbox:
         self._conn = conn
         self._rconn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
         self._rconn.execute("PRAGMA query_only=1")
+        self._ckconn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
 
     async def close(self) -> None:
         if self._flusher is not None:
             await asyncio.shield(self._flusher)
+        if self._checkpoint is not None:
+            await self._checkpoint
         if self._reader is not None:
-            if self._rconn is not None:
-                await self._read(lambda conn: conn.close())
+            for c in (self._rconn, self._ckconn):
+                if c is not None:
+                    await asyncio.get_running_loop().run_in_executor(self._reader, c.close)
             self._reader.shutdown(wait=True)
         if self._executor is not None:
             if self._conn is not None:
                 await self._call(self._conn.close)
             self._executor.shutdown(wait=True)
         self._executor = self._reader = None
-        self._conn = self._rconn = None
+        self._conn = self._rconn = self._ckconn = None
 
     # ------------------------------------------------------------------ plumbing
 
@@ -226,6 +236,7 @@ class SQLiteOutbox:
                     if not fut.done():
                         fut.set_exception(error)
                 continue
+            self._maybe_checkpoint()
             for (_, fut), (ok, value) in zip(batch, results, strict=True):
                 if fut.done():
                     continue
@@ -233,6 +244,29 @@ class SQLiteOutbox:
                     fut.set_result(value)
                 else:
                     fut.set_exception(value)
+
+    def _maybe_checkpoint(self, every: int = 64) -> None:
+        """Every ``every`` commits, copy the WAL back into the database on the reader thread.
+
+        A PASSIVE checkpoint never blocks the writer; the WAL restarts from its beginning
+        once a checkpoint has copied all of it, so the file stays small.
+        """
+        self._commits_since_checkpoint += 1
+        if self._commits_since_checkpoint < every or self._ckconn is None or self._reader is None:
+            return
+        if self._checkpoint is not None and not self._checkpoint.done():
+            return
+        self._commits_since_checkpoint = 0
+        ckconn, reader = self._ckconn, self._reader
+
+        async def run() -> None:
+            # On error the next one tries again; a WAL that grows for a while loses nothing.
+            with contextlib.suppress(sqlite3.Error):
+                await asyncio.get_running_loop().run_in_executor(
+                    reader, lambda: ckconn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                )
+
+        self._checkpoint = asyncio.create_task(run())
 
     def _commit(self) -> None:
         self._require_conn().execute("COMMIT")
