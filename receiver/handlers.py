@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -19,6 +20,8 @@ from receiver.models import parse_notification
 from transforms import RulesError
 
 __all__ = ["routes"]
+
+_ENCODE = msgspec.json.Encoder().encode
 
 
 def _reject(st: state.AppState, error: PayloadError | OutboxUnavailable) -> web.Response:
@@ -70,14 +73,15 @@ async def alertmanager(request: web.Request) -> web.Response:
     for bad in evaluation.invalid:
         st.log.error("event cannot be made valid; dead-lettered",
                      extra={"dedup_key": bad.dedup_key, "routing_key": bad.routing_key, "reason": bad.reason})
-    return web.json_response({
+    answer = {
         "status": "accepted",
         "alerts": len(group.alerts),
         "queued": result.queued,
         "duplicates": result.duplicates,
         "dropped": len(evaluation.dropped),
         "dead_lettered": result.dead_lettered,
-    })
+    }
+    return web.Response(body=_ENCODE(answer), content_type="application/json")
 
 
 async def healthz(request: web.Request) -> web.Response:

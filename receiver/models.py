@@ -19,22 +19,12 @@ from transforms.base import Alert, Group
 __all__ = ["Limits", "parse_notification"]
 
 
-class _Alert(msgspec.Struct):
-    status: Literal["firing", "resolved"]
-    labels: dict[str, str]
-    fingerprint: str
-    annotations: dict[str, str] = {}
-    startsAt: str = ""
-    endsAt: str = ""
-    generatorURL: str = ""
-
-
 class _Message(msgspec.Struct):
     version: str
     receiver: str
     status: Literal["firing", "resolved"]
     groupKey: str
-    alerts: list[_Alert]
+    alerts: list[Alert]  # decoded straight into the rule engine's type
     groupLabels: dict[str, str] = {}
     commonLabels: dict[str, str] = {}
     commonAnnotations: dict[str, str] = {}
@@ -73,18 +63,6 @@ def parse_notification(body: bytes, limits: Limits | None = None) -> Group:
         raise PayloadError(f"too many alerts: {len(msg.alerts)} > {lim.max_alerts}", "alerts")
     if msg.truncatedAlerts < 0:
         raise PayloadError("must not be negative", "truncatedAlerts")
-    alerts = tuple(
-        Alert(
-            status=a.status,
-            labels=a.labels,
-            annotations=a.annotations,
-            starts_at=a.startsAt,
-            ends_at=a.endsAt,
-            generator_url=a.generatorURL,
-            fingerprint=a.fingerprint,
-        )
-        for a in msg.alerts
-    )
     return Group(
         receiver=msg.receiver,
         status=msg.status,
@@ -93,7 +71,7 @@ def parse_notification(body: bytes, limits: Limits | None = None) -> Group:
         common_labels=msg.commonLabels,
         common_annotations=msg.commonAnnotations,
         external_url=msg.externalURL,
-        alerts=alerts,
+        alerts=msg.alerts,
         truncated_alerts=msg.truncatedAlerts,
         notification_reason=msg.notification_reason,
         route_labels=msg.routeLabels,

@@ -18,6 +18,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeAlias
 
+import msgspec
+
 __all__ = [
     "Action",
     "Alert",
@@ -32,16 +34,24 @@ __all__ = [
 Action: TypeAlias = Literal["trigger", "resolve"]
 
 
-@dataclass(frozen=True, slots=True)
-class Alert:
-    """One alert of an Alertmanager notification (webhook v4 ``alerts[]``)."""
+class Alert(
+    msgspec.Struct,
+    frozen=True,
+    kw_only=True,
+    rename={"starts_at": "startsAt", "ends_at": "endsAt", "generator_url": "generatorURL"},
+):
+    """One alert of an Alertmanager notification (webhook v4 ``alerts[]``).
 
-    status: str  # "firing" | "resolved"
+    A msgspec ``Struct`` whose JSON names are Alertmanager's, so the receiver decodes
+    ``alerts[]`` straight into these objects, in C.
+    """
+
+    status: Literal["firing", "resolved"]
     labels: Mapping[str, str]
-    annotations: Mapping[str, str]
-    starts_at: str  # RFC 3339 as Alertmanager sent it
-    ends_at: str  # "0001-01-01T00:00:00Z" while firing
-    generator_url: str
+    annotations: Mapping[str, str] = {}
+    starts_at: str = ""  # RFC 3339 as Alertmanager sent it
+    ends_at: str = ""  # "0001-01-01T00:00:00Z" while firing
+    generator_url: str = ""
     fingerprint: str
 
     @property

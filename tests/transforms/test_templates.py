@@ -179,13 +179,13 @@ def test_fast_path_defers_to_jinja_for_non_dict_maps(
 
     alert = make_alert()
     alert = Alert(
-        alert.status,
-        MappingProxyType({"instance": "h:1"}),
-        alert.annotations,
-        alert.starts_at,
-        alert.ends_at,
-        alert.generator_url,
-        alert.fingerprint,
+        status=alert.status,
+        labels=MappingProxyType({"instance": "h:1"}),
+        annotations=alert.annotations,
+        starts_at=alert.starts_at,
+        ends_at=alert.ends_at,
+        generator_url=alert.generator_url,
+        fingerprint=alert.fingerprint,
     )
     event = AlertEvent(alert=alert, group=make_group(alert))
     assert compile_template("{{ labels.instance }}").render(event) == "h:1"
