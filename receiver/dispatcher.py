@@ -64,8 +64,9 @@ class Dispatcher:
         self._inflight: dict[int, asyncio.Task[None]] = {}
 
     def wake(self) -> None:
-        """Look for work now (called after intake commits)."""
-        self._wakeup.set()
+        """Look for work now (called after intake commits); free while every slot is busy."""
+        if len(self._inflight) < self._settings.concurrency:
+            self._wakeup.set()
 
     async def run(self) -> None:
         try:

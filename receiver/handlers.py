@@ -59,20 +59,25 @@ async def alertmanager(request: web.Request) -> web.Response:
         )
     except OutboxUnavailable as exc:
         return _reject(st, exc)
-    st.dispatcher.wake()
+    if result.queued:
+        st.dispatcher.wake()
     m = st.metrics
     m.bodies_accepted.inc()
     m.alerts_received.inc(len(group.alerts))
-    m.alerts_dropped.inc(len(evaluation.dropped))
-    m.template_errors.inc(len(evaluation.template_errors))
     m.events_enqueued.inc(result.queued)
-    m.events_duplicate.inc(result.duplicates)
-    m.events_dead_lettered.labels("invalid_event").inc(result.dead_lettered)
+    # The rest is rare: skip the counters' locks when there is nothing to add.
+    if result.duplicates:
+        m.events_duplicate.inc(result.duplicates)
+    if evaluation.dropped:
+        m.alerts_dropped.inc(len(evaluation.dropped))
     if evaluation.template_errors:
+        m.template_errors.inc(len(evaluation.template_errors))
         st.log.warning("templates fell back to defaults", extra={"errors": list(evaluation.template_errors)})
-    for bad in evaluation.invalid:
-        st.log.error("event cannot be made valid; dead-lettered",
-                     extra={"dedup_key": bad.dedup_key, "routing_key": bad.routing_key, "reason": bad.reason})
+    if evaluation.invalid:
+        m.events_dead_lettered.labels("invalid_event").inc(result.dead_lettered)
+        for bad in evaluation.invalid:
+            st.log.error("event cannot be made valid; dead-lettered",
+                         extra={"dedup_key": bad.dedup_key, "routing_key": bad.routing_key, "reason": bad.reason})
     answer = {
         "status": "accepted",
         "alerts": len(group.alerts),
