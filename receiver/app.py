@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
@@ -76,21 +77,22 @@ def create_app(settings: Settings, deps: Deps | None = None) -> web.Application:
         yield
         await sender.aclose()
 
-    async def dispatcher_ctx(_: web.Application) -> AsyncIterator[None]:
-        task = asyncio.create_task(dispatcher.run(), name="pdrelay-dispatcher")
-        yield
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-    async def watch_ctx(_: web.Application) -> AsyncIterator[None]:
-        task = asyncio.create_task(rulebook.watch(), name="pdrelay-rules-watch")
-        yield
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-    app.cleanup_ctx.extend([outbox_ctx, sender_ctx, dispatcher_ctx])
+    app.cleanup_ctx.extend([outbox_ctx, sender_ctx, _background("pdrelay-dispatcher", dispatcher.run)])
     if settings.rules.watch:
-        app.cleanup_ctx.append(watch_ctx)
+        app.cleanup_ctx.append(_background("pdrelay-rules-watch", rulebook.watch))
     return app
+
+
+def _background(
+    name: str, run: Callable[[], Coroutine[Any, Any, None]]
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """A cleanup_ctx entry that runs ``run()`` as a task while the app runs, then cancels it."""
+
+    async def ctx(_: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(run(), name=name)
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    return ctx

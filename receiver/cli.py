@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import gc
 import json
 import signal
@@ -21,7 +20,7 @@ from receiver.logs import configure_logging
 from receiver.models import parse_notification
 from receiver.settings import Settings, load_settings
 from receiver.state import STATE
-from transforms import RulesError, evaluation_to_json, load_rules
+from transforms import RulesError, RuleSet, evaluation_to_json, load_rules
 
 __all__ = ["main"]
 
@@ -112,28 +111,29 @@ def _announce(settings: Settings, app: web.Application, log: object) -> None:
 async def _install_sighup(app: web.Application) -> None:
     st = app[STATE]
 
-    def reload() -> None:
-        with contextlib.suppress(RulesError):  # logged by the rulebook; the last good rules stay
-            st.rulebook.reload()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, st.rulebook.try_reload)
 
-    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload)
+
+def _load_or_report(paths: Sequence[Path]) -> RuleSet | None:
+    """The rules, or ``None`` after printing each ``file:line: message`` to stderr."""
+    try:
+        return load_rules(paths)
+    except RulesError as exc:
+        print(str(exc), file=sys.stderr)
+        return None
 
 
 def _check_rules(args: argparse.Namespace) -> int:
-    try:
-        rules = load_rules(args.paths)
-    except RulesError as exc:
-        print(str(exc), file=sys.stderr)
+    rules = _load_or_report(args.paths)
+    if rules is None:
         return 1
     print(f"ok: {len(rules.sources)} file(s), sha256 {rules.sha256}")
     return 0
 
 
 def _test_rules(args: argparse.Namespace) -> int:
-    try:
-        rules = load_rules(args.rules)
-    except RulesError as exc:
-        print(str(exc), file=sys.stderr)
+    rules = _load_or_report(args.rules)
+    if rules is None:
         return 1
     results: list[dict[str, object]] = []
     status = 0

@@ -4,7 +4,6 @@ atomically, keep the last good one on any error."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -46,6 +45,14 @@ class Rulebook:
         self._log.info("rules reloaded", extra={"sha256": rules.sha256, "changed": changed})
         return rules
 
+    def try_reload(self) -> bool:
+        """:meth:`reload`, for callers with nobody to tell: a failure is logged and counted there."""
+        try:
+            self.reload()
+        except RulesError:
+            return False
+        return True
+
     def _stamp(self) -> tuple[tuple[str, int, int], ...]:
         """Name, size and mtime of every rule file: cheap to compute, changes on any edit or swap."""
         files: list[Path] = []
@@ -70,5 +77,4 @@ class Rulebook:
             stamp = self._stamp()
             if stamp != self._stamp_loaded:
                 self._stamp_loaded = stamp  # a broken file is tried again only once it changes
-                with contextlib.suppress(RulesError):  # logged in reload(); the last good rules stay
-                    self.reload()
+                self.try_reload()
