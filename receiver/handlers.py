@@ -8,6 +8,7 @@ Alertmanager retries. It never answers ``500`` for bad input.
 
 from __future__ import annotations
 
+import html
 from typing import Any
 
 import msgspec
@@ -119,7 +120,28 @@ async def status(request: web.Request) -> web.Response:
                   "sources": [str(p) for p in st.rulebook.current.sources]},
         "outbox": {"queued": depth.queued, "dead": depth.dead},
     }
+    if "text/html" in request.headers.get("Accept", ""):
+        return web.Response(text=_status_page(out), content_type="text/html")
     return web.json_response(out)
+
+
+def _status_page(status: dict[str, Any]) -> str:
+    """The same facts as the JSON, as a page an on-call engineer can read in a browser."""
+
+    def cell(value: Any) -> str:
+        if isinstance(value, dict):
+            return "<br>".join(f"{html.escape(str(k))}: {cell(v)}" for k, v in value.items())
+        if isinstance(value, list):
+            return "<br>".join(cell(v) for v in value) or "(none)"
+        return html.escape(str(value))
+
+    rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{cell(v)}</td></tr>" for k, v in status.items())
+    mode = "DRY-RUN: nothing is sent to PagerDuty" if status["dry_run"] else "delivering to PagerDuty"
+    return (
+        "<!doctype html><html><head><meta charset=utf-8><title>pdrelay status</title>"
+        "<style>body{font-family:sans-serif}th{text-align:left;padding-right:1em;vertical-align:top}</style>"
+        f"</head><body><h1>pdrelay</h1><p>{mode}</p><table>{rows}</table></body></html>"
+    )
 
 
 async def reload(request: web.Request) -> web.Response:

@@ -171,3 +171,14 @@ async def test_health_ready_metrics_status(make_client: Any) -> None:
     assert status["routing_keys"] == ["default"]
     assert status["outbox"] == {"queued": 2, "dead": 0}
     assert "k" * 32 not in json.dumps(status) + text
+
+
+async def test_status_page_for_browsers_escapes_and_hides_keys(make_client: Any) -> None:
+    """A browser gets /status as HTML with the same facts, escaped, and never the routing key itself."""
+    client = await make_client()
+    resp = await client.get("/status", headers={"Accept": "text/html,application/xhtml+xml"})
+    assert resp.status == 200 and resp.content_type == "text/html"
+    page = await resp.text()
+    assert "<th>routing_keys</th><td>default</td>" in page
+    assert "<th>outbox</th><td>queued: 0<br>dead: 0</td>" in page
+    assert "k" * 32 not in page
