@@ -5,7 +5,15 @@ from __future__ import annotations
 import time
 from typing import Protocol
 
-__all__ = ["Clock", "SystemClock"]
+__all__ = ["Clock", "MonotonicClock", "SystemClock"]
+
+
+class MonotonicClock(Protocol):
+    """What measures durations only (breaker, limiter) needs; every :class:`Clock` is one."""
+
+    def monotonic(self) -> float:
+        """Seconds on a clock that never goes back (durations, timeouts)."""
+        ...
 
 
 class Clock(Protocol):

@@ -1,0 +1,226 @@
+"""Pace sends to PagerDuty so that pdrelay itself never provokes a 429.
+
+PagerDuty accepts about 120 events per minute per routing key, counted over a sliding
+60 s window looking back from now, with account limits on top; above that it answers
+429 and does not ingest the event. :class:`RateLimiter` keeps, per key, a log of the
+monotonic times of the sends it allowed (a deque, never longer than the key's limit)
+and allows a send only while fewer than ``limit`` of them fall in ``(now - window, now]``,
+both for the key and, optionally, for all keys together.
+
+Why a sliding-window log and not a token bucket: the log is PagerDuty's own accounting,
+so pdrelay can use the whole budget and still never exceed it. A token bucket of the same
+rate either bursts past the window (120 at t=0, then 2/s refill gives a 121st send at
+t=0.5 inside the same 60 s window: a 429) or, sized to be safe, wastes most of the budget.
+
+The limiter schedules rather than rejects: :meth:`RateLimiter.reserve` records a send when
+one is allowed now, otherwise it records nothing and says how long to wait. It holds no
+queue (the outbox does) and never sleeps; it is pure and synchronous on an injected clock.
+A send at time ``s`` stops counting at exactly ``s + window``. If network jitter matters,
+configure a window slightly longer than PagerDuty's (e.g. 61 s).
+
+Keys are routing-key *names* from the configuration, never the secret keys themselves:
+:meth:`RateLimiter.snapshot` shows them on /status.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from receiver.clock import MonotonicClock
+
+__all__ = ["MonotonicClock", "RateLimit", "RateLimiter"]
+
+
+
+def _check_limit(what: str, value: object) -> tuple[int, float]:
+    if not isinstance(value, tuple) or len(value) != 2:
+        raise ValueError(f"{what} must be a pair (events, window_seconds), got {value!r}")
+    events, window = value
+    _check_events(f"{what} events", events)
+    _check_window(f"{what} window_seconds", window)
+    return int(events), float(window)
+
+
+def _check_events(what: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{what} must be a positive integer, got {value!r}")
+
+
+def _check_window(what: str, value: object) -> None:
+    if (isinstance(value, bool) or not isinstance(value, int | float)
+            or not math.isfinite(value) or value <= 0):
+        raise ValueError(f"{what} must be a positive number of seconds, got {value!r}")
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """Rate-limit settings: a default per routing key, per-key overrides, an optional global limit."""
+
+    per_key: int = 120
+    window_seconds: float = 60.0
+    overrides: Mapping[str, tuple[int, float]] = field(default_factory=dict)
+    global_limit: tuple[int, float] | None = None
+
+    def __post_init__(self) -> None:
+        _check_events("rate_limit.per_key", self.per_key)
+        _check_window("rate_limit.window_seconds", self.window_seconds)
+        if not isinstance(self.overrides, Mapping):
+            raise ValueError(f"rate_limit.overrides must be a mapping, got {self.overrides!r}")
+        checked = {str(k): _check_limit(f"rate_limit.overrides[{k!r}]", v) for k, v in self.overrides.items()}
+        object.__setattr__(self, "overrides", MappingProxyType(checked))
+        object.__setattr__(self, "window_seconds", float(self.window_seconds))
+        if self.global_limit is not None:
+            object.__setattr__(self, "global_limit", _check_limit("rate_limit.global_limit", self.global_limit))
+
+    def for_key(self, key: str) -> tuple[int, float]:
+        """The (events, window_seconds) limit that applies to ``key``."""
+        return self.overrides.get(key, (self.per_key, self.window_seconds))
+
+
+class _Window:
+    """A sliding-window log: the times of the sends still inside the window, oldest first."""
+
+    __slots__ = ("limit", "sends", "window")
+
+    def __init__(self, limit: int, window: float) -> None:
+        self.limit = limit
+        self.window = window
+        self.sends: deque[float] = deque()
+
+    def prune(self, now: float) -> None:
+        sends, window = self.sends, self.window
+        while sends and sends[0] + window <= now:
+            sends.popleft()
+
+    def used(self, now: float) -> int:
+        self.prune(now)
+        return len(self.sends)
+
+    def next_allowed(self, now: float) -> float:
+        """The earliest time, not before ``now``, at which this window has room for one more send."""
+        self.prune(now)
+        excess = len(self.sends) - self.limit
+        if excess < 0:
+            return now
+        # The oldest ``excess + 1`` sends must leave; none may be added meanwhile (nothing was allowed).
+        return self.sends[excess] + self.window
+
+    def record(self, now: float) -> None:
+        self.sends.append(now)
+
+
+class _KeyState:
+    __slots__ = ("blocked_until", "window")
+
+    def __init__(self, limit: int, window: float) -> None:
+        self.window = _Window(limit, window)
+        self.blocked_until = -math.inf
+
+
+class RateLimiter:
+    """Per-routing-key (and optional global) sliding-window pacing on an injected monotonic clock."""
+
+    def __init__(self, settings: RateLimit, clock: MonotonicClock) -> None:
+        self._settings = settings
+        self._clock = clock
+        self._keys: dict[str, _KeyState] = {}
+        self._global = _Window(*settings.global_limit) if settings.global_limit is not None else None
+        self._sweep_every = min([settings.window_seconds, *(w for _, w in settings.overrides.values())])
+        self._last_sweep = clock.monotonic()
+
+    @property
+    def settings(self) -> RateLimit:
+        return self._settings
+
+    def __len__(self) -> int:
+        """How many keys the limiter currently remembers."""
+        return len(self._keys)
+
+    def _state(self, key: str) -> _KeyState:
+        st = self._keys.get(key)
+        if st is None:
+            st = self._keys[key] = _KeyState(*self._settings.for_key(key))
+        return st
+
+    def _next_allowed(self, key: str, now: float) -> float:
+        st = self._keys.get(key)
+        t = now
+        if st is not None:
+            t = max(t, st.blocked_until, st.window.next_allowed(now))
+        if self._global is not None:
+            t = max(t, self._global.next_allowed(now))
+        return t
+
+    def next_allowed(self, key: str) -> float:
+        """The absolute monotonic time at which a send for ``key`` is allowed (now if it is allowed now)."""
+        return self._next_allowed(key, self._clock.monotonic())
+
+    def reserve(self, key: str) -> float:
+        """Record a send for ``key`` and return 0.0 if one is allowed now; else return the seconds to wait.
+
+        A refused reserve records nothing: call again after the delay.
+        """
+        now = self._clock.monotonic()
+        self._sweep(now)
+        at = self._next_allowed(key, now)
+        if at > now:
+            return at - now
+        self._state(key).window.record(now)
+        if self._global is not None:
+            self._global.record(now)
+        return 0.0
+
+    def penalize(self, key: str, seconds: float) -> None:
+        """Block ``key`` until now + ``seconds`` (after a 429); an existing longer block is kept."""
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not math.isfinite(seconds) \
+                or seconds < 0:
+            raise ValueError(f"penalize: seconds must be a non-negative number, got {seconds!r}")
+        now = self._clock.monotonic()
+        st = self._state(key)
+        st.blocked_until = max(st.blocked_until, now + seconds)
+
+    def budget(self, key: str) -> int:
+        """How many sends ``key`` could make right now (0 while it is blocked)."""
+        now = self._clock.monotonic()
+        st = self._keys.get(key)
+        if st is None:
+            room = self._settings.for_key(key)[0]
+        elif st.blocked_until > now:
+            return 0
+        else:
+            room = st.window.limit - st.window.used(now)
+        if self._global is not None:
+            room = min(room, self._global.limit - self._global.used(now))
+        return max(room, 0)
+
+    def snapshot(self) -> dict[str, Any]:
+        """A JSON-ready view for /status: per key its limit, window, sends in the window and any block."""
+        now = self._clock.monotonic()
+        self._sweep(now, force=True)
+        keys: dict[str, dict[str, Any]] = {}
+        for key, st in sorted(self._keys.items()):
+            entry: dict[str, Any] = {"limit": st.window.limit, "window_seconds": st.window.window,
+                                     "used": st.window.used(now)}
+            if st.blocked_until > now:
+                entry["blocked_until"] = st.blocked_until
+                entry["blocked_for"] = st.blocked_until - now
+            keys[key] = entry
+        glob: dict[str, Any] | None = None
+        if self._global is not None:
+            glob = {"limit": self._global.limit, "window_seconds": self._global.window,
+                    "used": self._global.used(now)}
+        return {"keys": keys, "global": glob}
+
+    def _sweep(self, now: float, *, force: bool = False) -> None:
+        """Forget keys with no send in their window and no block: memory stays bounded by the active keys."""
+        if not force and now - self._last_sweep < self._sweep_every:
+            return
+        self._last_sweep = now
+        idle = [k for k, st in self._keys.items() if st.blocked_until <= now and st.window.used(now) == 0]
+        for k in idle:
+            del self._keys[k]

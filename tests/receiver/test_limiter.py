@@ -1,0 +1,273 @@
+"""The sliding-window limiter on a fake clock: exact schedules, overrides, global limit, 429 blocks, memory."""
+
+from __future__ import annotations
+
+from collections import deque
+
+import pytest
+
+from receiver.limiter import RateLimit, RateLimiter
+from tests.fakes import FakeClock
+
+T0 = 1000.0  # FakeClock's monotonic start
+
+
+def drive(limiter: RateLimiter, clock: FakeClock, keys: list[str]) -> list[tuple[str, float]]:
+    """Send every key in order as a dispatcher would: reserve, sleep the delay, reserve again."""
+    sent: list[tuple[str, float]] = []
+    for key in keys:
+        while (delay := limiter.reserve(key)) > 0:
+            assert limiter.next_allowed(key) == clock.monotonic() + delay
+            clock.advance(delay)
+        sent.append((key, clock.monotonic() - T0))
+    return sent
+
+
+def max_in_window(times: list[float], window: float) -> int:
+    """The most sends inside any window [t, t + window) — independent of the limiter's code."""
+    times = sorted(times)
+    best, live = 0, deque[float]()
+    for t in times:
+        live.append(t)
+        while live[0] <= t - window:
+            live.popleft()
+        best = max(best, len(live))
+    return best
+
+
+def test_a_storm_of_300_goes_out_at_the_full_budget_and_never_over_it() -> None:
+    """300 events on one key at 120/60 s go 120 at 0 s, 120 at 60 s, 60 at 120 s: the fastest legal schedule."""
+    clock = FakeClock()
+    limiter = RateLimiter(RateLimit(), clock)
+    times = [t for _, t in drive(limiter, clock, ["k"] * 300)]
+    assert times == [0.0] * 120 + [60.0] * 120 + [120.0] * 60
+    assert max_in_window(times, 60.0) == 120
+    assert times[-1] == 120.0
+    # Any 300 sends with at most 120 in every [t, t+60) need a send at >= 120 s: [0,60) and [60,120) hold 240.
+    assert max_in_window(times[:-1] + [119.999], 60.0) > 120
+
+
+def test_the_token_bucket_schedule_would_provoke_a_429() -> None:
+    """The token-bucket schedule (120 at 0 s, then one per 0.5 s, last at 90 s) puts 239 sends in one window."""
+    bucket = [0.0] * 120 + [0.5 * i for i in range(1, 181)]
+    assert bucket[-1] == 90.0
+    assert max_in_window(bucket, 60.0) == 239
+    clock = FakeClock()
+    limiter = RateLimiter(RateLimit(), clock)
+    drive(limiter, clock, ["k"] * 120)
+    clock.advance(0.5)
+    assert limiter.reserve("k") == 59.5
+
+
+def test_sends_leave_the_window_one_by_one_when_they_were_spread_out() -> None:
+    """Sends made one per 0.5 s free their slots one per 0.5 s exactly 60 s later."""
+    clock = FakeClock()
+    limiter = RateLimiter(RateLimit(per_key=4, window_seconds=2.0), clock)
+    for _ in range(4):
+        assert limiter.reserve("k") == 0.0
+        clock.advance(0.5)
+    assert clock.monotonic() - T0 == 2.0
+    times = [t for _, t in drive(limiter, clock, ["k"] * 6)]
+    assert times == [2.0, 2.5, 3.0, 3.5, 4.0, 4.5]
+
+
+def test_reserve_records_nothing_when_it_answers_a_delay() -> None:
+    """A refused reserve leaves the budget and the next allowed time unchanged."""
+    clock = FakeClock()
+    limiter = RateLimiter(RateLimit(per_key=2, window_seconds=10.0), clock)
+    assert limiter.reserve("k") == 0.0
+    clock.advance(3.0)
+    assert limiter.reserve("k") == 0.0
+    for _ in range(5):
+        assert limiter.reserve("k") == 7.0
+    assert limiter.next_allowed("k") == T0 + 10.0
+    assert limiter.budget("k") == 0
+    clock.advance(7.0)
+    assert limiter.budget("k") == 1
+    assert limiter.reserve("k") == 0.0
+    assert limiter.reserve("k") == 3.0
+
+
+def test_keys_are_independent() -> None:
+    """A key at its limit does not slow another key."""
+    clock = FakeClock()
+    limiter = RateLimiter(RateLimit(), clock)
+    drive(limiter, clock, ["a"] * 120)
+    assert limiter.reserve("a") == 60.0
+    assert limiter.next_allowed("b") == T0
+    assert [t for _, t in drive(limiter, clock, ["b"] * 120)] == [0.0] * 120
+    assert limiter.budget("a") == 0
+    assert limiter.budget("b") == 0
+    assert limiter.budget("c") == 120
+
+
+def test_overrides_apply_only_to_their_key() -> None:
+    """An AIOps key with 10,000/60 s sends 10,000 at once while the default key stops at 120."""
+    clock = FakeClock()
+    limiter = RateLimiter(RateLimit(overrides={"aiops": (10_000, 60)}), clock)
+    assert limiter.budget("aiops") == 10_000
+    sent = drive(limiter, clock, ["aiops"] * 10_000 + ["default"] * 121)
+    assert {t for k, t in sent if k == "aiops"} == {0.0}
+    assert [t for k, t in sent if k == "default"] == [0.0] * 120 + [60.0]
+    assert limiter.reserve("aiops") == 0.0  # the aiops window from 0 s closed at 60 s as well
+
+
+def test_override_with_its_own_window() -> None:
+    """An override (3, 10 s) schedules on a 10 s window."""
+    clock = FakeClock()
+    limiter = RateLimiter(RateLimit(overrides={"slow": (3, 10.0)}), clock)
+    assert [t for _, t in drive(limiter, clock, ["slow"] * 7)] == [0.0, 0.0, 0.0, 10.0, 10.0, 10.0, 20.0]
+
+
+def test_global_limit_spans_all_keys() -> None:
+    """With a global limit of 5/10 s, three keys share five sends per window even though each allows 120."""
+    clock = FakeClock()
+    limiter = RateLimiter(RateLimit(global_limit=(5, 10.0)), clock)
+    sent = drive(limiter, clock, ["a", "b", "c"] * 4)
+    assert [t for _, t in sent] == [0.0] * 5 + [10.0] * 5 + [20.0] * 2
+    assert max_in_window([t for _, t in sent], 10.0) == 5
+    assert limiter.budget("a") == 3  # key room 118, global room 3
+    assert limiter.next_allowed("z") == T0 + 20.0
+
+
+def test_both_windows_must_have_room() -> None:
+    """The later of the key's and the global window's next slot wins."""
+    clock = FakeClock()
+    limiter = RateLimiter(RateLimit(per_key=2, window_seconds=30.0, global_limit=(3, 10.0)), clock)
+    sent = drive(limiter, clock, ["a", "a", "a", "b", "c", "c"])
+    # a's third waits for its key window (30 s); c's second waits for the global window (40 s).
+    assert sent == [("a", 0.0), ("a", 0.0), ("a", 30.0), ("b", 30.0), ("c", 30.0), ("c", 40.0)]
+
+
+def test_penalize_blocks_only_that_key() -> None:
+    """After a 429, the key waits the penalty; other keys and its own window are untouched."""
+    clock = FakeClock()
+    limiter = RateLimiter(RateLimit(), clock)
+    assert limiter.reserve("a") == 0.0
+    limiter.penalize("a", 30.0)
+    assert limiter.reserve("a") == 30.0
+    assert limiter.next_allowed("a") == T0 + 30.0
+    assert limiter.budget("a") == 0
+    assert limiter.reserve("b") == 0.0
+    clock.advance(12.5)
+    assert limiter.reserve("a") == 17.5
+    limiter.penalize("a", 5.0)  # a shorter penalty does not shorten the block
+    assert limiter.reserve("a") == 17.5
+    clock.advance(17.5)
+    assert limiter.budget("a") == 119
+    assert limiter.reserve("a") == 0.0
+
+
+def test_penalize_extends_and_combines_with_the_window() -> None:
+    """A longer penalty extends the block, and a window that frees later than the block still governs."""
+    clock = FakeClock()
+    limiter = RateLimiter(RateLimit(per_key=1, window_seconds=60.0), clock)
+    assert limiter.reserve("a") == 0.0
+    limiter.penalize("a", 10.0)
+    assert limiter.reserve("a") == 60.0
+    limiter.penalize("a", 90.0)
+    assert limiter.reserve("a") == 90.0
+    limiter.penalize("fresh", 0.0)
+    assert limiter.reserve("fresh") == 0.0
+
+
+def test_snapshot_shows_limits_usage_and_blocks() -> None:
+    """The snapshot lists each remembered key with limit, window, used and any block, plus the global window."""
+    clock = FakeClock()
+    limiter = RateLimiter(RateLimit(overrides={"aiops": (10_000, 60.0)}, global_limit=(500, 60.0)), clock)
+    drive(limiter, clock, ["default"] * 3 + ["aiops"] * 2)
+    limiter.penalize("default", 30.0)
+    clock.advance(10.0)
+    assert limiter.snapshot() == {
+        "keys": {
+            "aiops": {"limit": 10_000, "window_seconds": 60.0, "used": 2},
+            "default": {"limit": 120, "window_seconds": 60.0, "used": 3,
+                        "blocked_until": T0 + 30.0, "blocked_for": 20.0},
+        },
+        "global": {"limit": 500, "window_seconds": 60.0, "used": 5},
+    }
+    clock.advance(50.0)
+    assert limiter.snapshot() == {"keys": {}, "global": {"limit": 500, "window_seconds": 60.0, "used": 0}}
+    assert RateLimiter(RateLimit(), clock).snapshot() == {"keys": {}, "global": None}
+
+
+def test_idle_keys_are_forgotten() -> None:
+    """Ten thousand keys used once are dropped after their window; memory follows the active keys only."""
+    clock = FakeClock()
+    limiter = RateLimiter(RateLimit(), clock)
+    for i in range(10_000):
+        assert limiter.reserve(f"k{i}") == 0.0
+    assert len(limiter) == 10_000
+    clock.advance(60.0)
+    assert limiter.reserve("busy") == 0.0
+    assert len(limiter) == 1
+    assert limiter.budget("k0") == 120
+
+
+def test_a_blocked_key_is_not_forgotten_while_blocked() -> None:
+    """A penalized key outlives its window until the block ends."""
+    clock = FakeClock()
+    limiter = RateLimiter(RateLimit(), clock)
+    limiter.penalize("a", 300.0)
+    clock.advance(120.0)
+    assert limiter.reserve("b") == 0.0
+    assert len(limiter) == 2
+    assert limiter.reserve("a") == 180.0
+    clock.advance(180.0)
+    assert limiter.reserve("b") == 0.0
+    assert len(limiter) == 1
+
+
+def test_memory_per_key_is_bounded_by_its_limit() -> None:
+    """However many reserves are refused, a key's log never holds more than its limit."""
+    clock = FakeClock()
+    limiter = RateLimiter(RateLimit(per_key=5, window_seconds=1.0), clock)
+    for _ in range(1_000):
+        limiter.reserve("k")
+        clock.advance(0.01)
+    assert max(len(st.window.sends) for st in limiter._keys.values()) == 5
+
+
+def test_settings_are_immutable_and_normalised() -> None:
+    """RateLimit defaults to 120/60 s, and copies overrides into a read-only mapping."""
+    raw = {"aiops": (10_000, 60)}
+    s = RateLimit(overrides=raw)
+    raw["other"] = (1, 1)
+    assert (s.per_key, s.window_seconds, s.global_limit) == (120, 60.0, None)
+    assert dict(s.overrides) == {"aiops": (10_000, 60.0)}
+    assert s.for_key("aiops") == (10_000, 60.0)
+    assert s.for_key("x") == (120, 60.0)
+    with pytest.raises(TypeError):
+        s.overrides["x"] = (1, 1.0)  # type: ignore[index]
+    with pytest.raises(AttributeError):
+        s.per_key = 1  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"per_key": 0}, "rate_limit.per_key must be a positive integer, got 0"),
+    ({"per_key": -5}, "rate_limit.per_key must be a positive integer, got -5"),
+    ({"per_key": 1.5}, "rate_limit.per_key must be a positive integer, got 1.5"),
+    ({"per_key": True}, "rate_limit.per_key must be a positive integer, got True"),
+    ({"window_seconds": 0}, "rate_limit.window_seconds must be a positive number of seconds, got 0"),
+    ({"window_seconds": -1.0}, "rate_limit.window_seconds must be a positive number of seconds, got -1.0"),
+    ({"window_seconds": float("inf")}, "rate_limit.window_seconds must be a positive number of seconds, got inf"),
+    ({"overrides": {"aiops": (0, 60)}}, "rate_limit.overrides['aiops'] events must be a positive integer, got 0"),
+    ({"overrides": {"aiops": (10, 0)}},
+     "rate_limit.overrides['aiops'] window_seconds must be a positive number of seconds, got 0"),
+    ({"overrides": {"aiops": 10}}, "rate_limit.overrides['aiops'] must be a pair (events, window_seconds), got 10"),
+    ({"global_limit": (-1, 60.0)}, "rate_limit.global_limit events must be a positive integer, got -1"),
+    ({"global_limit": (100, -60.0)},
+     "rate_limit.global_limit window_seconds must be a positive number of seconds, got -60.0"),
+])
+def test_invalid_settings_are_rejected_with_a_clear_message(kwargs: dict[str, object], message: str) -> None:
+    """Non-positive or malformed numbers raise ValueError naming the setting and the bad value."""
+    with pytest.raises(ValueError) as info:
+        RateLimit(**kwargs)  # type: ignore[arg-type]
+    assert str(info.value) == message
+
+
+def test_negative_penalty_is_rejected() -> None:
+    """penalize refuses a negative number of seconds."""
+    limiter = RateLimiter(RateLimit(), FakeClock())
+    with pytest.raises(ValueError, match="penalize: seconds must be a non-negative number, got -1"):
+        limiter.penalize("a", -1)
