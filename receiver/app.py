@@ -14,13 +14,16 @@ import logging
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from receiver import handlers
+from receiver.breaker import CircuitBreaker
 from receiver.clock import Clock, SystemClock
 from receiver.dispatcher import Dispatcher
+from receiver.limiter import RateLimiter
 from receiver.metrics import Metrics
 from receiver.outbox import Outbox
 from receiver.outbox.sqlite import SQLiteOutbox
@@ -56,15 +59,28 @@ def create_app(settings: Settings, deps: Deps | None = None) -> web.Application:
         DryRunSender() if dry_run
         else EventsSender(pd.events_url, timeout=pd.api_timeout, connect_timeout=pd.connect_timeout)
     )
+    limiter = RateLimiter(pd.rate_limit, d.clock)
+    endpoint = urlsplit(pd.events_url).hostname or pd.events_url
+    breaker = CircuitBreaker(pd.failure_threshold, pd.recovery_timeout, name=endpoint, clock=d.clock)
+    breaker.add_listener(metrics.breaker_changed)
+    breaker.add_listener(
+        lambda name, old, new: d.log.warning(
+            "circuit breaker changed state; events stay queued while it is open" if new == "open"
+            else "circuit breaker changed state",
+            extra={"endpoint": name, "from": old.value, "to": new.value},
+        )
+    )
+    metrics.breaker_changed(endpoint, breaker.state, breaker.state)
     dispatcher = Dispatcher(
-        outbox, sender, pd.routing_keys, pd, metrics=metrics, clock=d.clock, log=d.log, dry_run=dry_run
+        outbox, sender, pd.routing_keys, pd, metrics=metrics, clock=d.clock, log=d.log,
+        limiter=limiter, breaker=breaker, dry_run=dry_run,
     )
     metrics.track_depth(lambda: (outbox.depth().queued, outbox.depth().dead))
 
     app = web.Application(client_max_size=settings.server.body_limit)
     app[STATE] = AppState(
         settings=settings, metrics=metrics, rulebook=rulebook, outbox=outbox,
-        dispatcher=dispatcher, log=d.log, dry_run=dry_run,
+        dispatcher=dispatcher, log=d.log, dry_run=dry_run, limiter=limiter, breaker=breaker,
     )
     app.add_routes(handlers.routes())
 

@@ -1,4 +1,4 @@
-"""The ``pdrelay`` command line: ``serve``, ``check-rules``, ``test-rules``."""
+"""The ``pdrelay`` command line: ``serve``, ``check-rules``, ``test-rules``, ``outbox list/show/replay/purge``."""
 
 from __future__ import annotations
 
@@ -7,9 +7,12 @@ import asyncio
 import gc
 import json
 import signal
+import sqlite3
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import TextIO
 
 import uvloop
 from aiohttp import web
@@ -18,6 +21,7 @@ from receiver.app import Deps, create_app
 from receiver.errors import ConfigError, PayloadError
 from receiver.logs import configure_logging
 from receiver.models import parse_notification
+from receiver.outbox.admin import AdminItem, NoSuchItem, OutboxAdmin
 from receiver.settings import Settings, load_settings
 from receiver.state import STATE
 from transforms import RulesError, RuleSet, evaluation_to_json, load_rules
@@ -51,15 +55,24 @@ def _parser() -> argparse.ArgumentParser:
     test.add_argument("--rules", type=Path, action="append", required=True, help="rule file or folder")
     test.add_argument("bodies", nargs="+", type=Path, help="Alertmanager webhook JSON files")
     test.set_defaults(func=_test_rules)
+
+    _outbox_parser(sub)
     return p
 
 
-def _serve(args: argparse.Namespace) -> int:
+def _settings(args: argparse.Namespace) -> Settings | None:
+    """``--config``, else ``./pdrelay.yaml`` if present, else embedded defaults; ``None`` after reporting an error."""
     config = args.config if args.config is not None else (DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None)
     try:
-        settings = load_settings(config)
+        return load_settings(config)
     except ConfigError as exc:
         print(f"pdrelay: {exc}", file=sys.stderr)
+        return None
+
+
+def _serve(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    if settings is None:
         return 2
     log = configure_logging(args.log_level, settings.secrets())
     try:
@@ -157,3 +170,234 @@ def _test_rules(args: argparse.Namespace) -> int:
     json.dump(out, sys.stdout, indent=2, sort_keys=True, ensure_ascii=False)
     sys.stdout.write("\n")
     return status
+
+
+# ---------------------------------------------------------------------- outbox
+
+
+def _outbox_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", type=Path, metavar="FILE",
+                        help=f"config file (default: ./{DEFAULT_CONFIG} if present)")
+    outbox = sub.add_parser("outbox", help="inspect the queue and the dead letters; replay after a fix")
+    osub = outbox.add_subparsers(required=True, metavar="ACTION")
+
+    ls = osub.add_parser("list", parents=[common], help="list stored events, oldest first")
+    ls.add_argument("--state", choices=["queued", "dead"])
+    ls.add_argument("--routing-key", metavar="NAME", help="routing key name (as in pagerduty.routing_keys)")
+    ls.add_argument("--reason", metavar="R", help="failure reason, e.g. invalid_event")
+    ls.add_argument("--limit", type=int, default=100, metavar="N", help="at most N items (default 100)")
+    ls.add_argument("--json", action="store_true", help="one JSON object a line")
+    ls.set_defaults(func=_outbox_list)
+
+    show = osub.add_parser("show", parents=[common], help="one stored event in full")
+    show.add_argument("id", type=int, metavar="ID")
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(func=_outbox_show)
+
+    replay = osub.add_parser("replay", parents=[common],
+                             help="re-render dead events with the current rules and queue them again")
+    which = replay.add_mutually_exclusive_group(required=True)
+    which.add_argument("ids", nargs="*", type=int, default=[], metavar="ID")
+    which.add_argument("--all", action="store_true", help="every dead event")
+    which.add_argument("--reason", metavar="R", help="every dead event with this reason")
+    replay.set_defaults(func=_outbox_replay)
+
+    purge = osub.add_parser("purge", parents=[common], help="delete stored events and release their notifications")
+    what = purge.add_mutually_exclusive_group(required=True)
+    what.add_argument("ids", nargs="*", type=int, default=[], metavar="ID")
+    what.add_argument("--dead", action="store_true", help="every dead event")
+    what.add_argument("--reason", metavar="R", help="every dead event with this reason")
+    purge.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    purge.add_argument("--force", action="store_true", help="also purge queued events given by ID")
+    purge.set_defaults(func=_outbox_purge)
+
+
+def _open_outbox(args: argparse.Namespace, settings: Settings | None = None) -> OutboxAdmin | None:
+    """The configured SQLite outbox, or ``None`` after reporting why not."""
+    settings = settings or _settings(args)
+    if settings is None:
+        return None
+    if settings.outbox.backend != "sqlite":
+        print(f"pdrelay: outbox commands need outbox.backend sqlite, not {settings.outbox.backend}", file=sys.stderr)
+        return None
+    path = settings.outbox.path
+    if not path.exists():
+        print(f"pdrelay: no outbox at {path}", file=sys.stderr)
+        return None
+    try:
+        return OutboxAdmin(path)
+    except sqlite3.Error as exc:
+        print(f"pdrelay: cannot open outbox {path}: {exc}", file=sys.stderr)
+        return None
+
+
+def _age(seconds: float) -> str:
+    s = max(0, int(seconds))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if s >= size:
+            return f"{s // size}{unit}"
+    return f"{s}s"
+
+
+def _when(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _outbox_list(args: argparse.Namespace) -> int:
+    admin = _open_outbox(args)
+    if admin is None:
+        return 2
+    with admin:
+        items = admin.items(args.state, args.routing_key, args.reason, args.limit)
+        now = admin.clock()
+    if args.json:
+        for it in items:
+            print(json.dumps(it.to_json(now, with_body=False), ensure_ascii=False, sort_keys=True))
+        return 0
+    header = ("ID", "STATE", "ROUTING_KEY", "ACTION", "DEDUP_KEY", "ATTEMPTS", "REASON", "AGE", "LAST_STATUS")
+    rows = [header] + [
+        (str(it.id), it.status, it.routing_key, it.action, it.dedup_key, str(it.attempts), it.reason or "-",
+         _age(now - it.created_at), "-" if it.last_status is None else str(it.last_status))
+        for it in items
+    ]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    for r in rows:
+        print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
+    return 0
+
+
+def _outbox_show(args: argparse.Namespace) -> int:
+    admin = _open_outbox(args)
+    if admin is None:
+        return 2
+    with admin:
+        try:
+            it = admin.get(args.id)
+        except NoSuchItem as exc:
+            print(f"pdrelay: {exc}", file=sys.stderr)
+            return 1
+        now = admin.clock()
+    if args.json:
+        print(json.dumps(it.to_json(now), ensure_ascii=False, sort_keys=True, indent=2))
+        return 0
+    fields = [
+        ("id", str(it.id)), ("state", it.status), ("routing_key", it.routing_key), ("action", it.action),
+        ("dedup_key", it.dedup_key), ("attempts", str(it.attempts)), ("reason", it.reason or "-"),
+        ("last_status", "-" if it.last_status is None else str(it.last_status)),
+        ("last_error", it.last_error or "-"), ("rules", ", ".join(it.rules) or "-"),
+        ("created", f"{_when(it.created_at)} ({_age(now - it.created_at)} ago)"),
+        ("next_attempt", _when(it.next_attempt_at) if it.status == "queued" else "-"),
+    ]
+    for name, value in fields:
+        print(f"{name + ':':<14}{value}")
+    print("body:")
+    print(json.dumps(it.body, ensure_ascii=False, sort_keys=True, indent=2))
+    return 0
+
+
+def _selected(admin: OutboxAdmin, ids: list[int]) -> list[AdminItem] | None:
+    """The items with these ids, or ``None`` after naming the first unknown one."""
+    try:
+        return [admin.get(i) for i in dict.fromkeys(ids)]
+    except NoSuchItem as exc:
+        print(f"pdrelay: {exc}", file=sys.stderr)
+        return None
+
+
+class _Progress:
+    """``replay 3/10`` redrawn in place on a terminal's stderr; result lines are printed above it.
+
+    Written here rather than taken from tqdm: it is a dozen lines, and the sidecar's image
+    should not grow a dependency for one counter.
+    """
+
+    def __init__(self, total: int, label: str, stream: TextIO = sys.stderr) -> None:
+        self.total, self.label, self.stream, self.done = total, label, stream, 0
+        self.shown = total >= 2 and stream.isatty()
+        self._draw()
+
+    def _draw(self) -> None:
+        if self.shown:
+            filled = 20 * self.done // self.total
+            bar = "#" * filled + "-" * (20 - filled)
+            self.stream.write(f"\r\x1b[K{self.label} [{bar}] {self.done}/{self.total}")
+            self.stream.flush()
+
+    def line(self, text: str) -> None:
+        """Print ``text`` on stdout, above the bar."""
+        if self.shown:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+        print(text, flush=self.shown)
+        self._draw()
+
+    def advance(self) -> None:
+        self.done += 1
+        self._draw()
+
+    def close(self) -> None:
+        if self.shown:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+
+
+def _outbox_replay(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    if settings is None:
+        return 2
+    admin = _open_outbox(args, settings)
+    if admin is None:
+        return 2
+    with admin:
+        if args.ids:
+            chosen = _selected(admin, args.ids)
+            if chosen is None:
+                return 1
+            ids = [it.id for it in chosen]
+        else:
+            ids = admin.ids("dead", args.reason)
+        rules = _load_or_report(settings.rules.paths)
+        if rules is None:
+            return 2
+        progress = _Progress(len(ids), "replay")
+        replayed = 0
+        try:
+            for item_id in ids:
+                outcome = admin.replay(item_id, rules)
+                replayed += outcome.result == "replayed"
+                progress.line(outcome.line())
+                progress.advance()
+        finally:
+            progress.close()
+    return 0 if replayed == len(ids) else 1
+
+
+def _outbox_purge(args: argparse.Namespace) -> int:
+    admin = _open_outbox(args)
+    if admin is None:
+        return 2
+    with admin:
+        if args.ids:
+            chosen = _selected(admin, args.ids)
+            if chosen is None:
+                return 1
+            queued = [str(it.id) for it in chosen if it.status == "queued"]
+            if queued and not args.force:
+                print(f"pdrelay: refusing to purge queued item(s) {', '.join(queued)} without --force", file=sys.stderr)
+                return 1
+            ids = [it.id for it in chosen]
+        else:
+            ids = admin.ids("dead", args.reason)
+        if ids and not args.yes:
+            if not sys.stdin.isatty():
+                print(f"pdrelay: refusing to purge {len(ids)} item(s) without --yes: stdin is not a terminal",
+                      file=sys.stderr)
+                return 1
+            answer = input(f"purge {len(ids)} item(s)? [y/N] ")
+            if answer.strip().lower() not in ("y", "yes"):
+                print("pdrelay: nothing purged", file=sys.stderr)
+                return 1
+        purged = admin.purge(ids, include_queued=bool(args.ids) and args.force)
+    print(f"purged {purged}")
+    return 0

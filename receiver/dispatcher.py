@@ -1,11 +1,15 @@
 """The background worker that drains the outbox into PagerDuty.
 
 It claims due queue heads (never two events of one dedup_key at once, so a resolve
-never overtakes its trigger), sends them with at most ``concurrency`` requests in
-flight, and then acks (2xx), reschedules with exponential backoff and jitter
-(429, 5xx, timeouts, connection errors) or dead-letters (400 and other permanent
-answers, unknown routing key names, retries exhausted). Nothing is removed from the
-outbox before PagerDuty accepted it, so a crash at any point only means a resend.
+never overtakes its trigger; resolves and critical triggers first), and sends each one
+only when the routing key's sliding-window budget has room (:mod:`receiver.limiter`)
+and the endpoint's circuit breaker lets it through (:mod:`receiver.breaker`). Keys
+without budget are left out of the claim until they have room again, so one busy key
+never holds up the others. Then it acks (2xx), reschedules with exponential backoff and
+jitter (5xx, timeouts, connection errors), backs the key off on a 429, or dead-letters
+(400 and other permanent answers, unknown routing key names, retries exhausted).
+Nothing is removed from the outbox before PagerDuty accepted it, so a crash at any
+point only means a resend. While the breaker is open, events simply stay queued.
 """
 
 from __future__ import annotations
@@ -15,10 +19,12 @@ import contextlib
 import functools
 import logging
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
+from receiver.breaker import CircuitBreaker
 from receiver.clock import Clock
 from receiver.errors import Reason
+from receiver.limiter import RateLimiter
 from receiver.metrics import Metrics
 from receiver.outbox import Outbox, OutboxItem
 from receiver.pagerduty.events import Sender, SendResult
@@ -27,6 +33,9 @@ from receiver.settings import PagerDutySettings, Secret
 __all__ = ["Dispatcher", "backoff_delay"]
 
 _MAX_IDLE_WAIT = 5.0
+_MIN_WAIT = 0.001
+# What says PagerDuty's endpoint is unwell; 400s and 429s come from a healthy one.
+_TRIPS_BREAKER = frozenset({Reason.SERVER_ERROR, Reason.TIMEOUT, Reason.CONNECTION})
 
 
 def backoff_delay(attempt: int, initial: float, maximum: float, rand: Callable[[], float]) -> float:
@@ -48,6 +57,8 @@ class Dispatcher:
         metrics: Metrics,
         clock: Clock,
         log: logging.Logger,
+        limiter: RateLimiter,
+        breaker: CircuitBreaker,
         dry_run: bool = False,
         rand: Callable[[], float] = random.random,
     ) -> None:
@@ -60,34 +71,79 @@ class Dispatcher:
         self._log = log
         self._dry_run = dry_run
         self._rand = rand
+        self._limiter = limiter
+        self._breaker = breaker
         self._wakeup = asyncio.Event()
         self._inflight: dict[int, asyncio.Task[None]] = {}
+        self._blocked: dict[str, float] = {}  # routing key name -> monotonic time it has budget again
 
-    def wake(self) -> None:
-        """Look for work now (called after intake commits); free while every slot is busy."""
-        if len(self._inflight) < self._settings.concurrency:
-            self._wakeup.set()
+    def wake(self, routing_keys: Iterable[str] | None = None) -> None:
+        """Look for work now (called after intake commits ``routing_keys``' events).
+
+        Free when nothing could come of it: every slot busy, or every key named still
+        without budget (a storm on one key must not make the dispatcher spin)."""
+        if len(self._inflight) >= self._settings.concurrency:
+            return
+        if routing_keys is not None:
+            now = self._clock.monotonic()
+            if all(self._blocked.get(k, 0.0) > now for k in routing_keys):
+                return
+        self._wakeup.set()
 
     async def run(self) -> None:
         try:
             while True:
                 self._wakeup.clear()
-                free = self._settings.concurrency - len(self._inflight)
-                if free > 0:
-                    for item in await self._outbox.claim(free, self._inflight.keys()):
-                        task = asyncio.create_task(self._deliver(item))
-                        self._inflight[item.id] = task
-                        task.add_done_callback(functools.partial(self._done, item.id))
-                    if len(self._inflight) >= self._settings.concurrency:
-                        await self._wakeup.wait()
-                        continue
-                await self._sleep_until_due()
+                started = await self._dispatch_due()
+                if len(self._inflight) >= self._settings.concurrency:
+                    await self._wakeup.wait()
+                else:
+                    # Nothing startable now: never come straight back (no busy loop on clock edges).
+                    await self._sleep_until_due(0.0 if started else _MIN_WAIT)
         finally:
             await self._drain()
 
-    async def _sleep_until_due(self) -> None:
+    async def _dispatch_due(self) -> int:
+        """Start a delivery for every due head that has budget and that the breaker lets through."""
+        total = 0
+        while (free := self._settings.concurrency - len(self._inflight)) > 0:
+            now = self._clock.monotonic()
+            self._blocked = {k: t for k, t in self._blocked.items() if t > now}
+            if self._breaker.retry_in() is not None:  # open: everything waits for the trial time
+                return total
+            items = await self._outbox.claim(free, self._inflight.keys(), self._blocked.keys())
+            started = 0
+            for item in items:
+                if item.routing_key in self._blocked:
+                    continue  # an earlier item of this claim used the key's last slot
+                allowed_at = self._limiter.next_allowed(item.routing_key)
+                if allowed_at > self._clock.monotonic():
+                    self._blocked[item.routing_key] = allowed_at
+                    continue
+                if not self._breaker.allow():  # half-open with its single trial already out
+                    return total + started
+                # Room now means room a moment later too (sends only leave the window): this records.
+                self._limiter.reserve(item.routing_key)
+                task = asyncio.create_task(self._deliver(item))
+                self._inflight[item.id] = task
+                task.add_done_callback(functools.partial(self._done, item.id))
+                started += 1
+            total += started
+            if started == 0:
+                return total
+        return total
+
+    async def _sleep_until_due(self, at_least: float) -> None:
+        """Until the next item is due, a key has budget again, or the breaker's trial time."""
         due = await self._outbox.next_due()
-        timeout = _MAX_IDLE_WAIT if due is None else min(_MAX_IDLE_WAIT, max(0.0, due - self._clock.now()))
+        waits = [_MAX_IDLE_WAIT]
+        if due is not None:
+            waits.append(due - self._clock.now())
+        now = self._clock.monotonic()
+        waits.extend(t - now for t in self._blocked.values())
+        if (retry_in := self._breaker.retry_in()) is not None:
+            waits.append(retry_in)
+        timeout = max(at_least, min(waits))
         if timeout <= 0:
             return
         with contextlib.suppress(TimeoutError):
@@ -115,6 +171,7 @@ class Dispatcher:
     async def _deliver_once(self, item: OutboxItem) -> None:
         key = Secret("dry-run") if self._dry_run else self._keys.get(item.routing_key)
         if key is None:
+            self._breaker.record_ignored()  # nothing was sent
             self._log.error(
                 "rule names a routing key the config does not define; dead-lettered",
                 extra={"routing_key": item.routing_key, "dedup_key": item.dedup_key, "item_id": item.id},
@@ -123,8 +180,18 @@ class Dispatcher:
                                     f"routing key {item.routing_key!r} is not configured")
             return
         started = self._clock.monotonic()
-        result = await self._sender.send(key, item.body)
+        try:
+            result = await self._sender.send(key, item.body)
+        except BaseException:
+            self._breaker.record_ignored()  # cancelled at shutdown: says nothing about PagerDuty
+            raise
         self._metrics.send_latency.observe(self._clock.monotonic() - started)
+        if result.ok:
+            self._breaker.record_success()
+        elif result.reason in _TRIPS_BREAKER:
+            self._breaker.record_failure()
+        else:
+            self._breaker.record_ignored()  # 400, 429: PagerDuty is up and answering
         if result.ok:
             await self._outbox.ack(item)
             fields = {"routing_key": item.routing_key, "dedup_key": item.dedup_key, "action": item.action,
@@ -151,6 +218,22 @@ class Dispatcher:
         assert result.reason is not None
         attempts = item.attempts + 1
         now = self._clock.now()
+        if result.reason is Reason.RATE_LIMITED:
+            # The key's budget is spent (by someone else too, perhaps): back the whole key off
+            # and keep its queue. A 429 does not count towards retry_attempts; max_age does.
+            pause = self._settings.backoff_on_429
+            self._limiter.penalize(item.routing_key, pause)
+            self._blocked[item.routing_key] = self._clock.monotonic() + pause
+            if now - item.created_at >= self._settings.max_age:
+                detail = f"gave up after {attempts} attempts; last: {result.reason.value}: {result.detail}"
+                await self._settle_dead(item, Reason.EXPIRED, result.status, detail)
+                return
+            await self._outbox.retry_later(item, now + pause, result.reason, result.status, result.detail)
+            self._log.warning(
+                "PagerDuty rate-limited the key; it pauses, its queue is kept",
+                extra={"routing_key": item.routing_key, "pause": pause, "status": result.status},
+            )
+            return
         if attempts >= self._settings.retry_attempts or now - item.created_at >= self._settings.max_age:
             detail = f"gave up after {attempts} attempts; last: {result.reason.value}: {result.detail}"
             await self._settle_dead(item, Reason.EXPIRED, result.status, detail)

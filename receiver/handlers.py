@@ -61,7 +61,7 @@ async def alertmanager(request: web.Request) -> web.Response:
     except OutboxUnavailable as exc:
         return _reject(st, exc)
     if result.queued:
-        st.dispatcher.wake()
+        st.dispatcher.wake(None if result.rerouted else {ev.routing_key for ev in evaluation.events})
     m = st.metrics
     m.bodies_accepted.inc()
     m.alerts_received.inc(len(group.alerts))
@@ -119,6 +119,8 @@ async def status(request: web.Request) -> web.Response:
         "rules": {"sha256": st.rulebook.current.sha256,
                   "sources": [str(p) for p in st.rulebook.current.sources]},
         "outbox": {"queued": depth.queued, "dead": depth.dead},
+        "breaker": st.breaker.snapshot(),
+        "rate_limit": st.limiter.snapshot(),
     }
     if "text/html" in request.headers.get("Accept", ""):
         return web.Response(text=_status_page(out), content_type="text/html")

@@ -7,11 +7,13 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from receiver.breaker import BreakerState
 from receiver.errors import Reason
 
 __all__ = ["REJECT_REASONS", "Metrics"]
 
 REJECT_REASONS = ("invalid_body", "too_large", "outbox_unavailable")
+_BREAKER_VALUES = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
 
 
 class Metrics:
@@ -78,11 +80,21 @@ class Metrics:
             registry=registry,
         )
         self.dry_run = Gauge("pdrelay_dry_run", "1 when pdrelay sends nothing (dry-run).", registry=registry)
+        self.breaker_state = Gauge(
+            "pdrelay_breaker_state",
+            "Circuit breaker per PagerDuty endpoint: 0 closed, 1 half-open, 2 open.",
+            ["endpoint"],
+            registry=registry,
+        )
         for reason in REJECT_REASONS:
             self.bodies_rejected.labels(reason)
         for r in Reason:
             self.events_failed.labels(r.value)
             self.events_dead_lettered.labels(r.value)
+
+    def breaker_changed(self, endpoint: str, old: BreakerState, new: BreakerState) -> None:
+        """A breaker listener: keep ``pdrelay_breaker_state`` current."""
+        self.breaker_state.labels(endpoint).set(_BREAKER_VALUES[new])
 
     def track_depth(self, depth: Callable[[], tuple[int, int]]) -> None:
         """Read the outbox depth at scrape time: ``depth()`` returns (queued, dead)."""

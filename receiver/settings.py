@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from receiver.errors import ConfigError
+from receiver.limiter import RateLimit
 
 __all__ = [
     "OutboxSettings",
@@ -94,6 +95,10 @@ class PagerDutySettings:
     max_backoff: float = 300.0
     resend_interval: float = 4 * 3600.0
     concurrency: int = 16
+    rate_limit: RateLimit = field(default_factory=RateLimit)
+    backoff_on_429: float = 30.0  # PagerDuty suggests retrying a 429 tens of seconds later
+    failure_threshold: int = 5
+    recovery_timeout: float = 60.0
 
     @property
     def effective_dry_run(self) -> bool:
@@ -315,7 +320,7 @@ def _server(r: _Reader, raw: Any) -> ServerSettings:
 
 _PD_KEYS = {
     "events_url", "allowed_hosts", "routing_keys", "dry_run", "api_timeout", "connect_timeout",
-    "retry_attempts", "max_age", "retry", "resend_interval", "concurrency",
+    "retry_attempts", "max_age", "retry", "resend_interval", "concurrency", "backoff_on_429",
     "rate_limit", "circuit_breaker", "api_token",
 }
 
@@ -323,9 +328,8 @@ _PD_KEYS = {
 def _pagerduty(r: _Reader, raw: Any) -> PagerDutySettings:
     m = r.mapping(raw, "pagerduty", _PD_KEYS)
     d = PagerDutySettings()
-    for later in ("rate_limit", "circuit_breaker", "api_token"):
-        if m.get(later) is not None:
-            raise ConfigError(f"config: pagerduty.{later}: not supported by this version of pdrelay")
+    if m.get("api_token") is not None:
+        raise ConfigError("config: pagerduty.api_token: not supported by this version of pdrelay")
     url = r.string(m["events_url"], "pagerduty.events_url") if "events_url" in m else d.events_url
     hosts = d.allowed_hosts
     if "allowed_hosts" in m:
@@ -371,7 +375,53 @@ def _pagerduty(r: _Reader, raw: Any) -> PagerDutySettings:
         resend_interval=dur(m, "resend_interval", "pagerduty.resend_interval", d.resend_interval),
         concurrency=int(r.number(m["concurrency"], "pagerduty.concurrency", integer=True, minimum=1))
         if "concurrency" in m else d.concurrency,
+        rate_limit=_rate_limit(r, m.get("rate_limit")),
+        backoff_on_429=dur(m, "backoff_on_429", "pagerduty.backoff_on_429", d.backoff_on_429),
+        **_circuit_breaker(r, m.get("circuit_breaker")),
     )
+
+
+def _rate_limit(r: _Reader, raw: Any) -> RateLimit:
+    key = "pagerduty.rate_limit"
+    m = r.mapping(raw, key, {"per_key", "window_seconds", "overrides", "global"})
+
+    def pair(mp: dict[str, Any], where: str, default: tuple[int, float]) -> tuple[int, float]:
+        n = int(r.number(mp["per_key"], f"{where}.per_key", integer=True, minimum=1)) if "per_key" in mp \
+            else default[0]
+        w = parse_duration(r.scalar(mp["window_seconds"], f"{where}.window_seconds"), f"{where}.window_seconds") \
+            if "window_seconds" in mp else default[1]
+        if w <= 0:
+            raise ConfigError(f"config: {where}.window_seconds: must be positive")
+        return n, w
+
+    per_key, window = pair(m, key, (120, 60.0))
+    overrides = {}
+    for name, spec in r.mapping(m.get("overrides"), f"{key}.overrides", set(m.get("overrides") or {})).items():
+        where = f"{key}.overrides.{name}"
+        overrides[name] = pair(r.mapping(spec, where, {"per_key", "window_seconds"}), where, (per_key, window))
+    glob = None
+    if m.get("global") is not None:
+        where = f"{key}.global"
+        gm = r.mapping(m["global"], where, {"per_key", "window_seconds"})
+        if "per_key" not in gm:
+            raise ConfigError(f"config: {where}.per_key: required (events per window across all keys)")
+        glob = pair(gm, where, (per_key, window))
+    return RateLimit(per_key=per_key, window_seconds=window, overrides=overrides, global_limit=glob)
+
+
+def _circuit_breaker(r: _Reader, raw: Any) -> dict[str, Any]:
+    key = "pagerduty.circuit_breaker"
+    m = r.mapping(raw, key, {"failure_threshold", "recovery_timeout"})
+    out: dict[str, Any] = {}
+    if "failure_threshold" in m:
+        out["failure_threshold"] = int(
+            r.number(m["failure_threshold"], f"{key}.failure_threshold", integer=True, minimum=1))
+    if "recovery_timeout" in m:
+        out["recovery_timeout"] = parse_duration(
+            r.scalar(m["recovery_timeout"], f"{key}.recovery_timeout"), f"{key}.recovery_timeout")
+        if out["recovery_timeout"] <= 0:
+            raise ConfigError(f"config: {key}.recovery_timeout: must be positive")
+    return out
 
 
 def _check_events_url(url: str, hosts: tuple[str, ...]) -> None:

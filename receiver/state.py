@@ -7,7 +7,9 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from receiver.breaker import CircuitBreaker
 from receiver.dispatcher import Dispatcher
+from receiver.limiter import RateLimiter
 from receiver.metrics import Metrics
 from receiver.outbox import Outbox
 from receiver.rulebook import Rulebook
@@ -25,6 +27,8 @@ class AppState:
     dispatcher: Dispatcher
     log: logging.Logger
     dry_run: bool
+    limiter: RateLimiter
+    breaker: CircuitBreaker
 
 
 STATE = web.AppKey("pdrelay_state", AppState)

@@ -68,8 +68,11 @@ class Outbox(Protocol):
         """Commit events durably; returns once they are on disk."""
         ...
 
-    async def claim(self, limit: int, exclude: Collection[int]) -> list[OutboxItem]:
-        """Due queue heads (at most one per dedup_key), oldest first, skipping ``exclude``."""
+    async def claim(
+        self, limit: int, exclude: Collection[int], exclude_keys: Collection[str] = ()
+    ) -> list[OutboxItem]:
+        """Due queue heads (at most one per dedup_key), resolves and critical triggers first, then
+        oldest first; skipping the item ids ``exclude`` and the routing key names ``exclude_keys``."""
         ...
 
     async def ack(self, item: OutboxItem) -> None: ...

@@ -60,6 +60,7 @@ CREATE TABLE IF NOT EXISTS events (
     status TEXT NOT NULL,
     body BLOB NOT NULL,
     payload_hash TEXT NOT NULL,
+    priority INTEGER NOT NULL DEFAULT 1,  -- 0: resolves and critical triggers, sent first when over budget
     rules TEXT NOT NULL DEFAULT '',
     attempts INTEGER NOT NULL DEFAULT 0,
     created_at REAL NOT NULL,
@@ -68,7 +69,8 @@ CREATE TABLE IF NOT EXISTS events (
     last_status INTEGER,
     last_error TEXT
 );
-CREATE INDEX IF NOT EXISTS events_queue ON events (status, next_attempt_at);
+CREATE INDEX IF NOT EXISTS events_queue ON events (status, priority, next_attempt_at);
+CREATE INDEX IF NOT EXISTS events_due ON events (status, next_attempt_at);
 CREATE INDEX IF NOT EXISTS events_key ON events (routing_key, dedup_key, id) WHERE status = 'queued';
 CREATE TABLE IF NOT EXISTS state (
     routing_key TEXT NOT NULL,
@@ -93,8 +95,8 @@ _HEAD = """e.status = 'queued' AND NOT EXISTS (
       AND p.dedup_key = e.dedup_key AND p.id < e.id)"""
 _CLAIM = f"""
 SELECT {_COLUMNS} FROM events e
-WHERE {_HEAD} AND e.next_attempt_at <= ?
-ORDER BY e.next_attempt_at, e.id
+WHERE {_HEAD} AND e.next_attempt_at <= ? AND e.routing_key NOT IN (SELECT value FROM json_each(?))
+ORDER BY e.priority, e.next_attempt_at, e.id
 LIMIT ?
 """
 
@@ -110,11 +112,12 @@ ON CONFLICT (dedup_key, routing_key) DO UPDATE SET
 _INSERT_NOTIFICATIONS = "INSERT INTO notifications (id, body, created_at, refs) VALUES (?, ?, ?, ?)"
 _INSERT_EVENTS = """
 INSERT INTO events (notification_id, routing_key, dedup_key, action, status, body,
-                    payload_hash, rules, created_at, next_attempt_at, reason, last_error)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    payload_hash, priority, rules, created_at, next_attempt_at, reason, last_error)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 
 _ENCODER = msgspec.json.Encoder()
+_RECOUNT_EVERY = 10.0  # seconds between re-counting queued and dead items from the file
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +151,8 @@ class SQLiteOutbox:
         self._flusher: asyncio.Task[None] | None = None
         self._queued = 0
         self._dead = 0
+        self._counted_at = float("-inf")
+        self._deltas: dict[int, tuple[int, int]] = {}
         self._next_notification_id = 1
 
     # ------------------------------------------------------------------ lifecycle
@@ -212,12 +217,17 @@ class SQLiteOutbox:
         rconn = self._rconn
         return await asyncio.get_running_loop().run_in_executor(self._reader, lambda: fn(rconn))
 
-    async def _write(self, op: _Op) -> Any:
-        """Run ``op`` in the next group commit; return once that commit is durable."""
+    async def _write(self, op: _Op, delta: tuple[int, int] = (0, 0)) -> Any:
+        """Run ``op`` in the next group commit; return once that commit is durable.
+
+        ``delta`` is what the op does to the (queued, dead) counts once committed (an
+        enqueue's comes from its result).
+        """
         if self._executor is None:
             raise OutboxUnavailable("outbox is not open")
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending.append((op, fut))
+        self._deltas[id(fut)] = delta
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush())
         return await fut
@@ -233,10 +243,21 @@ class SQLiteOutbox:
                     await self._call(self._rollback)
                 error = OutboxUnavailable(f"outbox commit failed: {exc}")
                 for _, fut in batch:
+                    self._deltas.pop(id(fut), None)
                     if not fut.done():
                         fut.set_exception(error)
                 continue
             self._maybe_checkpoint()
+            # Counts change here, with the commit, never later in the callers: a recount from
+            # the file below then cannot count one batch twice.
+            for (op, fut), (ok, value) in zip(batch, results, strict=True):
+                queued, dead = self._deltas.pop(id(fut), (0, 0))
+                if ok and isinstance(op, _Enqueue):
+                    queued, dead = value.queued, value.dead_lettered
+                if ok:
+                    self._queued += queued
+                    self._dead += dead
+            self._maybe_recount()
             for (_, fut), (ok, value) in zip(batch, results, strict=True):
                 if fut.done():
                     continue
@@ -267,6 +288,18 @@ class SQLiteOutbox:
                 )
 
         self._checkpoint = asyncio.create_task(run())
+
+    def _maybe_recount(self) -> None:
+        """Now and then take the counts from the file: ``pdrelay outbox replay/purge`` change
+        it behind the server's back. Runs between commits, so no batch is counted twice."""
+        now = self._clock.monotonic()
+        if now - self._counted_at < _RECOUNT_EVERY:
+            return
+        self._counted_at = now
+        with contextlib.suppress(sqlite3.Error):  # keep the running counts; try again next time
+            rows = self._require_conn().execute("SELECT status, COUNT(*) FROM events GROUP BY status").fetchall()
+            counts = dict(rows)
+            self._queued, self._dead = counts.get("queued", 0), counts.get("dead", 0)
 
     def _commit(self) -> None:
         self._require_conn().execute("COMMIT")
@@ -337,8 +370,6 @@ class SQLiteOutbox:
             resend_interval=resend_interval,
         )
         result: EnqueueResult = await self._write(op)
-        self._queued += result.queued
-        self._dead += result.dead_lettered
         return result
 
     def _enqueue_batch(self, conn: sqlite3.Connection, ops: Sequence[_Enqueue]) -> list[EnqueueResult]:
@@ -401,22 +432,25 @@ class SQLiteOutbox:
                 opened.pop(ev.dedup_key, None)
             states.append((routing_key, ev.dedup_key, ev.action, ev.payload_hash, now))
             rows.append((routing_key, ev.dedup_key, ev.action, "queued", body,
-                         ev.payload_hash, ",".join(ev.rules), now, now, None, None))
+                         ev.payload_hash, _priority(ev), ",".join(ev.rules), now, now, None, None))
             queued += 1
         for bad, body in op.invalid:
             rows.append((bad.routing_key, bad.dedup_key, bad.action, "dead", body,
-                         hashlib.sha256(body).hexdigest(), ",".join(bad.rules), now, now,
+                         hashlib.sha256(body).hexdigest(), 1, ",".join(bad.rules), now, now,
                          Reason.INVALID_EVENT.value, bad.reason))
         return EnqueueResult(queued=queued, duplicates=duplicates, dead_lettered=len(op.invalid),
                              rerouted=rerouted), rows
 
     # ------------------------------------------------------------------ dispatch
 
-    async def claim(self, limit: int, exclude: Collection[int]) -> list[OutboxItem]:
+    async def claim(
+        self, limit: int, exclude: Collection[int], exclude_keys: Collection[str] = ()
+    ) -> list[OutboxItem]:
         now = self._clock.now()
+        keys = _ENCODER.encode(sorted(exclude_keys))
 
         def read(conn: sqlite3.Connection) -> list[OutboxItem]:
-            rows = conn.execute(_CLAIM, (now, limit + len(exclude))).fetchall()
+            rows = conn.execute(_CLAIM, (now, keys, limit + len(exclude))).fetchall()
             return [_item(r) for r in rows if r[0] not in exclude][:limit]
 
         return await self._read(read)
@@ -443,8 +477,7 @@ class SQLiteOutbox:
             if nid is not None:
                 _release_notification(conn, nid[0])
 
-        await self._write(work)
-        self._queued -= 1
+        await self._write(work, (-1, 0))
 
     async def retry_later(
         self, item: OutboxItem, at: float, reason: Reason, status: int | None, error: str
@@ -470,9 +503,7 @@ class SQLiteOutbox:
                 (item.routing_key, item.dedup_key, item.action, item.payload_hash),
             )
 
-        await self._write(work)
-        self._queued -= 1
-        self._dead += 1
+        await self._write(work, (-1, 1))
 
     # ------------------------------------------------------------------ health
 
@@ -500,6 +531,14 @@ class SQLiteOutbox:
             return [_item(r) for r in rows]
 
         return await self._read(read)
+
+
+def _priority(ev: RenderedEvent) -> int:
+    """0 for what goes first when a key is over budget: resolves (close incidents) and critical triggers."""
+    if ev.action == "resolve":
+        return 0
+    payload = ev.body.get("payload")
+    return 0 if isinstance(payload, dict) and payload.get("severity") == "critical" else 1
 
 
 def _release_notification(conn: sqlite3.Connection, nid: int) -> None:

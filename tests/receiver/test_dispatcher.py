@@ -13,14 +13,17 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
+from receiver.breaker import CircuitBreaker
 from receiver.dispatcher import Dispatcher, backoff_delay
 from receiver.errors import Reason
+from receiver.limiter import RateLimit, RateLimiter
 from receiver.metrics import Metrics
 from receiver.outbox.sqlite import SQLiteOutbox
 from receiver.pagerduty.events import SendResult, classify
 from receiver.settings import PagerDutySettings, Secret
 from tests.fakes import FakeClock, FakeSender
 from tests.receiver.test_outbox_sqlite import ev
+from transforms.base import RenderedEvent
 
 KEYS = {"default": Secret("k" * 32), "db": Secret("d" * 32)}
 OK = SendResult(ok=True, status=202)
@@ -41,6 +44,8 @@ class Rig:
     clock: FakeClock
     dispatcher: Dispatcher
     metrics: Metrics
+    limiter: RateLimiter
+    breaker: CircuitBreaker
 
     def value(self, name: str, labels: Mapping[str, str] | None = None) -> float:
         v = self.metrics.registry.get_sample_value(name, dict(labels or {}))
@@ -53,19 +58,22 @@ def answers() -> list[SendResult]:
     return []
 
 
-@pytest.fixture
-async def rig(tmp_path: Path, answers: list[SendResult]) -> AsyncIterator[Rig]:
+@pytest.fixture(params=[RateLimit()])
+async def rig(request: pytest.FixtureRequest, tmp_path: Path, answers: list[SendResult]) -> AsyncIterator[Rig]:
     clock = FakeClock()
     outbox = SQLiteOutbox(tmp_path / "o.db", clock=clock)
     await outbox.open()
     sender = FakeSender(lambda body: answers.pop(0) if answers else OK)
     metrics = Metrics(CollectorRegistry())
     settings = PagerDutySettings(routing_keys=KEYS, retry_attempts=3, initial_backoff=1, max_backoff=8,
-                                 max_age=3600, concurrency=4)
+                                 max_age=3600, concurrency=4, rate_limit=request.param, backoff_on_429=30,
+                                 failure_threshold=3, recovery_timeout=60)
+    limiter = RateLimiter(settings.rate_limit, clock)
+    breaker = CircuitBreaker(3, 60, name="pd", clock=clock)
     dispatcher = Dispatcher(outbox, sender, KEYS, settings, metrics=metrics, clock=clock,
-                            log=logging.getLogger("test"), rand=lambda: 1.0)
+                            log=logging.getLogger("test"), rand=lambda: 1.0, limiter=limiter, breaker=breaker)
     task = asyncio.create_task(dispatcher.run())
-    yield Rig(outbox, sender, clock, dispatcher, metrics)
+    yield Rig(outbox, sender, clock, dispatcher, metrics, limiter, breaker)
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
@@ -126,18 +134,18 @@ async def test_unknown_routing_key_name_is_dead_lettered_without_sending(rig: Ri
 
 
 async def test_retries_end_in_a_dead_letter_after_retry_attempts(rig: Rig, answers: list[SendResult]) -> None:
-    """A key that keeps failing is dead-lettered as expired after retry_attempts, with the last reason."""
-    answers.extend([classify(429, b"slow down")] * 3)
+    """An event that keeps failing is dead-lettered as expired after retry_attempts, with the last reason."""
+    answers.extend([classify(502, b"bad gateway")] * 3)
     await put(rig, ev("a"))
     for attempt in (1, 2):
         await until(lambda a=attempt: len(rig.sender.calls) == a)  # type: ignore[misc]
-        await until(lambda a=attempt: rig.value("pdrelay_events_failed_total", {"reason": "rate_limited"}) == a)  # type: ignore[misc]
+        await until(lambda a=attempt: rig.value("pdrelay_events_failed_total", {"reason": "server_error"}) == a)  # type: ignore[misc]
         rig.clock.advance(8)
         rig.dispatcher.wake()
     await until(lambda: rig.outbox.depth().dead == 1)
     (dead,) = await rig.outbox.items("dead")
     assert (dead.reason, dead.attempts, dead.last_error) == (
-        "expired", 3, "gave up after 3 attempts; last: rate_limited: slow down")
+        "expired", 3, "gave up after 3 attempts; last: server_error: bad gateway")
 
 
 def test_backoff_is_exponential_capped_and_jittered() -> None:
@@ -145,3 +153,82 @@ def test_backoff_is_exponential_capped_and_jittered() -> None:
     assert [backoff_delay(n, 1, 8, lambda: 1.0) for n in range(1, 6)] == [1, 2, 4, 8, 8]
     assert [backoff_delay(n, 1, 8, lambda: 0.0) for n in range(1, 6)] == [0.5, 1, 2, 4, 4]
     assert Reason.RATE_LIMITED.retryable and not Reason.INVALID_EVENT.retryable
+
+
+@pytest.mark.parametrize("rig", [RateLimit(per_key=2, window_seconds=60)], indirect=True)
+async def test_a_key_is_paced_to_its_budget_and_others_are_not_held_up(rig: Rig) -> None:
+    """With 2 per 60 s, a key sends two events, waits for its window, then the rest; another key goes at once."""
+    await put(rig, *(ev(f"a{i}") for i in range(5)))
+    await until(lambda: len(rig.sender.calls) == 2)
+    await put(rig, ev("b0", key="db"))
+    await until(lambda: len(rig.sender.calls) == 3)
+    assert [b["dedup_key"] for _, b in rig.sender.calls] == ["a0", "a1", "b0"]
+    assert rig.outbox.depth().queued == 3
+    rig.clock.advance(59.9)
+    rig.dispatcher.wake()
+    await asyncio.sleep(0.05)
+    assert len(rig.sender.calls) == 3  # the window has not moved yet
+    rig.clock.advance(0.1)
+    rig.dispatcher.wake()
+    await until(lambda: len(rig.sender.calls) == 5)
+    assert [b["dedup_key"] for _, b in rig.sender.calls][3:] == ["a2", "a3"]
+    rig.clock.advance(60)
+    rig.dispatcher.wake()
+    await until(lambda: rig.outbox.depth().queued == 0)
+
+
+@pytest.mark.parametrize("rig", [RateLimit(per_key=1, window_seconds=60)], indirect=True)
+async def test_over_budget_resolves_and_critical_triggers_go_first(rig: Rig) -> None:
+    """When a key has room for one event at a time, resolves and critical triggers jump the queue."""
+    crit = RenderedEvent(routing_key="default", dedup_key="c", action="trigger", payload_hash="hc",
+                         body={"event_action": "trigger", "dedup_key": "c",
+                               "payload": {"summary": "c", "source": "s", "severity": "critical"}})
+    await put(rig, ev("w1"), ev("w2"), crit, ev("r", "resolve"))
+    await until(lambda: len(rig.sender.calls) == 1)
+    for sent in (2, 3, 4):
+        rig.clock.advance(60)
+        rig.dispatcher.wake()
+        await until(lambda n=sent: len(rig.sender.calls) == n)  # type: ignore[misc]
+    assert [b["dedup_key"] for _, b in rig.sender.calls] == ["c", "r", "w1", "w2"]
+
+
+async def test_429_pauses_the_key_keeps_its_queue_and_does_not_use_up_attempts(
+    rig: Rig, answers: list[SendResult]
+) -> None:
+    """A 429 pauses the key for backoff_on_429; the event is sent afterwards, attempts notwithstanding."""
+    answers.extend([classify(429, b"slow down")] * 5)
+    await put(rig, ev("a"))
+    for n in range(1, 6):
+        await until(lambda n=n: len(rig.sender.calls) == n)  # type: ignore[misc]
+        await until(lambda n=n: rig.value("pdrelay_events_failed_total", {"reason": "rate_limited"}) == n)  # type: ignore[misc]
+        (item,) = await rig.outbox.items("queued")
+        assert item.next_attempt_at == rig.clock.now() + 30
+        rig.clock.advance(29.9)
+        rig.dispatcher.wake()
+        await asyncio.sleep(0.02)
+        assert len(rig.sender.calls) == n
+        rig.clock.advance(0.1)
+        rig.dispatcher.wake()
+    await until(lambda: rig.outbox.depth().queued == 0)
+    assert rig.outbox.depth().dead == 0 and len(rig.sender.calls) == 6
+
+
+async def test_breaker_opens_holds_events_and_closes_after_a_good_trial(
+    rig: Rig, answers: list[SendResult]
+) -> None:
+    """Three 503s in a row open the breaker: nothing is sent until recovery_timeout, then one trial, then the rest."""
+    answers.extend([classify(503, b"down")] * 3)
+    await put(rig, ev("a"), ev("b"), ev("c"), ev("d"))  # all four go out at once (concurrency 4); d succeeds
+    await until(lambda: rig.breaker.state == "open")
+    await until(lambda: rig.outbox.depth().queued == 3)
+    assert len(rig.sender.calls) == 4
+    assert rig.value("pdrelay_breaker_state", {"endpoint": "pd"}) == 0  # the rig wires no metrics listener
+    rig.clock.advance(8)  # every event is due again, but the breaker is open
+    rig.dispatcher.wake()
+    await asyncio.sleep(0.05)
+    assert len(rig.sender.calls) == 4
+    rig.clock.advance(52)
+    rig.dispatcher.wake()
+    await until(lambda: rig.outbox.depth().queued == 0)
+    assert rig.breaker.state == "closed"
+    assert sorted(b["dedup_key"] for _, b in rig.sender.calls[4:]) == ["a", "b", "c"]

@@ -77,6 +77,16 @@ rules: {paths: [rules/]}
         ({"outbox": {"backend": "mongo"}},
          "config: outbox.backend: only 'sqlite' is supported by this version, got 'mongo'"),
         ({"rules": {"paths": []}}, "config: rules.paths: expected a non-empty list of files or folders"),
+        ({"pagerduty": {"rate_limit": {"per_key": 0}}},
+         "config: pagerduty.rate_limit.per_key: expected an integer ≥ 1, got 0"),
+        ({"pagerduty": {"rate_limit": {"per_minute": 5}}},
+         "config: pagerduty.rate_limit.per_minute: unknown key (allowed: global, overrides, per_key, window_seconds)"),
+        ({"pagerduty": {"rate_limit": {"global": {"window_seconds": 60}}}},
+         "config: pagerduty.rate_limit.global.per_key: required (events per window across all keys)"),
+        ({"pagerduty": {"circuit_breaker": {"failure_threshold": "often"}}},
+         "config: pagerduty.circuit_breaker.failure_threshold: expected an integer ≥ 1, got 'often'"),
+        ({"pagerduty": {"circuit_breaker": {"recovery_timeout": "0s"}}},
+         "config: pagerduty.circuit_breaker.recovery_timeout: must be positive"),
         ([1, 2], "config: <top level>: expected a mapping, got a list"),
     ],
 )
@@ -85,6 +95,21 @@ def test_invalid_values_are_refused_naming_the_key(data: object, message: str) -
     with pytest.raises(ConfigError) as info:
         settings_from_mapping(data, environ={})
     assert str(info.value) == message
+
+
+def test_rate_limit_and_breaker_settings() -> None:
+    """Per-key budgets, overrides, a global limit and breaker settings are read as written."""
+    s = settings_from_mapping({"pagerduty": {
+        "rate_limit": {"per_key": 100, "window_seconds": "1m", "overrides": {"aiops": {"per_key": 10000}},
+                       "global": {"per_key": 900, "window_seconds": 60}},
+        "backoff_on_429": "45s",
+        "circuit_breaker": {"failure_threshold": 3, "recovery_timeout": "2m"},
+    }}, environ={})
+    pd = s.pagerduty
+    assert (pd.rate_limit.per_key, pd.rate_limit.window_seconds) == (100, 60.0)
+    assert dict(pd.rate_limit.overrides) == {"aiops": (10000, 60.0)}
+    assert pd.rate_limit.global_limit == (900, 60.0)
+    assert (pd.backoff_on_429, pd.failure_threshold, pd.recovery_timeout) == (45.0, 3, 120.0)
 
 
 def test_unreadable_secret_file_names_the_key(tmp_path: Path) -> None:
