@@ -193,7 +193,13 @@ class Dispatcher:
         else:
             self._breaker.record_ignored()  # 400, 429: PagerDuty is up and answering
         if result.ok:
-            await self._outbox.ack(item)
+            if await self._outbox.ack(item, self._settings.settle_delay):
+                self._log.warning(
+                    "resolve delivered; it goes once more after the settle delay, because a trigger "
+                    "attempt for this key timed out and may still land after it",
+                    extra={"routing_key": item.routing_key, "dedup_key": item.dedup_key,
+                           "settle_delay": self._settings.settle_delay},
+                )
             fields = {"routing_key": item.routing_key, "dedup_key": item.dedup_key, "action": item.action,
                       "item_id": item.id}
             if self._dry_run:

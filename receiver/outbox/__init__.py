@@ -75,7 +75,10 @@ class Outbox(Protocol):
         oldest first; skipping the item ids ``exclude`` and the routing key names ``exclude_keys``."""
         ...
 
-    async def ack(self, item: OutboxItem) -> None: ...
+    async def ack(self, item: OutboxItem, settle_delay: float = 0.0) -> bool:
+        """Forget a delivered item; a resolve for a key whose trigger timed out is kept and sent
+        once more after ``settle_delay`` (returns True then)."""
+        ...
 
     async def retry_later(
         self, item: OutboxItem, at: float, reason: Reason, status: int | None, error: str

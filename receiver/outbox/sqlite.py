@@ -78,6 +78,7 @@ CREATE TABLE IF NOT EXISTS state (
     action TEXT NOT NULL,
     payload_hash TEXT NOT NULL,
     updated_at REAL NOT NULL,
+    uncertain TEXT,  -- why a resolve must be sent once more after a settle delay (NULL: no need)
     PRIMARY KEY (dedup_key, routing_key)  -- dedup_key first: intake looks keys up by it
 ) WITHOUT ROWID;
 """
@@ -132,6 +133,7 @@ class _Enqueue:
 
 
 _Op = Callable[[sqlite3.Connection], Any] | _Enqueue
+_Delta = tuple[int, int] | Callable[[Any], tuple[int, int]]
 
 
 class SQLiteOutbox:
@@ -152,7 +154,7 @@ class SQLiteOutbox:
         self._queued = 0
         self._dead = 0
         self._counted_at = float("-inf")
-        self._deltas: dict[int, tuple[int, int]] = {}
+        self._deltas: dict[int, _Delta] = {}
         self._next_notification_id = 1
 
     # ------------------------------------------------------------------ lifecycle
@@ -217,11 +219,11 @@ class SQLiteOutbox:
         rconn = self._rconn
         return await asyncio.get_running_loop().run_in_executor(self._reader, lambda: fn(rconn))
 
-    async def _write(self, op: _Op, delta: tuple[int, int] = (0, 0)) -> Any:
+    async def _write(self, op: _Op, delta: _Delta = (0, 0)) -> Any:
         """Run ``op`` in the next group commit; return once that commit is durable.
 
-        ``delta`` is what the op does to the (queued, dead) counts once committed (an
-        enqueue's comes from its result).
+        ``delta`` is what the op does to the (queued, dead) counts once committed, or a
+        function of the op's result giving it (an enqueue's always comes from its result).
         """
         if self._executor is None:
             raise OutboxUnavailable("outbox is not open")
@@ -251,12 +253,15 @@ class SQLiteOutbox:
             # Counts change here, with the commit, never later in the callers: a recount from
             # the file below then cannot count one batch twice.
             for (op, fut), (ok, value) in zip(batch, results, strict=True):
-                queued, dead = self._deltas.pop(id(fut), (0, 0))
-                if ok and isinstance(op, _Enqueue):
-                    queued, dead = value.queued, value.dead_lettered
-                if ok:
-                    self._queued += queued
-                    self._dead += dead
+                delta = self._deltas.pop(id(fut), (0, 0))
+                if not ok:
+                    continue
+                if isinstance(op, _Enqueue):
+                    delta = (value.queued, value.dead_lettered)
+                elif callable(delta):
+                    delta = delta(value)
+                self._queued += delta[0]
+                self._dead += delta[1]
             self._maybe_recount()
             for (_, fut), (ok, value) in zip(batch, results, strict=True):
                 if fut.done():
@@ -470,25 +475,61 @@ class SQLiteOutbox:
 
         return await self._read(read)
 
-    async def ack(self, item: OutboxItem) -> None:
-        def work(conn: sqlite3.Connection) -> None:
-            nid = conn.execute("SELECT notification_id FROM events WHERE id = ?", (item.id,)).fetchone()
-            conn.execute("DELETE FROM events WHERE id = ?", (item.id,))
-            if nid is not None:
-                _release_notification(conn, nid[0])
+    async def ack(self, item: OutboxItem, settle_delay: float = 0.0) -> bool:
+        """Forget a delivered item. A resolve whose key is marked uncertain (a trigger attempt
+        timed out, so that trigger may still land after this resolve) is queued once more,
+        ``settle_delay`` seconds from now; returns True when it was."""
+        now = self._clock.now()
 
-        await self._write(work, (-1, 0))
+        def work(conn: sqlite3.Connection) -> bool:
+            nid = conn.execute("SELECT notification_id FROM events WHERE id = ?", (item.id,)).fetchone()
+            uncertain = None
+            if item.action == "resolve":
+                row = conn.execute(
+                    "SELECT uncertain FROM state WHERE dedup_key = ? AND routing_key = ?",
+                    (item.dedup_key, item.routing_key),
+                ).fetchone()
+                uncertain = row[0] if row is not None else None
+            if uncertain is None:
+                conn.execute("DELETE FROM events WHERE id = ?", (item.id,))
+                if nid is not None:
+                    _release_notification(conn, nid[0])
+                return False
+            # Keep the row (and its notification): send the same resolve again later.
+            conn.execute(
+                "UPDATE events SET attempts = 0, next_attempt_at = ?, reason = NULL, last_status = NULL, "
+                "last_error = ? WHERE id = ?",
+                (now + settle_delay, f"settle: sending the resolve once more because {uncertain}", item.id),
+            )
+            conn.execute(
+                "UPDATE state SET uncertain = NULL WHERE dedup_key = ? AND routing_key = ?",
+                (item.dedup_key, item.routing_key),
+            )
+            return True
+
+        resent: bool = await self._write(work, lambda again: (0, 0) if again else (-1, 0))
+        return resent
 
     async def retry_later(
         self, item: OutboxItem, at: float, reason: Reason, status: int | None, error: str
     ) -> None:
-        await self._write(
-            lambda conn: conn.execute(
+        """Reschedule ``item``. A trigger that timed out may still land at PagerDuty later, so
+        its key is marked uncertain: its resolve will be sent twice (see :meth:`ack`)."""
+        when = self._clock.now()
+
+        def work(conn: sqlite3.Connection) -> None:
+            conn.execute(
                 "UPDATE events SET attempts = attempts + 1, next_attempt_at = ?, reason = ?, "
                 "last_status = ?, last_error = ? WHERE id = ?",
                 (at, reason.value, status, error, item.id),
             )
-        )
+            if reason is Reason.TIMEOUT and item.action == "trigger":
+                conn.execute(
+                    "UPDATE state SET uncertain = ? WHERE dedup_key = ? AND routing_key = ?",
+                    (f"a trigger attempt timed out (epoch {when:.0f})", item.dedup_key, item.routing_key),
+                )
+
+        await self._write(work)
 
     async def dead_letter(self, item: OutboxItem, reason: Reason, status: int | None, error: str) -> None:
         def work(conn: sqlite3.Connection) -> None:

@@ -232,3 +232,27 @@ async def test_breaker_opens_holds_events_and_closes_after_a_good_trial(
     await until(lambda: rig.outbox.depth().queued == 0)
     assert rig.breaker.state == "closed"
     assert sorted(b["dedup_key"] for _, b in rig.sender.calls[4:]) == ["a", "b", "c"]
+
+
+async def test_resolve_is_sent_again_after_the_settle_delay_when_a_trigger_timed_out(
+    rig: Rig, answers: list[SendResult]
+) -> None:
+    """A trigger that timed out may land late; its resolve goes once more settle_delay later, and only once."""
+    answers.append(SendResult(ok=False, reason=Reason.TIMEOUT, detail="timed out (ReadTimeout)"))
+    await put(rig, ev("a"))
+    await until(lambda: rig.value("pdrelay_events_failed_total", {"reason": "timeout"}) == 1)
+    rig.clock.advance(1)
+    rig.dispatcher.wake()
+    await until(lambda: rig.outbox.depth().queued == 0)
+    await put(rig, ev("a", "resolve"))
+    await until(lambda: [b["event_action"] for _, b in rig.sender.calls] == ["trigger", "trigger", "resolve"])
+    await until(lambda: rig.value("pdrelay_events_sent_total") == 2)  # the first trigger attempt failed
+    (again,) = await rig.outbox.items("queued")
+    assert (again.action, again.attempts, again.next_attempt_at) == ("resolve", 0, rig.clock.now() + 60)
+    assert again.last_error is not None and again.last_error.startswith(
+        "settle: sending the resolve once more because a trigger attempt timed out")
+    rig.clock.advance(60)
+    rig.dispatcher.wake()
+    await until(lambda: rig.value("pdrelay_events_sent_total") == 3)
+    assert rig.outbox.depth().queued == 0
+    assert [b["event_action"] for _, b in rig.sender.calls] == ["trigger", "trigger", "resolve", "resolve"]
