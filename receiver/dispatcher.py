@@ -19,7 +19,8 @@ import contextlib
 import functools
 import logging
 import random
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
+from typing import Any
 
 from receiver.breaker import CircuitBreaker
 from receiver.clock import Clock
@@ -114,6 +115,10 @@ class Dispatcher:
             items = await self._outbox.claim(free, self._inflight.keys(), self._blocked.keys())
             started = 0
             for item in items:
+                if item.superseded and self._settings.skip_superseded_triggers:
+                    self._start(item, self._skip_superseded(item))  # sends nothing: no budget, no breaker
+                    started += 1
+                    continue
                 if item.routing_key in self._blocked:
                     continue  # an earlier item of this claim used the key's last slot
                 allowed_at = self._limiter.next_allowed(item.routing_key)
@@ -124,14 +129,17 @@ class Dispatcher:
                     return total + started
                 # Room now means room a moment later too (sends only leave the window): this records.
                 self._limiter.reserve(item.routing_key)
-                task = asyncio.create_task(self._deliver(item))
-                self._inflight[item.id] = task
-                task.add_done_callback(functools.partial(self._done, item.id))
+                self._start(item, self._deliver(item))
                 started += 1
             total += started
             if started == 0:
                 return total
         return total
+
+    def _start(self, item: OutboxItem, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._inflight[item.id] = task
+        task.add_done_callback(functools.partial(self._done, item.id))
 
     async def _sleep_until_due(self, at_least: float) -> None:
         """Until the next item is due, a key has budget again, or the breaker's trial time."""
@@ -167,6 +175,19 @@ class Dispatcher:
             # after the next claim, so nothing is lost; say so loudly.
             self._log.exception("could not settle outbox item", extra={"item_id": item.id})
             await asyncio.sleep(1.0)  # hold the slot briefly: a broken outbox must not become a busy loop
+
+    async def _skip_superseded(self, item: OutboxItem) -> None:
+        """Settle a trigger whose resolve is queued behind it without sending it (opt-in)."""
+        try:
+            await self._outbox.ack(item)
+            self._metrics.events_superseded.inc()
+            self._log.warning(
+                "trigger not sent: its resolve is already queued (pagerduty.skip_superseded_triggers)",
+                extra={"routing_key": item.routing_key, "dedup_key": item.dedup_key, "item_id": item.id},
+            )
+        except Exception:
+            self._log.exception("could not settle outbox item", extra={"item_id": item.id})
+            await asyncio.sleep(1.0)
 
     async def _deliver_once(self, item: OutboxItem) -> None:
         key = Secret("dry-run") if self._dry_run else self._keys.get(item.routing_key)

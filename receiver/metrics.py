@@ -51,6 +51,11 @@ class Metrics:
             "Events not queued because PagerDuty was already told the same.",
             registry=registry,
         )
+        self.events_superseded = Counter(
+            "pdrelay_events_superseded_total",
+            "Triggers not sent because their resolve was already queued (skip_superseded_triggers).",
+            registry=registry,
+        )
         self.events_sent = Counter(
             "pdrelay_events_sent_total", "Events PagerDuty accepted.", registry=registry
         )

@@ -97,6 +97,7 @@ class PagerDutySettings:
     concurrency: int = 16
     rate_limit: RateLimit = field(default_factory=RateLimit)
     backoff_on_429: float = 30.0  # PagerDuty suggests retrying a 429 tens of seconds later
+    skip_superseded_triggers: bool = False  # off: PagerDuty hears everything, even a storm's past
     settle_delay: float = 60.0  # a resolve is re-sent this long after, when its trigger ever timed out
     failure_threshold: int = 5
     recovery_timeout: float = 60.0
@@ -322,6 +323,7 @@ def _server(r: _Reader, raw: Any) -> ServerSettings:
 _PD_KEYS = {
     "events_url", "allowed_hosts", "routing_keys", "dry_run", "api_timeout", "connect_timeout",
     "retry_attempts", "max_age", "retry", "resend_interval", "concurrency", "backoff_on_429", "settle_delay",
+    "skip_superseded_triggers",
     "rate_limit", "circuit_breaker", "api_token",
 }
 
@@ -379,6 +381,8 @@ def _pagerduty(r: _Reader, raw: Any) -> PagerDutySettings:
         rate_limit=_rate_limit(r, m.get("rate_limit")),
         backoff_on_429=dur(m, "backoff_on_429", "pagerduty.backoff_on_429", d.backoff_on_429),
         settle_delay=dur(m, "settle_delay", "pagerduty.settle_delay", d.settle_delay),
+        skip_superseded_triggers=r.boolean(m["skip_superseded_triggers"], "pagerduty.skip_superseded_triggers")
+        if "skip_superseded_triggers" in m else False,
         **_circuit_breaker(r, m.get("circuit_breaker")),
     )
 

@@ -36,6 +36,7 @@ class OutboxItem:
     reason: str | None = None
     last_status: int | None = None
     last_error: str | None = None
+    superseded: bool = False  # a trigger whose resolve is already queued behind it (set by claim)
 
 
 @dataclass(frozen=True, slots=True)

@@ -95,7 +95,11 @@ _HEAD = """e.status = 'queued' AND NOT EXISTS (
     WHERE p.status = 'queued' AND p.routing_key = e.routing_key
       AND p.dedup_key = e.dedup_key AND p.id < e.id)"""
 _CLAIM = f"""
-SELECT {_COLUMNS} FROM events e
+SELECT {_COLUMNS}, e.action = 'trigger' AND EXISTS (
+    SELECT 1 FROM events r
+    WHERE r.status = 'queued' AND r.routing_key = e.routing_key
+      AND r.dedup_key = e.dedup_key AND r.action = 'resolve' AND r.id > e.id) AS superseded
+FROM events e
 WHERE {_HEAD} AND e.next_attempt_at <= ? AND e.routing_key NOT IN (SELECT value FROM json_each(?))
 ORDER BY e.priority, e.next_attempt_at, e.id
 LIMIT ?
@@ -392,7 +396,7 @@ class SQLiteOutbox:
         rows: list[tuple[Any, ...]] = []
         results = []
         for op in ops:
-            result, op_rows = self._plan(op, known, opened, states)
+            result, op_rows = self._plan(conn, op, known, opened, states)
             results.append(result)
             if op_rows:
                 nid = self._next_notification_id
@@ -408,6 +412,7 @@ class SQLiteOutbox:
 
     @staticmethod
     def _plan(
+        conn: sqlite3.Connection,
         op: _Enqueue,
         known: dict[tuple[str, str], tuple[str, str, float]],
         opened: dict[str, tuple[float, str]],
@@ -428,6 +433,12 @@ class SQLiteOutbox:
             if last is not None and last[0] == ev.action and (
                 ev.action == "resolve" or (last[1] == ev.payload_hash and now - last[2] < op.resend_interval)
             ):
+                duplicates += 1
+                continue
+            same_trigger = ev.action == "trigger" and last is not None and last[:2] == ("trigger", ev.payload_hash)
+            if same_trigger and _queued_trigger(conn, routing_key, ev.dedup_key, ev.payload_hash):
+                # Storm coalescing: the same trigger is still waiting in the queue (PagerDuty has
+                # been unreachable for longer than resend_interval); one copy is enough.
                 duplicates += 1
                 continue
             known[(routing_key, ev.dedup_key)] = (ev.action, ev.payload_hash, now)
@@ -574,6 +585,15 @@ class SQLiteOutbox:
         return await self._read(read)
 
 
+def _queued_trigger(conn: sqlite3.Connection, routing_key: str, dedup_key: str, payload_hash: str) -> bool:
+    row = conn.execute(
+        "SELECT 1 FROM events WHERE status = 'queued' AND routing_key = ? AND dedup_key = ? "
+        "AND action = 'trigger' AND payload_hash = ? LIMIT 1",
+        (routing_key, dedup_key, payload_hash),
+    ).fetchone()
+    return row is not None
+
+
 def _priority(ev: RenderedEvent) -> int:
     """0 for what goes first when a key is over budget: resolves (close incidents) and critical triggers."""
     if ev.action == "resolve":
@@ -607,4 +627,5 @@ def _item(row: tuple[Any, ...]) -> OutboxItem:
         reason=row[11],
         last_status=row[12],
         last_error=row[13],
+        superseded=bool(row[14]) if len(row) > 14 else False,
     )

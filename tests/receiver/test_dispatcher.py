@@ -53,13 +53,20 @@ class Rig:
 
 
 @pytest.fixture
+def skip_superseded() -> bool:
+    """pagerduty.skip_superseded_triggers (off by default)."""
+    return False
+
+
+@pytest.fixture
 def answers() -> list[SendResult]:
     """Answers the fake PagerDuty gives, in order; 202 once the list is empty."""
     return []
 
 
 @pytest.fixture(params=[RateLimit()])
-async def rig(request: pytest.FixtureRequest, tmp_path: Path, answers: list[SendResult]) -> AsyncIterator[Rig]:
+async def rig(request: pytest.FixtureRequest, tmp_path: Path, answers: list[SendResult],
+              skip_superseded: bool) -> AsyncIterator[Rig]:
     clock = FakeClock()
     outbox = SQLiteOutbox(tmp_path / "o.db", clock=clock)
     await outbox.open()
@@ -67,7 +74,8 @@ async def rig(request: pytest.FixtureRequest, tmp_path: Path, answers: list[Send
     metrics = Metrics(CollectorRegistry())
     settings = PagerDutySettings(routing_keys=KEYS, retry_attempts=3, initial_backoff=1, max_backoff=8,
                                  max_age=3600, concurrency=4, rate_limit=request.param, backoff_on_429=30,
-                                 failure_threshold=3, recovery_timeout=60)
+                                 failure_threshold=3, recovery_timeout=60,
+                                 skip_superseded_triggers=skip_superseded)
     limiter = RateLimiter(settings.rate_limit, clock)
     breaker = CircuitBreaker(3, 60, name="pd", clock=clock)
     dispatcher = Dispatcher(outbox, sender, KEYS, settings, metrics=metrics, clock=clock,
@@ -256,3 +264,21 @@ async def test_resolve_is_sent_again_after_the_settle_delay_when_a_trigger_timed
     await until(lambda: rig.value("pdrelay_events_sent_total") == 3)
     assert rig.outbox.depth().queued == 0
     assert [b["event_action"] for _, b in rig.sender.calls] == ["trigger", "trigger", "resolve", "resolve"]
+
+
+@pytest.mark.parametrize(("skip_superseded", "sent"), [(False, ["trigger", "resolve"]), (True, ["resolve"])])
+@pytest.mark.parametrize("rig", [RateLimit(per_key=1, window_seconds=60)], indirect=True)
+async def test_a_trigger_with_its_resolve_queued_behind_is_sent_unless_told_otherwise(
+    rig: Rig, skip_superseded: bool, sent: list[str]
+) -> None:
+    """By default PagerDuty hears the trigger and then the resolve; with skip_superseded_triggers only the resolve."""
+    await put(rig, ev("x"))  # uses the key's only slot in this window
+    await until(lambda: len(rig.sender.calls) == 1)
+    await put(rig, ev("a"), ev("a", "resolve"))
+    for _ in range(len(sent)):
+        rig.clock.advance(60)
+        rig.dispatcher.wake()
+        await asyncio.sleep(0.05)
+    await until(lambda: rig.outbox.depth().queued == 0)
+    assert [b["event_action"] for _, b in rig.sender.calls[1:]] == sent
+    assert rig.value("pdrelay_events_superseded_total") == (1 if skip_superseded else 0)

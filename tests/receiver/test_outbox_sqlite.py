@@ -78,12 +78,16 @@ async def test_retry_later_blocks_the_key_until_due(outbox: SQLiteOutbox, clock:
 async def test_identical_trigger_within_resend_interval_is_a_duplicate(
     outbox: SQLiteOutbox, clock: FakeClock
 ) -> None:
-    """Alertmanager retries and HA peers do not queue the same trigger twice; after the interval they do."""
+    """Alertmanager retries and HA peers do not queue the same trigger twice; once it was sent and the
+    interval passed, they do."""
     assert (await outbox.enqueue(b"{}", [ev("a")], [], resend_interval=HOUR)).queued == 1
     dup = await outbox.enqueue(b"{}", [ev("a")], [], resend_interval=HOUR)
     assert (dup.queued, dup.duplicates) == (0, 1)
     changed = await outbox.enqueue(b"{}", [ev("a", h="h2")], [], resend_interval=HOUR)
     assert changed.queued == 1
+    for _ in range(2):  # PagerDuty gets both
+        (head,) = await outbox.claim(10, ())
+        await outbox.ack(head)
     clock.advance(HOUR)
     assert (await outbox.enqueue(b"{}", [ev("a", h="h2")], [], resend_interval=HOUR)).queued == 1
 
@@ -171,3 +175,17 @@ async def test_notification_is_kept_until_its_last_event_is_acked(outbox: SQLite
     assert await bodies() == [b'{"n": 1}']
     await outbox.ack(second)
     assert await bodies() == []
+
+
+async def test_identical_trigger_still_queued_after_resend_interval_is_coalesced(
+    outbox: SQLiteOutbox, clock: FakeClock
+) -> None:
+    """While PagerDuty is unreachable for longer than resend_interval, repeats of a queued trigger collapse into it."""
+    await outbox.enqueue(b"{}", [ev("a")], [], resend_interval=HOUR)
+    clock.advance(2 * HOUR)
+    again = await outbox.enqueue(b"{}", [ev("a")], [], resend_interval=HOUR)
+    assert (again.queued, again.duplicates) == (0, 1)
+    (item,) = await outbox.claim(10, ())
+    await outbox.ack(item)
+    clock.advance(2 * HOUR)
+    assert (await outbox.enqueue(b"{}", [ev("a")], [], resend_interval=HOUR)).queued == 1  # sent: refresh it
