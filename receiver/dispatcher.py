@@ -112,7 +112,9 @@ class Dispatcher:
             self._blocked = {k: t for k, t in self._blocked.items() if t > now}
             if self._breaker.retry_in() is not None:  # open: everything waits for the trial time
                 return total
-            items = await self._outbox.claim(free, self._inflight.keys(), self._blocked.keys())
+            # Snapshots: the claim runs on another thread, and a delivery finishing meanwhile must
+            # still count as in flight for a query that may have read the outbox before its ack.
+            items = await self._outbox.claim(free, frozenset(self._inflight), frozenset(self._blocked))
             started = 0
             for item in items:
                 if item.superseded and self._settings.skip_superseded_triggers:
@@ -128,8 +130,8 @@ class Dispatcher:
                 if not self._breaker.allow():  # half-open with its single trial already out
                     return total + started
                 # Room now means room a moment later too (sends only leave the window): this records.
-                self._limiter.reserve(item.routing_key)
-                self._start(item, self._deliver(item))
+                taken_at = self._limiter.take(item.routing_key)
+                self._start(item, self._deliver(item, taken_at))
                 started += 1
             total += started
             if started == 0:
@@ -167,9 +169,9 @@ class Dispatcher:
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _deliver(self, item: OutboxItem) -> None:
+    async def _deliver(self, item: OutboxItem, taken_at: float | None = None) -> None:
         try:
-            await self._deliver_once(item)
+            await self._deliver_once(item, taken_at)
         except Exception:
             # An outbox write failed while settling: the item stays queued and is retried
             # after the next claim, so nothing is lost; say so loudly.
@@ -189,7 +191,7 @@ class Dispatcher:
             self._log.exception("could not settle outbox item", extra={"item_id": item.id})
             await asyncio.sleep(1.0)
 
-    async def _deliver_once(self, item: OutboxItem) -> None:
+    async def _deliver_once(self, item: OutboxItem, taken_at: float | None) -> None:
         key = Secret("dry-run") if self._dry_run else self._keys.get(item.routing_key)
         if key is None:
             self._breaker.record_ignored()  # nothing was sent
@@ -206,7 +208,10 @@ class Dispatcher:
         except BaseException:
             self._breaker.record_ignored()  # cancelled at shutdown: says nothing about PagerDuty
             raise
-        self._metrics.send_latency.observe(self._clock.monotonic() - started)
+        done = self._clock.monotonic()
+        self._metrics.send_latency.observe(done - started)
+        if taken_at is not None:
+            self._limiter.settle(item.routing_key, taken_at, done)
         if result.ok:
             self._breaker.record_success()
         elif result.reason in _TRIPS_BREAKER:

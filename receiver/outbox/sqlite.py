@@ -492,7 +492,7 @@ class SQLiteOutbox:
         ``settle_delay`` seconds from now; returns True when it was."""
         now = self._clock.now()
 
-        def work(conn: sqlite3.Connection) -> bool:
+        def work(conn: sqlite3.Connection) -> bool | None:
             nid = conn.execute("SELECT notification_id FROM events WHERE id = ?", (item.id,)).fetchone()
             uncertain = None
             if item.action == "resolve":
@@ -502,10 +502,10 @@ class SQLiteOutbox:
                 ).fetchone()
                 uncertain = row[0] if row is not None else None
             if uncertain is None:
-                conn.execute("DELETE FROM events WHERE id = ?", (item.id,))
-                if nid is not None:
+                deleted = conn.execute("DELETE FROM events WHERE id = ? AND status = 'queued'", (item.id,)).rowcount
+                if deleted and nid is not None:
                     _release_notification(conn, nid[0])
-                return False
+                return False if deleted else None
             # Keep the row (and its notification): send the same resolve again later.
             conn.execute(
                 "UPDATE events SET attempts = 0, next_attempt_at = ?, reason = NULL, last_status = NULL, "
@@ -518,8 +518,11 @@ class SQLiteOutbox:
             )
             return True
 
-        resent: bool = await self._write(work, lambda again: (0, 0) if again else (-1, 0))
-        return resent
+        # None: the row was already gone (settled twice); nothing to count.
+        resent: bool | None = await self._write(
+            work, lambda again: (0, 0) if again or again is None else (-1, 0)
+        )
+        return bool(resent)
 
     async def retry_later(
         self, item: OutboxItem, at: float, reason: Reason, status: int | None, error: str
@@ -543,19 +546,21 @@ class SQLiteOutbox:
         await self._write(work)
 
     async def dead_letter(self, item: OutboxItem, reason: Reason, status: int | None, error: str) -> None:
-        def work(conn: sqlite3.Connection) -> None:
-            conn.execute(
+        def work(conn: sqlite3.Connection) -> bool:
+            changed = conn.execute(
                 "UPDATE events SET status = 'dead', attempts = attempts + 1, reason = ?, "
-                "last_status = ?, last_error = ? WHERE id = ?",
+                "last_status = ?, last_error = ? WHERE id = ? AND status = 'queued'",
                 (reason.value, status, error, item.id),
-            )
-            # PagerDuty was never told this: forget it, so the next identical event is sent.
-            conn.execute(
-                "DELETE FROM state WHERE routing_key = ? AND dedup_key = ? AND action = ? AND payload_hash = ?",
-                (item.routing_key, item.dedup_key, item.action, item.payload_hash),
-            )
+            ).rowcount
+            if changed:
+                # PagerDuty was never told this: forget it, so the next identical event is sent.
+                conn.execute(
+                    "DELETE FROM state WHERE routing_key = ? AND dedup_key = ? AND action = ? AND payload_hash = ?",
+                    (item.routing_key, item.dedup_key, item.action, item.payload_hash),
+                )
+            return bool(changed)
 
-        await self._write(work, (-1, 1))
+        await self._write(work, lambda changed: (-1, 1) if changed else (0, 0))
 
     # ------------------------------------------------------------------ health
 

@@ -271,3 +271,18 @@ def test_negative_penalty_is_rejected() -> None:
     limiter = RateLimiter(RateLimit(), FakeClock())
     with pytest.raises(ValueError, match="penalize: seconds must be a non-negative number, got -1"):
         limiter.penalize("a", -1)
+
+
+def test_settle_counts_a_send_from_its_answer() -> None:
+    """A send answered later is counted from the answer, so the next window opens that much later."""
+    clock = FakeClock()
+    limiter = RateLimiter(RateLimit(per_key=1, window_seconds=1.0), clock)
+    taken = limiter.take("k")
+    assert taken == clock.monotonic()
+    assert limiter.take("k") is None
+    clock.advance(0.3)
+    limiter.settle("k", taken, clock.monotonic())
+    clock.advance(0.8)  # 1.1 s after the take, 0.8 s after the answer
+    assert limiter.reserve("k") == pytest.approx(0.2)
+    clock.advance(0.2)
+    assert limiter.reserve("k") == 0.0
