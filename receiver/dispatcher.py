@@ -156,18 +156,26 @@ class Dispatcher:
         timeout = max(at_least, min(waits))
         if timeout <= 0:
             return
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation that
+        # arrives just as the event is set, and the dispatcher would then never stop.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wakeup.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._wakeup.wait()
 
     def _done(self, item_id: int, _task: asyncio.Task[None]) -> None:
         self._inflight.pop(item_id, None)
         self._wakeup.set()
 
     async def _drain(self) -> None:
-        """On shutdown, let requests in flight finish settling (they are short, bounded by timeouts)."""
+        """On shutdown, let requests in flight finish settling, for at most one request timeout
+        and a little; what is still running then is cancelled and stays queued for next time."""
         tasks = list(self._inflight.values())
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        if not tasks:
+            return
+        _, pending = await asyncio.wait(tasks, timeout=self._settings.api_timeout + 5.0)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
 
     async def _deliver(self, item: OutboxItem, taken_at: float | None = None) -> None:
         try:

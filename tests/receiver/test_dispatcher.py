@@ -84,8 +84,8 @@ async def rig(request: pytest.FixtureRequest, tmp_path: Path, answers: list[Send
     yield Rig(outbox, sender, clock, dispatcher, metrics, limiter, breaker)
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
-        await task
-    await outbox.close()
+        await asyncio.wait_for(task, 20)  # bounded: a hang here fails the test instead of stalling the suite
+    await asyncio.wait_for(outbox.close(), 10)
 
 
 async def put(rig: Rig, *events: Any) -> None:
