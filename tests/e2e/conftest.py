@@ -12,7 +12,13 @@ from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
-from e2e_support import ALERTMANAGER_BIN, AlertmanagerFactory, PagerDutyStandIn, PdRelayFactory
+from e2e_support import (
+    ALERTMANAGER_BIN,
+    AlertmanagerFactory,
+    PagerDutyStandIn,
+    PdRelayFactory,
+    attach_process_logs,
+)
 
 
 @pytest.fixture
@@ -48,9 +54,5 @@ def pytest_runtest_makereport(
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     """Attach the logs of the processes a failed test started to its report."""
     report = yield
-    if report.when == "call" and report.failed:
-        for value in getattr(item, "funcargs", {}).values():
-            if isinstance(value, PdRelayFactory | AlertmanagerFactory):
-                for path, text in value.logs():
-                    report.sections.append((f"log {path}", text[-20000:]))
+    attach_process_logs(item, report)
     return report

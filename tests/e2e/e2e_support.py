@@ -624,3 +624,13 @@ class AlertmanagerFactory:
 
     def logs(self) -> list[tuple[str, str]]:
         return [(str(a.log_path), a.log()) for a in self.started]
+
+
+def attach_process_logs(item: Any, report: Any) -> None:
+    """Add the logs of the pdrelay and Alertmanager processes a failed test started to its report."""
+    if report.when != "call" or not report.failed:
+        return
+    for value in getattr(item, "funcargs", {}).values():
+        if isinstance(value, PdRelayFactory | AlertmanagerFactory):
+            for path, text in value.logs():
+                report.sections.append((f"log {path}", text[-20000:]))

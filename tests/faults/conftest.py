@@ -16,7 +16,7 @@ _E2E = str(Path(__file__).resolve().parent.parent / "e2e")
 if _E2E not in sys.path:
     sys.path.insert(0, _E2E)
 
-from e2e_support import PdRelayFactory  # noqa: E402
+from e2e_support import PdRelayFactory, attach_process_logs  # noqa: E402
 from fault_support import LimitedPagerDuty  # noqa: E402
 
 
@@ -42,9 +42,5 @@ def pytest_runtest_makereport(
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     """Attach the logs of the pdrelay processes a failed test started to its report."""
     report = yield
-    if report.when == "call" and report.failed:
-        for value in getattr(item, "funcargs", {}).values():
-            if isinstance(value, PdRelayFactory):
-                for path, text in value.logs():
-                    report.sections.append((f"log {path}", text[-20000:]))
+    attach_process_logs(item, report)
     return report
