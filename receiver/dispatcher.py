@@ -24,7 +24,7 @@ from typing import Any
 
 from receiver.breaker import CircuitBreaker
 from receiver.clock import Clock
-from receiver.errors import Reason
+from receiver.errors import OutboxUnavailable, Reason
 from receiver.limiter import RateLimiter
 from receiver.metrics import Metrics
 from receiver.outbox import Outbox, OutboxItem
@@ -93,6 +93,7 @@ class Dispatcher:
 
     async def run(self) -> None:
         try:
+            await self._restore_window()
             while True:
                 self._wakeup.clear()
                 started = await self._dispatch_due()
@@ -103,6 +104,21 @@ class Dispatcher:
                     await self._sleep_until_due(0.0 if started else _MIN_WAIT)
         finally:
             await self._drain()
+
+    async def _restore_window(self) -> None:
+        """Seed the limiter with the sends the outbox remembers, so a restart does not provoke 429s."""
+        rl = self._limiter.settings
+        longest = max([rl.window_seconds, *(w for _, w in rl.overrides.values()),
+                       *([rl.global_limit[1]] if rl.global_limit else [])])
+        now = self._clock.now()
+        try:
+            sends = await self._outbox.recent_sends(now - longest)
+        except OutboxUnavailable:
+            self._log.warning("could not read recent send times; the rate window starts empty")
+            return
+        counted = self._limiter.seed((key, now - at) for key, at in sends)
+        if counted:
+            self._log.info("rate window restored from the outbox", extra={"sends": counted})
 
     async def _dispatch_due(self) -> int:
         """Start a delivery for every due head that has budget and that the breaker lets through."""
@@ -220,6 +236,8 @@ class Dispatcher:
         self._metrics.send_latency.observe(done - started)
         if taken_at is not None:
             self._limiter.settle(item.routing_key, taken_at, done)
+            if not self._dry_run:
+                self._outbox.note_send(item.routing_key, self._clock.now())
         if result.ok:
             self._breaker.record_success()
         elif result.reason in _TRIPS_BREAKER:

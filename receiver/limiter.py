@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -193,6 +193,24 @@ class RateLimiter:
         if self._global is not None:
             self._global.record(now)
         return now
+
+    def seed(self, sends: Iterable[tuple[str, float]]) -> int:
+        """Count earlier sends, given as ``(key, seconds ago)``, as if this limiter had made them.
+
+        Used at start-up with the send times the outbox kept, so a restart does not forget how
+        much of PagerDuty's window is already used. Returns how many still fall in a window.
+        """
+        now = self._clock.monotonic()
+        counted = 0
+        for key, ago in sorted(sends, key=lambda s: -s[1]):  # oldest first: the logs stay ordered
+            at = now - max(ago, 0.0)
+            st = self._state(key)
+            if at + st.window.window > now:
+                st.window.record(at)
+                counted += 1
+            if self._global is not None and at + self._global.window > now:
+                self._global.record(at)
+        return counted
 
     def settle(self, key: str, taken_at: float, done_at: float) -> None:
         """The send recorded at ``taken_at`` got its answer at ``done_at``: count it from then.

@@ -91,6 +91,14 @@ class Outbox(Protocol):
         """The next moment (epoch seconds, in the future) when a queued item becomes due, or ``None``."""
         ...
 
+    def note_send(self, routing_key: str, at: float) -> None:
+        """PagerDuty answered a send for ``routing_key`` at wall time ``at``; kept with the next write."""
+        ...
+
+    async def recent_sends(self, since: float) -> list[tuple[str, float]]:
+        """``(routing_key, wall time)`` of the sends noted at or after ``since``, oldest first."""
+        ...
+
     async def check(self) -> None:
         """Raise :class:`~receiver.errors.OutboxUnavailable` unless a write would succeed."""
         ...

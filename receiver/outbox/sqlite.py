@@ -16,8 +16,10 @@ its batch. Reads use a second connection on a thread of their own, and see only
 committed data.
 
 Tables: ``notifications`` (the raw Alertmanager body, kept while any of its events
-is stored, for replay), ``events`` (queued and dead-lettered events) and ``state``
-(per ``(routing_key, dedup_key)``: what PagerDuty was last told).
+is stored, for replay), ``events`` (queued and dead-lettered events), ``state``
+(per ``(routing_key, dedup_key)``: what PagerDuty was last told) and ``sends`` (when
+each recent send was answered, so a restart does not forget how much of PagerDuty's
+per-key window is used; rows older than ``keep_sends_for`` are pruned).
 """
 
 from __future__ import annotations
@@ -81,6 +83,11 @@ CREATE TABLE IF NOT EXISTS state (
     uncertain TEXT,  -- why a resolve must be sent once more after a settle delay (NULL: no need)
     PRIMARY KEY (dedup_key, routing_key)  -- dedup_key first: intake looks keys up by it
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS sends (  -- when PagerDuty answered each recent send: the rate window survives a restart
+    routing_key TEXT NOT NULL,
+    sent_at REAL NOT NULL  -- wall-clock seconds
+);
+CREATE INDEX IF NOT EXISTS sends_at ON sends (sent_at);
 """
 
 _COLUMNS = (
@@ -143,9 +150,12 @@ _Delta = tuple[int, int] | Callable[[Any], tuple[int, int]]
 class SQLiteOutbox:
     """The :class:`~receiver.outbox.Outbox` on one SQLite file."""
 
-    def __init__(self, path: Path, clock: Clock | None = None) -> None:
+    def __init__(self, path: Path, clock: Clock | None = None, *, keep_sends_for: float = 3600.0) -> None:
         self._path = path
         self._clock = clock or SystemClock()
+        self._keep_sends_for = keep_sends_for
+        self._sends: list[tuple[str, float]] = []  # noted sends, written with the next commit
+        self._sends_pruned_at = float("-inf")
         self._executor: ThreadPoolExecutor | None = None  # open, COMMIT, close
         self._reader: ThreadPoolExecutor | None = None  # reads, on self._rconn
         self._conn: sqlite3.Connection | None = None
@@ -330,6 +340,7 @@ class SQLiteOutbox:
         enqueues = [(i, op) for i, (op, _) in enumerate(batch) if isinstance(op, _Enqueue)]
         conn.execute("BEGIN IMMEDIATE")
         try:
+            self._write_sends(conn)
             for i, (op, _) in enumerate(batch):
                 if not isinstance(op, _Enqueue):
                     out[i] = self._in_savepoint(conn, functools.partial(op, conn))
@@ -342,6 +353,33 @@ class SQLiteOutbox:
                 conn.execute("ROLLBACK")
             raise
         return out
+
+    def _write_sends(self, conn: sqlite3.Connection) -> None:
+        """Write the noted send times (lost, harmlessly, if this commit fails) and prune old ones."""
+        if self._sends:
+            sends, self._sends = self._sends, []
+            conn.executemany("INSERT INTO sends (routing_key, sent_at) VALUES (?, ?)", sends)
+        now = self._clock.now()
+        if now - self._sends_pruned_at >= 60.0:
+            self._sends_pruned_at = now
+            conn.execute("DELETE FROM sends WHERE sent_at < ?", (now - self._keep_sends_for,))
+
+    def note_send(self, routing_key: str, at: float) -> None:
+        """Remember that PagerDuty answered a send for ``routing_key`` at wall time ``at``.
+
+        Written with the next commit (the send's own ack, retry or dead letter), not on its own."""
+        self._sends.append((routing_key, at))
+
+    async def recent_sends(self, since: float) -> list[tuple[str, float]]:
+        """``(routing_key, wall time)`` of the sends answered at or after ``since``, oldest first."""
+
+        def read(conn: sqlite3.Connection) -> list[tuple[str, float]]:
+            rows = conn.execute(
+                "SELECT routing_key, sent_at FROM sends WHERE sent_at >= ? ORDER BY sent_at", (since,)
+            ).fetchall()
+            return [(str(k), float(t)) for k, t in rows]
+
+        return await self._read(read)
 
     @staticmethod
     def _in_savepoint(conn: sqlite3.Connection, fn: Callable[[], Any]) -> tuple[bool, Any]:

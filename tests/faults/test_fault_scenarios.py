@@ -231,6 +231,31 @@ def test_sigkill_mid_storm_then_restart_loses_nothing(
     assert limited_pd.count(400) == 0
 
 
+def test_restart_remembers_the_rate_window(limited_pd: LimitedPagerDuty, relays: PdRelayFactory) -> None:
+    """kill -9 right after a full window of sends; the restarted pdrelay waits out that window instead
+    of spending it again: not one 429, and the second window's sends start when the first ends."""
+    window = 6.0  # longer than a restart takes, so the first window is still open when pdrelay is back
+    limited_pd.window_seconds = window
+    relay = relays(pagerduty={"rate_limit": {"per_key": PER_KEY, "window_seconds": window}, "backoff_on_429": 1})
+    post_ok(relay, am_body([am_alert(n) for n in range(2 * PER_KEY)]))
+    first = limited_pd.wait_accepted(lambda ev: len(ev) >= PER_KEY, what="a full window of triggers", timeout=10)
+    window_opened = first[0].at
+    wait_until(lambda: relay.metric("pdrelay_events_sent_total") == PER_KEY or None,
+               what="the first window's acks", timeout=5)
+    assert relay.kill(signal.SIGKILL) == -signal.SIGKILL
+    relay.start()
+    restarted_after = time.monotonic() - window_opened
+    assert restarted_after < window, f"restart took {restarted_after:.1f}s: the test needs a longer window"
+
+    wanted = {("trigger", fingerprint(n)) for n in range(2 * PER_KEY)}
+    limited_pd.wait_accepted(lambda ev: wanted <= set(pairs(ev)), what="every trigger", timeout=window + 10)
+    second = [r for r in limited_pd.received() if r.at > first[-1].at]
+    print(f"\nrestart: back {restarted_after:.2f}s into a {window:.0f}s window; next send "
+          f"{second[0].at - window_opened:.2f}s after the window opened; 429s: {limited_pd.throttled}")
+    assert limited_pd.throttled == 0, f"{limited_pd.throttled} × 429 after the restart: the window was forgotten"
+    assert second[0].at - window_opened >= window * 0.98
+
+
 # --------------------------------------------------------------------------- 5. 400 → dead letter → replay
 
 REJECT_RULES = """\

@@ -286,3 +286,26 @@ def test_settle_counts_a_send_from_its_answer() -> None:
     assert limiter.reserve("k") == pytest.approx(0.2)
     clock.advance(0.2)
     assert limiter.reserve("k") == 0.0
+
+
+def test_seeded_sends_fill_the_window_until_they_age_out() -> None:
+    """Sends remembered from before a restart count exactly as if this limiter had made them."""
+    clock = FakeClock()
+    limiter = RateLimiter(RateLimit(per_key=3, window_seconds=60.0, global_limit=(4, 60.0)), clock)
+    counted = limiter.seed([("a", 50.0), ("a", 10.0), ("a", 70.0), ("b", 5.0)])
+    assert counted == 3  # the send 70 s ago is already out of the window
+    assert limiter.budget("a") == 1
+    assert limiter.budget("b") == 1  # global: 3 of 4 used
+    assert limiter.take("a") is not None
+    assert limiter.take("b") is None  # the global window is full now
+    clock.advance(10.0)  # the send 50 s ago leaves the window at 60 s
+    assert limiter.budget("a") == 1
+    assert limiter.next_allowed("b") == clock.monotonic()
+
+
+def test_seed_ignores_future_times_as_now() -> None:
+    """A wall clock that stepped back makes a send look like it is from the future: count it as now."""
+    clock = FakeClock()
+    limiter = RateLimiter(RateLimit(per_key=1, window_seconds=60.0), clock)
+    assert limiter.seed([("a", -30.0)]) == 1
+    assert limiter.next_allowed("a") == clock.monotonic() + 60.0

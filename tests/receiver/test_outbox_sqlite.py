@@ -189,3 +189,24 @@ async def test_identical_trigger_still_queued_after_resend_interval_is_coalesced
     await outbox.ack(item)
     clock.advance(2 * HOUR)
     assert (await outbox.enqueue(b"{}", [ev("a")], [], resend_interval=HOUR)).queued == 1  # sent: refresh it
+
+
+async def test_send_times_are_kept_with_the_next_commit_and_pruned(tmp_path: Path, clock: FakeClock) -> None:
+    """Noted send times reach the file with the next write, survive a reopen, and age out."""
+    box = SQLiteOutbox(tmp_path / "o.db", clock=clock, keep_sends_for=60.0)
+    await box.open()
+    t0 = clock.now()
+    box.note_send("default", t0 - 5)
+    box.note_send("db", t0 - 1)
+    assert await box.recent_sends(t0 - 60) == []  # not written on its own
+    await box.enqueue(b"{}", [ev("a")], [], resend_interval=HOUR)
+    assert await box.recent_sends(t0 - 60) == [("default", t0 - 5), ("db", t0 - 1)]
+    assert await box.recent_sends(t0 - 2) == [("db", t0 - 1)]
+    await box.close()
+    again = SQLiteOutbox(tmp_path / "o.db", clock=clock, keep_sends_for=60.0)
+    await again.open()
+    assert await again.recent_sends(t0 - 60) == [("default", t0 - 5), ("db", t0 - 1)]
+    clock.advance(120.0)
+    await again.enqueue(b"{}", [ev("b")], [], resend_interval=HOUR)  # prunes rows older than 60 s
+    assert await again.recent_sends(0.0) == []
+    await again.close()
