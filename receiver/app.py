@@ -54,10 +54,8 @@ def create_app(settings: Settings, deps: Deps | None = None) -> web.Application:
     metrics = Metrics(d.registry)
     metrics.dry_run.set(1 if dry_run else 0)
     rulebook = Rulebook(settings.rules.paths, metrics, d.log)
-    rl = pd.rate_limit
-    longest_window = max([rl.window_seconds, *(w for _, w in rl.overrides.values()),
-                          *([rl.global_limit[1]] if rl.global_limit else [])])
-    outbox = d.outbox or SQLiteOutbox(settings.outbox.path, clock=d.clock, keep_sends_for=longest_window)
+    outbox = d.outbox or SQLiteOutbox(settings.outbox.path, clock=d.clock,
+                                      keep_sends_for=pd.rate_limit.longest_window)
     sender: Sender = d.sender or (
         DryRunSender() if dry_run
         else EventsSender(pd.events_url, timeout=pd.api_timeout, connect_timeout=pd.connect_timeout)

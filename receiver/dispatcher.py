@@ -107,12 +107,9 @@ class Dispatcher:
 
     async def _restore_window(self) -> None:
         """Seed the limiter with the sends the outbox remembers, so a restart does not provoke 429s."""
-        rl = self._limiter.settings
-        longest = max([rl.window_seconds, *(w for _, w in rl.overrides.values()),
-                       *([rl.global_limit[1]] if rl.global_limit else [])])
         now = self._clock.now()
         try:
-            sends = await self._outbox.recent_sends(now - longest)
+            sends = await self._outbox.recent_sends(now - self._limiter.settings.longest_window)
         except OutboxUnavailable:
             self._log.warning("could not read recent send times; the rate window starts empty")
             return

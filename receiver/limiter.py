@@ -77,6 +77,14 @@ class RateLimit:
         if self.global_limit is not None:
             object.__setattr__(self, "global_limit", _check_limit("rate_limit.global_limit", self.global_limit))
 
+    @property
+    def longest_window(self) -> float:
+        """The longest window any limit looks back over: how long send times matter."""
+        windows = [self.window_seconds, *(w for _, w in self.overrides.values())]
+        if self.global_limit is not None:
+            windows.append(self.global_limit[1])
+        return max(windows)
+
     def for_key(self, key: str) -> tuple[int, float]:
         """The (events, window_seconds) limit that applies to ``key``."""
         return self.overrides.get(key, (self.per_key, self.window_seconds))
