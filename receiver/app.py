@@ -20,16 +20,21 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from receiver import handlers
+from receiver.audit import AuditLog, AuditSink, GuardedAudit, NullAudit
+from receiver.auth import AuthDecision, Authenticator, auth_middleware
 from receiver.breaker import CircuitBreaker
 from receiver.clock import Clock, SystemClock
 from receiver.dispatcher import Dispatcher
+from receiver.errors import Reason
 from receiver.limiter import RateLimiter
 from receiver.metrics import Metrics
+from receiver.models import Limits
 from receiver.outbox import Outbox
+from receiver.outbox.sealing import Sealer
 from receiver.outbox.sqlite import SQLiteOutbox
 from receiver.pagerduty.events import DryRunSender, EventsSender, Sender
 from receiver.rulebook import Rulebook
-from receiver.settings import Settings
+from receiver.settings import ENDPOINT_GROUPS, Settings
 from receiver.state import STATE, AppState
 
 __all__ = ["Deps", "create_app"]
@@ -44,6 +49,7 @@ class Deps:
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("pdrelay"))
     sender: Sender | None = None
     outbox: Outbox | None = None
+    audit: AuditSink | None = None  # default: the file at settings.audit_path (NullAudit if audit.enabled is false)
 
 
 def create_app(settings: Settings, deps: Deps | None = None) -> web.Application:
@@ -53,8 +59,13 @@ def create_app(settings: Settings, deps: Deps | None = None) -> web.Application:
     dry_run = pd.effective_dry_run
     metrics = Metrics(d.registry)
     metrics.dry_run.set(1 if dry_run else 0)
-    rulebook = Rulebook(settings.rules.paths, metrics, d.log)
-    outbox = d.outbox or SQLiteOutbox(settings.outbox.path, clock=d.clock,
+    audit = GuardedAudit(d.audit or (
+        AuditLog(settings.audit_path, clock=d.clock, max_bytes=settings.audit.max_size,
+                 backups=settings.audit.backups)
+        if settings.audit.enabled else NullAudit()
+    ), _audit_failed(metrics, d.log))
+    rulebook = Rulebook(settings.rules.paths, metrics, d.log, audit)
+    outbox = d.outbox or SQLiteOutbox(settings.outbox.path, clock=d.clock, sealer=Sealer(settings.security.keyring()),
                                       keep_sends_for=pd.rate_limit.longest_window)
     sender: Sender = d.sender or (
         DryRunSender() if dry_run
@@ -71,22 +82,43 @@ def create_app(settings: Settings, deps: Deps | None = None) -> web.Application:
             extra={"endpoint": name, "from": old.value, "to": new.value},
         )
     )
+    breaker.add_listener(
+        lambda name, old, new: audit.record("breaker.changed", actor=None, endpoint=name, **{
+            "from": old.value, "to": new.value})
+    )
     metrics.breaker_changed(endpoint, breaker.state, breaker.state)
     dispatcher = Dispatcher(
         outbox, sender, pd.routing_keys, pd, metrics=metrics, clock=d.clock, log=d.log,
-        limiter=limiter, breaker=breaker, dry_run=dry_run,
+        limiter=limiter, breaker=breaker, dry_run=dry_run, audit=audit,
     )
+    if isinstance(outbox, SQLiteOutbox):
+        outbox.on_set_aside = _set_aside_reporter(metrics, d.log, audit)
     metrics.track_depth(lambda: (outbox.depth().queued, outbox.depth().dead))
 
     app = web.Application(client_max_size=settings.server.body_limit)
+    if settings.auth.enabled:  # without auth nothing is installed: no cost per request
+        authenticator = Authenticator(settings.auth, settings.security)
+        # First, so that no other middleware runs for a request that is refused.
+        app.middlewares.insert(0, auth_middleware(authenticator, _auth_recorder(metrics, d.log, audit)))
     app[STATE] = AppState(
         settings=settings, metrics=metrics, rulebook=rulebook, outbox=outbox,
         dispatcher=dispatcher, log=d.log, dry_run=dry_run, limiter=limiter, breaker=breaker,
+        limits=Limits(max_alerts=settings.server.max_alerts, max_label_bytes=settings.server.max_label_bytes,
+                      max_annotation_bytes=settings.server.max_annotation_bytes),
+        audit=audit,
     )
     app.add_routes(handlers.routes())
 
+    async def audit_ctx(_: web.Application) -> AsyncIterator[None]:
+        yield
+        audit.close()  # last: the dispatcher's final settles are recorded first
+
     async def outbox_ctx(_: web.Application) -> AsyncIterator[None]:
         await outbox.open()
+        if isinstance(outbox, SQLiteOutbox) and outbox.sealed_at_open.encrypted_now:
+            done = outbox.sealed_at_open
+            d.log.warning("the outbox was stored in clear: encrypted it in place",
+                          extra={"events": done.events, "notifications": done.notifications, "states": done.states})
         yield
         await outbox.close()
 
@@ -94,10 +126,52 @@ def create_app(settings: Settings, deps: Deps | None = None) -> web.Application:
         yield
         await sender.aclose()
 
-    app.cleanup_ctx.extend([outbox_ctx, sender_ctx, _background("pdrelay-dispatcher", dispatcher.run)])
+    app.cleanup_ctx.extend([audit_ctx, outbox_ctx, sender_ctx, _background("pdrelay-dispatcher", dispatcher.run)])
     if settings.rules.watch:
         app.cleanup_ctx.append(_background("pdrelay-rules-watch", rulebook.watch))
     return app
+
+
+def _auth_recorder(metrics: Metrics, log: logging.Logger, audit: AuditSink) -> Callable[[AuthDecision], None]:
+    """Count every auth decision; log and audit each refusal (never a credential)."""
+    allowed = {g: metrics.auth.labels(g, "allowed") for g in ENDPOINT_GROUPS}
+    refused = {g: metrics.auth.labels(g, "refused") for g in ENDPOINT_GROUPS}
+
+    def record(decision: AuthDecision) -> None:
+        if decision.allowed:
+            allowed[decision.group].inc()
+            return
+        refused[decision.group].inc()
+        metrics.auth_refused.labels(decision.group, decision.reason).inc()
+        log.warning("auth refused", extra={
+            "group": decision.group, "status": decision.status, "reason": decision.reason,
+            "auth_method": decision.method, "identity": decision.identity, "remote": decision.remote,
+        })
+        audit.record("auth.refused", actor=decision.identity, group=decision.group, status=decision.status,
+                     reason=decision.reason, method=decision.method, remote=decision.remote)
+
+    return record
+
+
+def _audit_failed(metrics: Metrics, log: logging.Logger) -> Callable[[str, BaseException], None]:
+    def failed(event: str, exc: BaseException) -> None:
+        metrics.audit_errors.inc()
+        log.error("audit record failed; the entry is lost", extra={"audit_event": event, "error": str(exc)})
+
+    return failed
+
+
+def _set_aside_reporter(metrics: Metrics, log: logging.Logger, audit: AuditSink) -> Callable[[int, str], None]:
+    """A queued row whose stored value failed authentication was dead-lettered: count, log, audit it."""
+
+    def report(item_id: int, error: str) -> None:
+        metrics.events_dead_lettered.labels(Reason.UNDECRYPTABLE.value).inc()
+        log.error("stored event fails authentication (altered on disk, or moved from another row); "
+                  "dead-lettered, never sent", extra={"item_id": item_id, "error": error})
+        audit.record("event.dead_lettered", actor=None, item_id=item_id, reason=Reason.UNDECRYPTABLE.value,
+                     error=error)
+
+    return report
 
 
 def _background(

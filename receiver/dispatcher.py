@@ -17,11 +17,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import hashlib
 import logging
 import random
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from typing import Any
 
+from receiver.audit import AuditSink, NullAudit
 from receiver.breaker import CircuitBreaker
 from receiver.clock import Clock
 from receiver.errors import OutboxUnavailable, Reason
@@ -62,6 +64,7 @@ class Dispatcher:
         breaker: CircuitBreaker,
         dry_run: bool = False,
         rand: Callable[[], float] = random.random,
+        audit: AuditSink | None = None,
     ) -> None:
         self._outbox = outbox
         self._sender = sender
@@ -74,6 +77,7 @@ class Dispatcher:
         self._rand = rand
         self._limiter = limiter
         self._breaker = breaker
+        self._audit = audit or NullAudit()
         self._wakeup = asyncio.Event()
         self._inflight: dict[int, asyncio.Task[None]] = {}
         self._blocked: dict[str, float] = {}  # routing key name -> monotonic time it has budget again
@@ -204,6 +208,7 @@ class Dispatcher:
         try:
             await self._outbox.ack(item)
             self._metrics.events_superseded.inc()
+            self._audit.record("event.superseded", **_audit_fields(item))
             self._log.warning(
                 "trigger not sent: its resolve is already queued (pagerduty.skip_superseded_triggers)",
                 extra={"routing_key": item.routing_key, "dedup_key": item.dedup_key, "item_id": item.id},
@@ -255,6 +260,8 @@ class Dispatcher:
                 self._log.info("dry-run: would send event", extra={**fields, "event": item.body})
                 return
             self._metrics.events_sent.inc()
+            self._audit.record("event.sent", **_audit_fields(item), status=result.status,
+                               attempts=item.attempts + 1)
             self._log.info("event delivered", extra={**fields, "attempts": item.attempts + 1})
             return
         assert result.reason is not None
@@ -304,8 +311,16 @@ class Dispatcher:
     async def _settle_dead(self, item: OutboxItem, reason: Reason, status: int | None, detail: str) -> None:
         await self._outbox.dead_letter(item, reason, status, detail)
         self._metrics.events_dead_lettered.labels(reason.value).inc()
+        self._audit.record("event.dead_lettered", **_audit_fields(item), reason=reason.value, status=status)
         self._log.error(
             "event dead-lettered",
             extra={"routing_key": item.routing_key, "dedup_key": item.dedup_key, "action": item.action,
                    "reason": reason.value, "status": status, "detail": detail, "item_id": item.id},
         )
+
+
+def _audit_fields(item: OutboxItem) -> dict[str, Any]:
+    """What the audit log says of an event: ids and names, never its content (the dedup key only hashed,
+    as it may be built from labels): ``sha256(dedup_key)`` can still be matched by whoever knows the key."""
+    return {"item_id": item.id, "routing_key": item.routing_key, "action": item.action,
+            "dedup_key_sha256": hashlib.sha256(item.dedup_key.encode()).hexdigest()[:16]}

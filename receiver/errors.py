@@ -72,6 +72,7 @@ class Reason(enum.StrEnum):
     INVALID_EVENT = "invalid_event"  # 400 or not renderable: dead-lettered
     UNKNOWN_ROUTING_KEY = "unknown_routing_key"  # a rule named a key the config lacks
     EXPIRED = "expired"  # retryable, but over retry_attempts or max_age
+    UNDECRYPTABLE = "undecryptable"  # the stored value failed authentication: altered on disk or moved
 
     @property
     def retryable(self) -> bool:

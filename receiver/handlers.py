@@ -8,6 +8,7 @@ Alertmanager retries. It never answers ``500`` for bad input.
 
 from __future__ import annotations
 
+import hashlib
 import html
 from typing import Any
 
@@ -16,6 +17,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from receiver import state
+from receiver.auth import identity_of
 from receiver.errors import OutboxUnavailable, PayloadError, PayloadTooLarge
 from receiver.models import parse_notification
 from transforms import RulesError
@@ -25,16 +27,19 @@ __all__ = ["routes"]
 _ENCODE = msgspec.json.Encoder().encode
 
 
-def _reject(st: state.AppState, error: PayloadError | OutboxUnavailable) -> web.Response:
+def _reject(request: web.Request, st: state.AppState, error: PayloadError | OutboxUnavailable) -> web.Response:
+    actor = identity_of(request)
     if isinstance(error, OutboxUnavailable):
         st.metrics.bodies_rejected.labels("outbox_unavailable").inc()
         st.log.error("intake refused: outbox unavailable", extra={"error": str(error)})
+        st.audit.record("intake.refused", actor=actor, status=503, reason="outbox_unavailable")
         return web.json_response(
             {"error": "outbox unavailable: the notification was not stored; retry later"}, status=503
         )
     reason = "too_large" if isinstance(error, PayloadTooLarge) else "invalid_body"
     st.metrics.bodies_rejected.labels(reason).inc()
     st.log.warning("intake refused", extra={"status": error.status, **error.to_json()})
+    st.audit.record("intake.refused", actor=actor, status=error.status, reason=reason, **error.to_json())
     return web.json_response(error.to_json(), status=error.status)
 
 
@@ -43,15 +48,16 @@ async def alertmanager(request: web.Request) -> web.Response:
     st.metrics.bodies_received.inc()
     limit = st.settings.server.body_limit
     if request.content_length is not None and request.content_length > limit:
-        return _reject(st, PayloadTooLarge(f"body of {request.content_length} bytes is over the limit of {limit}"))
+        too_large = f"body of {request.content_length} bytes is over the limit of {limit}"
+        return _reject(request, st, PayloadTooLarge(too_large))
     try:
         body = await request.read()
     except web.HTTPRequestEntityTooLarge:
-        return _reject(st, PayloadTooLarge(f"body is over the limit of {limit} bytes"))
+        return _reject(request, st, PayloadTooLarge(f"body is over the limit of {limit} bytes"))
     try:
-        group = parse_notification(body)
+        group = parse_notification(body, st.limits)
     except PayloadError as exc:
-        return _reject(st, exc)
+        return _reject(request, st, exc)
     evaluation = st.rulebook.current.evaluate(group)
     try:
         result = await st.outbox.enqueue(
@@ -59,9 +65,15 @@ async def alertmanager(request: web.Request) -> web.Response:
             resend_interval=st.settings.pagerduty.resend_interval,
         )
     except OutboxUnavailable as exc:
-        return _reject(st, exc)
+        return _reject(request, st, exc)
     if result.queued:
         st.dispatcher.wake(None if result.rerouted else {ev.routing_key for ev in evaluation.events})
+    st.audit.record(
+        "intake.accepted", actor=identity_of(request), receiver=group.receiver,
+        group_key_sha256=hashlib.sha256(group.group_key.encode()).hexdigest()[:16],
+        body_sha256=hashlib.sha256(body).hexdigest(), alerts=len(group.alerts), queued=result.queued,
+        duplicates=result.duplicates, dropped=len(evaluation.dropped), dead_lettered=result.dead_lettered,
+    )
     m = st.metrics
     m.bodies_accepted.inc()
     m.alerts_received.inc(len(group.alerts))
@@ -121,10 +133,19 @@ async def status(request: web.Request) -> web.Response:
         "outbox": {"queued": depth.queued, "dead": depth.dead},
         "breaker": st.breaker.snapshot(),
         "rate_limit": st.limiter.snapshot(),
+        "encryption": _encryption(st),
     }
     if "text/html" in request.headers.get("Accept", ""):
         return web.Response(text=_status_page(out), content_type="text/html")
     return web.json_response(out)
+
+
+def _encryption(st: state.AppState) -> dict[str, Any]:
+    """Whether stored alert content is encrypted, and with which key ids (one-way ids, not keys)."""
+    keyring = st.settings.security.keyring()
+    if keyring is None:
+        return {"at_rest": "off"}
+    return {"at_rest": "aes-256-gcm", "key_ids": list(keyring.ids), "encrypts_with": keyring.primary_id}
 
 
 def _status_page(status: dict[str, Any]) -> str:
@@ -149,7 +170,7 @@ def _status_page(status: dict[str, Any]) -> str:
 async def reload(request: web.Request) -> web.Response:
     st = request.app[state.STATE]
     try:
-        rules = st.rulebook.reload()
+        rules = st.rulebook.reload(identity_of(request))
     except RulesError as exc:
         return web.json_response({"status": "failed", "errors": exc.errors,
                                   "sha256": st.rulebook.current.sha256}, status=400)

@@ -7,12 +7,15 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from receiver.auth import REFUSAL_REASONS
 from receiver.breaker import BreakerState
 from receiver.errors import Reason
+from receiver.settings import ENDPOINT_GROUPS
 
-__all__ = ["REJECT_REASONS", "Metrics"]
+__all__ = ["AUTH_RESULTS", "REJECT_REASONS", "Metrics"]
 
 REJECT_REASONS = ("invalid_body", "too_large", "outbox_unavailable")
+AUTH_RESULTS = ("allowed", "refused")
 _BREAKER_VALUES = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
 
 
@@ -91,6 +94,23 @@ class Metrics:
             ["endpoint"],
             registry=registry,
         )
+        self.auth = Counter(
+            "pdrelay_auth_total", "Requests to protected endpoints, by endpoint group and result.",
+            ["group", "result"], registry=registry,
+        )
+        self.auth_refused = Counter(
+            "pdrelay_auth_refused_total", "Requests refused by authentication (401/403/400), by group and reason.",
+            ["group", "reason"], registry=registry,
+        )
+        self.audit_errors = Counter(
+            "pdrelay_audit_errors_total", "Audit entries that could not be written (and are lost).",
+            registry=registry,
+        )
+        for group in ENDPOINT_GROUPS:
+            for result in AUTH_RESULTS:
+                self.auth.labels(group, result)
+            for why in REFUSAL_REASONS:
+                self.auth_refused.labels(group, why)
         for reason in REJECT_REASONS:
             self.bodies_rejected.labels(reason)
         for r in Reason:

@@ -9,11 +9,12 @@ Accepts what Alertmanager 0.25 sends and what 0.32+ adds (``notification_reason`
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Literal
 
 import msgspec
 
-from receiver.errors import PayloadError
+from receiver.errors import PayloadError, PayloadTooLarge
 from transforms.base import Alert, Group
 
 __all__ = ["Limits", "parse_notification"]
@@ -35,9 +36,11 @@ class _Message(msgspec.Struct):
 
 
 class Limits(msgspec.Struct, frozen=True):
-    """Bounds on one notification, beyond the byte limit enforced by the server."""
+    """Bounds on one notification, beyond the byte limit enforced by the server (``server.*`` in the config)."""
 
     max_alerts: int = 10_000
+    max_label_bytes: int = 16 * 1024  # one label: name + value, UTF-8
+    max_annotation_bytes: int = 256 * 1024  # one annotation: name + value, UTF-8
 
 
 _DECODER = msgspec.json.Decoder(_Message)
@@ -60,7 +63,10 @@ def parse_notification(body: bytes, limits: Limits | None = None) -> Group:
         raise PayloadError(f"unsupported webhook version {msg.version!r}: expected \"4\"", "version")
     lim = limits or Limits()
     if len(msg.alerts) > lim.max_alerts:
-        raise PayloadError(f"too many alerts: {len(msg.alerts)} > {lim.max_alerts}", "alerts")
+        raise PayloadTooLarge(
+            f"too many alerts: {len(msg.alerts)} > {lim.max_alerts} (server.max_alerts; set Alertmanager's "
+            "webhook max_alerts below it)", "alerts")
+    _check_sizes(msg, lim)
     if msg.truncatedAlerts < 0:
         raise PayloadError("must not be negative", "truncatedAlerts")
     return Group(
@@ -76,6 +82,27 @@ def parse_notification(body: bytes, limits: Limits | None = None) -> Group:
         notification_reason=msg.notification_reason,
         route_labels=msg.routeLabels,
     )
+
+
+def _check_sizes(msg: _Message, lim: Limits) -> None:
+    """Refuse any label or annotation over its limit, naming it (413)."""
+    maps: list[tuple[str, Mapping[str, str], int, str]] = [
+        ("groupLabels", msg.groupLabels, lim.max_label_bytes, "server.max_label_bytes"),
+        ("commonLabels", msg.commonLabels, lim.max_label_bytes, "server.max_label_bytes"),
+        ("commonAnnotations", msg.commonAnnotations, lim.max_annotation_bytes, "server.max_annotation_bytes"),
+        ("routeLabels", msg.routeLabels, lim.max_label_bytes, "server.max_label_bytes"),
+    ]
+    for i, alert in enumerate(msg.alerts):
+        maps.append((f"alerts[{i}].labels", alert.labels, lim.max_label_bytes, "server.max_label_bytes"))
+        maps.append((f"alerts[{i}].annotations", alert.annotations, lim.max_annotation_bytes,
+                     "server.max_annotation_bytes"))
+    for where, mapping, limit, key in maps:
+        for name, value in mapping.items():
+            # Characters first (cheap); bytes only when the characters alone might not fit.
+            if len(name) + len(value) > limit // 4 and len(name.encode()) + len(value.encode()) > limit:
+                size = len(name.encode()) + len(value.encode())
+                raise PayloadTooLarge(f"{where}.{name}: {size} bytes is over the limit of {limit} ({key})",
+                                      f"{where}.{name}")
 
 
 def _utf8_error(body: bytes) -> PayloadError | None:

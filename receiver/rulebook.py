@@ -9,6 +9,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from receiver.audit import AuditSink, NullAudit
 from receiver.metrics import Metrics
 from transforms import RulesError, RuleSet, load_rules
 
@@ -18,37 +19,46 @@ __all__ = ["Rulebook"]
 class Rulebook:
     """Holds the current :class:`~transforms.RuleSet` for the handlers."""
 
-    def __init__(self, paths: Sequence[Path], metrics: Metrics, log: logging.Logger) -> None:
+    def __init__(
+        self, paths: Sequence[Path], metrics: Metrics, log: logging.Logger, audit: AuditSink | None = None
+    ) -> None:
         self._paths = tuple(paths)
         self._metrics = metrics
         self._log = log
-        self.current: RuleSet = self._load_or_raise()
+        self._audit = audit or NullAudit()
+        self.current: RuleSet = self._load_or_raise("start")
 
-    def _load_or_raise(self) -> RuleSet:
+    def _load_or_raise(self, actor: str) -> RuleSet:
         self._stamp_loaded = self._stamp()  # taken before reading, so an edit during the load is seen
         rules = load_rules(self._paths)
         self._metrics.rules_reload_success.set(1)
         self._metrics.rules_loaded_at.set(time.time())
+        self._audit.record("rules.loaded", actor=actor, sha256=rules.sha256,
+                           sources=[str(p) for p in rules.sources])
         return rules
 
-    def reload(self) -> RuleSet:
-        """Load the rules again; on error keep the current set and re-raise :class:`RulesError`."""
+    def reload(self, actor: str = "reload") -> RuleSet:
+        """Load the rules again; on error keep the current set and re-raise :class:`RulesError`.
+
+        ``actor`` names who asked (an identity, ``signal:SIGHUP``, ``watch``), for the audit log."""
         try:
-            rules = self._load_or_raise()
+            rules = self._load_or_raise(actor)
         except RulesError as exc:
             self._metrics.rules_reload_success.set(0)
             self._log.error("rules reload failed; keeping the last good rules",
                             extra={"errors": exc.errors, "sha256": self.current.sha256})
+            self._audit.record("rules.reload_failed", actor=actor, kept_sha256=self.current.sha256,
+                               errors=exc.errors[:20], error_count=len(exc.errors))
             raise
         changed = rules.sha256 != self.current.sha256
         self.current = rules
         self._log.info("rules reloaded", extra={"sha256": rules.sha256, "changed": changed})
         return rules
 
-    def try_reload(self) -> bool:
+    def try_reload(self, actor: str = "reload") -> bool:
         """:meth:`reload`, for callers with nobody to tell: a failure is logged and counted there."""
         try:
-            self.reload()
+            self.reload(actor)
         except RulesError:
             return False
         return True
@@ -77,4 +87,4 @@ class Rulebook:
             stamp = self._stamp()
             if stamp != self._stamp_loaded:
                 self._stamp_loaded = stamp  # a broken file is tried again only once it changes
-                self.try_reload()
+                self.try_reload("watch")

@@ -24,15 +24,23 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from receiver.crypto import Keyring
 from receiver.errors import ConfigError
 from receiver.limiter import RateLimit
 
 __all__ = [
+    "AuditSettings",
+    "AuthSettings",
+    "BasicCredential",
+    "JWTSettings",
+    "MTLSSettings",
     "OutboxSettings",
     "PagerDutySettings",
     "RulesSettings",
     "Secret",
+    "SecuritySettings",
     "ServerSettings",
+    "TLSSettings",
     "Settings",
     "default_rules_path",
     "load_settings",
@@ -70,11 +78,26 @@ class Secret:
 
 
 @dataclass(frozen=True, slots=True)
+class TLSSettings:
+    """Server TLS; with ``client_ca_file`` clients present certificates (mTLS)."""
+
+    cert_file: Path
+    key_file: Path
+    client_ca_file: Path | None = None
+    client_auth: str = "none"  # "none" | "optional" | "require" ("require" by default with a client CA)
+
+
+@dataclass(frozen=True, slots=True)
 class ServerSettings:
     host: str = "127.0.0.1"
     port: int = 9095
     body_limit: int = 10 * 1024 * 1024
     allow_unauthenticated: bool = False
+    tls: TLSSettings | None = None
+    max_header_bytes: int = 8190  # one request line or header field
+    max_alerts: int = 10_000  # per body; set Alertmanager's webhook max_alerts below it
+    max_label_bytes: int = 16 * 1024  # one label's name + value
+    max_annotation_bytes: int = 256 * 1024  # one annotation's name + value
 
     @property
     def listen(self) -> str:
@@ -121,16 +144,94 @@ class RulesSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class BasicCredential:
+    username: str
+    password: Secret
+
+
+@dataclass(frozen=True, slots=True)
+class JWTSettings:
+    """JWT bearer tokens: HS* with ``security.jwt_secret``, RS*/ES* with a public key file."""
+
+    algorithms: tuple[str, ...] = ("HS256",)
+    audience: str | None = None
+    issuer: str | None = None
+    public_key: str | None = None  # PEM text, read from public_key_file
+    leeway: float = 30.0  # clock skew allowed on exp / nbf / iat
+    scope_claim: str = "scope"  # space-separated string or list naming endpoint groups
+
+
+@dataclass(frozen=True, slots=True)
+class MTLSSettings:
+    """Client certificates as identities: the subject's CN (or the whole subject) names the client."""
+
+    subjects: tuple[str, ...] = ()  # may use intake and events; empty: any certificate the CA signed
+    admin_subjects: tuple[str, ...] = ()  # may also use admin endpoints
+
+
+ENDPOINT_GROUPS = ("intake", "events", "admin")
+AUTH_METHODS = ("bearer", "basic", "jwt", "mtls", "admin_token")
+
+
+@dataclass(frozen=True, slots=True)
+class AuthSettings:
+    """Inbound authentication. Empty (the default): no auth, loopback only."""
+
+    bearer_tokens: tuple[Secret, ...] = ()
+    basic: tuple[BasicCredential, ...] = ()
+    jwt: JWTSettings | None = None
+    mtls: MTLSSettings | None = None
+    admin_tokens: tuple[Secret, ...] = ()
+    # endpoint group → the methods it accepts; a group not named accepts every configured method
+    endpoints: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.bearer_tokens or self.basic or self.jwt or self.mtls or self.admin_tokens)
+
+
+@dataclass(frozen=True, slots=True)
+class SecuritySettings:
+    encryption_keys: tuple[Secret, ...] = ()  # first encrypts, any decrypts
+    jwt_secret: Secret | None = None
+
+    def keyring(self) -> Keyring | None:
+        """The AES-256-GCM keyring for what pdrelay stores, or ``None`` when no key is configured."""
+        return Keyring.from_keys(self.encryption_keys) if self.encryption_keys else None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditSettings:
+    path: Path | None = None  # None: next to the outbox, ``audit.jsonl``
+    enabled: bool = True
+    max_size: int = 10 * 1024 * 1024
+    backups: int = 10
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     pagerduty: PagerDutySettings = field(default_factory=PagerDutySettings)
     outbox: OutboxSettings = field(default_factory=OutboxSettings)
     rules: RulesSettings = field(default_factory=RulesSettings)
+    auth: AuthSettings = field(default_factory=AuthSettings)
+    security: SecuritySettings = field(default_factory=SecuritySettings)
+    audit: AuditSettings = field(default_factory=AuditSettings)
     source: str = "<embedded defaults>"
 
+    @property
+    def audit_path(self) -> Path:
+        return self.audit.path if self.audit.path is not None else self.outbox.path.parent / "audit.jsonl"
+
     def secrets(self) -> list[str]:
-        """Every secret value, for redaction checks."""
-        return [s.reveal() for s in self.pagerduty.routing_keys.values()]
+        """Every secret value, for redaction and leak checks."""
+        found = [s.reveal() for s in self.pagerduty.routing_keys.values()]
+        found += [s.reveal() for s in (*self.auth.bearer_tokens, *self.auth.admin_tokens)]
+        found += [b.password.reveal() for b in self.auth.basic]
+        found += [s.reveal() for s in self.security.encryption_keys]
+        if self.security.jwt_secret is not None:
+            found.append(self.security.jwt_secret.reveal())
+        return found
 
 
 # --------------------------------------------------------------------------- loading
@@ -180,19 +281,22 @@ def settings_from_mapping(
     env = os.environ if environ is None else environ
     r = _Reader(env, base_dir or Path.cwd())
     root = r.mapping(data, "", {"server", "pagerduty", "outbox", "rules", "auth", "security", "audit", "cache"})
-    for later in ("auth", "security", "audit", "cache"):
-        if root.get(later) not in (None, {}):
-            raise ConfigError(f"config: {later}: this section is not supported by this version of pdrelay")
+    if root.get("cache") not in (None, {}):
+        raise ConfigError("config: cache: this section is not supported by this version of pdrelay")
     server = _server(r, root.get("server"))
     pagerduty = _pagerduty(r, root.get("pagerduty"))
     outbox = _outbox(r, root.get("outbox"))
     rules = _rules(r, root.get("rules"))
-    if not _is_loopback(server.host) and not server.allow_unauthenticated:
+    security = _security(r, root.get("security"))
+    auth = _auth(r, root.get("auth"), security, server)
+    audit = _audit(r, root.get("audit"))
+    if not _is_loopback(server.host) and not server.allow_unauthenticated and not auth.enabled:
         raise ConfigError(
             f"config: server.listen: {server.listen} is not a loopback address and no auth is configured; "
             "set server.allow_unauthenticated: true to expose pdrelay without authentication"
         )
-    return Settings(server=server, pagerduty=pagerduty, outbox=outbox, rules=rules, source=source)
+    return Settings(server=server, pagerduty=pagerduty, outbox=outbox, rules=rules, auth=auth,
+                    security=security, audit=audit, source=source)
 
 
 def parse_duration(value: Any, key: str) -> float:
@@ -301,9 +405,50 @@ class _Reader:
             raise ConfigError(f"config: {key}: is empty")
         return Secret(text)
 
+    def file(self, value: Any, key: str) -> Path:
+        """A path (relative to the config file) that must name a readable file."""
+        path = self.base_dir / self.string(value, key)
+        if not path.is_file() or not os.access(path, os.R_OK):
+            raise ConfigError(f"config: {key}: {path} is not a readable file")
+        return path
+
+    def string_list(self, value: Any, key: str) -> list[str]:
+        if value is None:
+            return []
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list):
+            raise ConfigError(f"config: {key}: expected a list of strings, got {_kind(value)}")
+        return [self.string(v, f"{key}[{i}]") for i, v in enumerate(value)]
+
+    def token_list(self, m: dict[str, Any], name: str, section: str) -> tuple[Secret, ...]:
+        """``name: [secret, …]`` and/or ``name_file: PATH`` (one token a line, ``#`` comments)."""
+        tokens: list[tuple[str, Secret]] = []  # (the key naming it, the token)
+        raw = m.get(name)
+        if raw is not None:
+            items = raw if isinstance(raw, list) else [raw]
+            tokens += [(f"{section}.{name}[{i}]", self.secret(v, f"{section}.{name}[{i}]"))
+                       for i, v in enumerate(items)]
+        if m.get(f"{name}_file") is not None:
+            key = f"{section}.{name}_file"
+            path = self.file(m[f"{name}_file"], key)
+            lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()]
+            found = [(f"{key}: line {n}", Secret(ln)) for n, ln in enumerate(lines, 1)
+                     if ln and not ln.startswith("#")]
+            if not found:
+                raise ConfigError(f"config: {key}: {path} holds no token")
+            tokens += found
+        for where, t in tokens:
+            if len(t.reveal()) < 16:
+                raise ConfigError(f"config: {where}: a token needs at least 16 characters")
+        return tuple(t for _, t in tokens)
+
 
 def _server(r: _Reader, raw: Any) -> ServerSettings:
-    m = r.mapping(raw, "server", {"listen", "body_limit", "allow_unauthenticated"})
+    m = r.mapping(raw, "server", {
+        "listen", "body_limit", "allow_unauthenticated", "tls",
+        "max_header_bytes", "max_alerts", "max_label_bytes", "max_annotation_bytes",
+    })
     d = ServerSettings()
     host, port = d.host, d.port
     if "listen" in m:
@@ -317,7 +462,203 @@ def _server(r: _Reader, raw: Any) -> ServerSettings:
         if "body_limit" in m else d.body_limit
     allow = r.boolean(m["allow_unauthenticated"], "server.allow_unauthenticated") \
         if "allow_unauthenticated" in m else False
-    return ServerSettings(host=host, port=port, body_limit=body_limit, allow_unauthenticated=allow)
+
+    def size(k: str, default: int) -> int:
+        return parse_size(r.scalar(m[k], f"server.{k}"), f"server.{k}") if k in m else default
+
+    max_alerts = int(r.number(m["max_alerts"], "server.max_alerts", integer=True, minimum=1)) \
+        if "max_alerts" in m else d.max_alerts
+    return ServerSettings(
+        host=host, port=port, body_limit=body_limit, allow_unauthenticated=allow,
+        tls=_tls(r, m.get("tls")),
+        max_header_bytes=size("max_header_bytes", d.max_header_bytes),
+        max_alerts=max_alerts,
+        max_label_bytes=size("max_label_bytes", d.max_label_bytes),
+        max_annotation_bytes=size("max_annotation_bytes", d.max_annotation_bytes),
+    )
+
+
+def _tls(r: _Reader, raw: Any) -> TLSSettings | None:
+    if raw is None:
+        return None
+    m = r.mapping(raw, "server.tls", {"cert_file", "key_file", "client_ca_file", "client_auth"})
+    for k in ("cert_file", "key_file"):
+        if k not in m:
+            raise ConfigError(f"config: server.tls.{k}: required when server.tls is set")
+    files = {k: r.file(m[k], f"server.tls.{k}") for k in ("cert_file", "key_file", "client_ca_file") if k in m}
+    ca = files.get("client_ca_file")
+    client_auth = r.string(m["client_auth"], "server.tls.client_auth") if "client_auth" in m \
+        else ("require" if ca else "none")
+    if client_auth not in ("none", "optional", "require"):
+        raise ConfigError(f"config: server.tls.client_auth: expected none, optional or require, got {client_auth!r}")
+    if client_auth != "none" and ca is None:
+        raise ConfigError("config: server.tls.client_auth: needs server.tls.client_ca_file to check certificates")
+    return TLSSettings(cert_file=files["cert_file"], key_file=files["key_file"], client_ca_file=ca,
+                       client_auth=client_auth)
+
+
+def _security(r: _Reader, raw: Any) -> SecuritySettings:
+    m = r.mapping(raw, "security", {"encryption_key", "jwt_secret"})
+    keys: tuple[Secret, ...] = ()
+    if m.get("encryption_key") is not None:
+        raw_keys = m["encryption_key"]
+        if isinstance(raw_keys, list):
+            if not raw_keys:
+                raise ConfigError("config: security.encryption_key: expected a key or a non-empty list of keys")
+            keys = tuple(r.secret(k, f"security.encryption_key[{i}]") for i, k in enumerate(raw_keys))
+        else:
+            keys = (r.secret(raw_keys, "security.encryption_key"),)
+        Keyring.from_keys(keys)  # refuse a bad key now, naming its position (never its value)
+    jwt_secret = r.secret(m["jwt_secret"], "security.jwt_secret") if m.get("jwt_secret") is not None else None
+    return SecuritySettings(encryption_keys=keys, jwt_secret=jwt_secret)
+
+
+def _auth(r: _Reader, raw: Any, security: SecuritySettings, server: ServerSettings) -> AuthSettings:
+    m = r.mapping(raw, "auth", {
+        "bearer_tokens", "bearer_tokens_file", "basic", "jwt", "mtls", "admin_tokens", "admin_tokens_file",
+        "endpoints",
+    })
+    bearer = r.token_list(m, "bearer_tokens", "auth")
+    admin = r.token_list(m, "admin_tokens", "auth")
+    basic: list[BasicCredential] = []
+    raw_basic = m.get("basic")
+    if raw_basic is not None:
+        entries = raw_basic if isinstance(raw_basic, list) else [raw_basic]
+        for i, entry in enumerate(entries):
+            where = f"auth.basic[{i}]" if isinstance(raw_basic, list) else "auth.basic"
+            bm = r.mapping(entry, where, {"username", "password", "password_file"})
+            if "username" not in bm:
+                raise ConfigError(f"config: {where}.username: required")
+            if ("password" in bm) == ("password_file" in bm):
+                raise ConfigError(f"config: {where}: give exactly one of password or password_file")
+            if "password" in bm:
+                password = r.secret(bm["password"], f"{where}.password")
+            else:
+                path = r.file(bm["password_file"], f"{where}.password_file")
+                password = Secret(path.read_text(encoding="utf-8").strip())
+                if not password.reveal():
+                    raise ConfigError(f"config: {where}.password_file: {path} is empty")
+            username = r.string(bm["username"], f"{where}.username")
+            if not username or ":" in username:
+                raise ConfigError(f"config: {where}.username: must be non-empty and contain no ':'")
+            basic.append(BasicCredential(username, password))
+    jwt = _jwt(r, m.get("jwt"), security)
+    mtls = None
+    if m.get("mtls") is not None:
+        mm = r.mapping(m["mtls"], "auth.mtls", {"subjects", "admin_subjects"})
+        mtls = MTLSSettings(
+            subjects=tuple(r.string_list(mm.get("subjects"), "auth.mtls.subjects")),
+            admin_subjects=tuple(r.string_list(mm.get("admin_subjects"), "auth.mtls.admin_subjects")),
+        )
+        if server.tls is None or server.tls.client_ca_file is None or server.tls.client_auth == "none":
+            raise ConfigError("config: auth.mtls: needs server.tls with a client_ca_file "
+                              "(and client_auth optional or require)")
+    configured = {"bearer": bearer, "basic": basic, "jwt": jwt, "mtls": mtls, "admin_token": admin}
+    endpoints: dict[str, tuple[str, ...]] = {}
+    for group, methods in r.mapping(m.get("endpoints"), "auth.endpoints", set(ENDPOINT_GROUPS)).items():
+        names = r.string_list(methods, f"auth.endpoints.{group}")
+        if not names:
+            raise ConfigError(f"config: auth.endpoints.{group}: expected a non-empty list of methods")
+        for name in names:
+            if name not in AUTH_METHODS:
+                raise ConfigError(
+                    f"config: auth.endpoints.{group}: unknown method {name!r} (known: {', '.join(AUTH_METHODS)})")
+            if not configured[name]:
+                raise ConfigError(f"config: auth.endpoints.{group}: method {name!r} is not configured under auth")
+        endpoints[group] = tuple(dict.fromkeys(names))
+    return AuthSettings(bearer_tokens=bearer, basic=tuple(basic), jwt=jwt, mtls=mtls, admin_tokens=admin,
+                        endpoints=endpoints)
+
+
+_SYMMETRIC = ("HS256", "HS384", "HS512")
+_ASYMMETRIC = ("RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "PS256", "PS384", "PS512", "EdDSA")
+
+
+_HS_MIN_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
+_ES_CURVES = {"ES256": "secp256r1", "ES384": "secp384r1", "ES512": "secp521r1"}
+
+
+def _jwt_public_key(path: Path, algorithms: tuple[str, ...]) -> str:
+    """The PEM public key (from a public key or a certificate) that every one of ``algorithms`` can use."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+
+    key_name = "config: auth.jwt.public_key_file"
+    data = path.read_bytes()
+    try:
+        key = x509.load_pem_x509_certificate(data).public_key() if b"CERTIFICATE" in data \
+            else serialization.load_pem_public_key(data)
+    except ValueError:
+        raise ConfigError(f"{key_name}: {path} holds no PEM public key") from None
+    for alg in algorithms:
+        if alg[:2] in ("RS", "PS"):
+            fits = isinstance(key, rsa.RSAPublicKey)
+        elif alg[:2] == "ES":
+            fits = isinstance(key, ec.EllipticCurvePublicKey) and key.curve.name == _ES_CURVES[alg]
+        else:
+            fits = isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey)
+        if not fits:
+            raise ConfigError(f"{key_name}: {path} holds a key {alg} cannot use")
+    if isinstance(key, rsa.RSAPublicKey) and key.key_size < 2048:
+        raise ConfigError(f"{key_name}: {path} holds a {key.key_size}-bit RSA key; at least 2048 bits are needed")
+    pem: bytes = key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return pem.decode()
+
+
+def _jwt(r: _Reader, raw: Any, security: SecuritySettings) -> JWTSettings | None:
+    if raw is None:
+        return None
+    m = r.mapping(raw, "auth.jwt", {"algorithms", "audience", "issuer", "public_key_file", "leeway", "scope_claim"})
+    d = JWTSettings()
+    algorithms = tuple(r.string_list(m["algorithms"], "auth.jwt.algorithms")) if "algorithms" in m \
+        else d.algorithms
+    if not algorithms:
+        raise ConfigError("config: auth.jwt.algorithms: expected a non-empty list")
+    for alg in algorithms:
+        if alg not in _SYMMETRIC + _ASYMMETRIC:
+            raise ConfigError(f"config: auth.jwt.algorithms: unsupported algorithm {alg!r} ('none' is never accepted)")
+    if any(a in _SYMMETRIC for a in algorithms) and any(a in _ASYMMETRIC for a in algorithms):
+        raise ConfigError("config: auth.jwt.algorithms: do not mix HS* with RS*/ES* algorithms")
+    public_key = None
+    if any(a in _ASYMMETRIC for a in algorithms):
+        if "public_key_file" not in m:
+            raise ConfigError(f"config: auth.jwt.public_key_file: required for {', '.join(algorithms)}")
+        path = r.file(m["public_key_file"], "auth.jwt.public_key_file")
+        public_key = _jwt_public_key(path, algorithms)
+    elif "public_key_file" in m:
+        raise ConfigError("config: auth.jwt.public_key_file: not used by HS* algorithms (they use "
+                          "security.jwt_secret); list RS*/ES* algorithms to verify with a public key")
+    elif security.jwt_secret is None:
+        raise ConfigError(f"config: auth.jwt: {', '.join(algorithms)} needs security.jwt_secret")
+    else:
+        need = max(_HS_MIN_BYTES[a] for a in algorithms)  # RFC 7518 §3.2: at least the hash's size
+        if len(security.jwt_secret.reveal().encode()) < need:
+            raise ConfigError(f"config: security.jwt_secret: {', '.join(algorithms)} needs a secret of at least "
+                              f"{need} bytes")
+    leeway = parse_duration(r.scalar(m["leeway"], "auth.jwt.leeway"), "auth.jwt.leeway") if "leeway" in m \
+        else d.leeway
+    return JWTSettings(
+        algorithms=algorithms,
+        audience=r.string(m["audience"], "auth.jwt.audience") if "audience" in m else None,
+        issuer=r.string(m["issuer"], "auth.jwt.issuer") if "issuer" in m else None,
+        public_key=public_key,
+        leeway=leeway,
+        scope_claim=r.string(m["scope_claim"], "auth.jwt.scope_claim") if "scope_claim" in m else d.scope_claim,
+    )
+
+
+def _audit(r: _Reader, raw: Any) -> AuditSettings:
+    m = r.mapping(raw, "audit", {"path", "enabled", "max_size", "backups"})
+    d = AuditSettings()
+    return AuditSettings(
+        path=r.base_dir / r.string(m["path"], "audit.path") if "path" in m else None,
+        enabled=r.boolean(m["enabled"], "audit.enabled") if "enabled" in m else True,
+        max_size=parse_size(r.scalar(m["max_size"], "audit.max_size"), "audit.max_size")
+        if "max_size" in m else d.max_size,
+        backups=int(r.number(m["backups"], "audit.backups", integer=True, minimum=1))
+        if "backups" in m else d.backups,
+    )
 
 
 _PD_KEYS = {

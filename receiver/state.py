@@ -7,10 +7,12 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from receiver.audit import AuditSink
 from receiver.breaker import CircuitBreaker
 from receiver.dispatcher import Dispatcher
 from receiver.limiter import RateLimiter
 from receiver.metrics import Metrics
+from receiver.models import Limits
 from receiver.outbox import Outbox
 from receiver.rulebook import Rulebook
 from receiver.settings import Settings
@@ -29,6 +31,8 @@ class AppState:
     dry_run: bool
     limiter: RateLimiter
     breaker: CircuitBreaker
+    limits: Limits
+    audit: AuditSink
 
 
 STATE = web.AppKey("pdrelay_state", AppState)

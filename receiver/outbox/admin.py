@@ -21,8 +21,10 @@ from typing import Any, Literal
 
 import msgspec
 
-from receiver.errors import PayloadError, Reason
+from receiver.crypto import DecryptError
+from receiver.errors import ConfigError, PayloadError, Reason
 from receiver.models import parse_notification
+from receiver.outbox.sealing import RekeyReport, Sealer
 from transforms import RuleSet
 
 __all__ = ["AdminItem", "NoSuchItem", "OutboxAdmin", "ReplayOutcome"]
@@ -102,17 +104,29 @@ class ReplayOutcome:
 class OutboxAdmin:
     """The outbox file, opened for inspection and repair beside a possibly running server."""
 
-    def __init__(self, path: Path, clock: Callable[[], float] = time.time) -> None:
-        """Open an existing outbox file; raises :class:`sqlite3.Error` if it cannot be opened."""
+    def __init__(
+        self, path: Path, clock: Callable[[], float] = time.time, *, sealer: Sealer | None = None,
+        encrypt_plain: bool = False,
+    ) -> None:
+        """Open an existing outbox file; raises :class:`sqlite3.Error` if it cannot be opened, and
+        :class:`~receiver.errors.ConfigError` if the configured keys cannot read it."""
         self.clock = clock
+        self._sealer = sealer or Sealer()
         self._conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=rw", uri=True, isolation_level=None)
         try:
             self._conn.execute("PRAGMA busy_timeout=5000")
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("SELECT 1 FROM events LIMIT 1").fetchall()
-        except sqlite3.Error:
+            if "sealed" not in {row[1] for row in self._conn.execute("PRAGMA table_info(state)")}:
+                self._conn.execute("ALTER TABLE state ADD COLUMN sealed BLOB")
+            self.encrypted_now = self._sealer.attach(self._conn, str(path), encrypt_plain=encrypt_plain)
+        except (sqlite3.Error, ConfigError):
             self._conn.close()
             raise
+
+    def rekey(self) -> RekeyReport:
+        """Re-encrypt every stored value made with an older key with the first configured key."""
+        return self._sealer.rekey(self._conn)
 
     def close(self) -> None:
         self._conn.close()
@@ -149,7 +163,7 @@ class OutboxAdmin:
         if limit is not None:
             sql += " LIMIT ?"
             args.append(limit)
-        return [_item(r) for r in self._conn.execute(sql, args)]
+        return [_item(r, self._sealer) for r in self._conn.execute(sql, args)]
 
     def ids(self, state: str | None = None, reason: str | None = None) -> list[int]:
         """Ids of the items in ``state`` (and with ``reason``), oldest first."""
@@ -161,7 +175,7 @@ class OutboxAdmin:
         row = self._conn.execute(f"SELECT {_COLUMNS} FROM events WHERE id = ?", (item_id,)).fetchone()
         if row is None:
             raise NoSuchItem(item_id)
-        return _item(row)
+        return _item(row, self._sealer)
 
     # ------------------------------------------------------------------ replay
 
@@ -180,7 +194,9 @@ class OutboxAdmin:
         if row is None:
             return ReplayOutcome(item_id, "unreadable", "its notification is no longer stored")
         try:
-            group = parse_notification(bytes(row[0]))
+            group = parse_notification(self._sealer.open_notification(bytes(row[0]), item.notification_id or 0))
+        except DecryptError as exc:
+            return ReplayOutcome(item_id, "unreadable", f"stored notification: {exc}")
         except PayloadError as exc:
             return ReplayOutcome(item_id, "unreadable", f"stored notification does not parse: {exc.message}")
         evaluation = rules.evaluate(group)  # outside any transaction: rendering may take a while
@@ -188,7 +204,9 @@ class OutboxAdmin:
         for ev in evaluation.events:
             if (ev.dedup_key, ev.action) != (item.dedup_key, item.action):
                 continue
-            body = msgspec.json.encode(ev.body)
+            ref = self._sealer.index(item.dedup_key)
+            body = self._sealer.seal_event(msgspec.json.encode(ev.body), item.routing_key, ref, item.action,
+                                           ev.payload_hash)
             with self._write() as conn:
                 done = conn.execute(
                     "UPDATE events SET status = 'queued', body = ?, payload_hash = ?, rules = ?, attempts = 0, "
@@ -199,9 +217,10 @@ class OutboxAdmin:
                 if done:
                     # Intake idempotency: what is queued counts as told, unless a newer decision is recorded.
                     conn.execute(
-                        "INSERT INTO state (routing_key, dedup_key, action, payload_hash, updated_at) "
-                        "VALUES (?, ?, ?, ?, ?) ON CONFLICT (dedup_key, routing_key) DO NOTHING",
-                        (item.routing_key, item.dedup_key, item.action, ev.payload_hash, now),
+                        "INSERT INTO state (routing_key, dedup_key, action, payload_hash, updated_at, sealed) "
+                        "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (dedup_key, routing_key) DO NOTHING",
+                        (item.routing_key, ref, item.action, ev.payload_hash, now,
+                         self._sealer.seal_state(item.dedup_key, item.routing_key, ref)),
                     )
             if not done:
                 return ReplayOutcome(item_id, "not_dead", "changed meanwhile")
@@ -260,10 +279,19 @@ def _filters(state: str | None, routing_key: str | None, reason: str | None) -> 
     return (" WHERE " + " AND ".join(clauses) if clauses else ""), args
 
 
-def _item(row: tuple[Any, ...]) -> AdminItem:
+def _item(row: tuple[Any, ...], sealer: Sealer) -> AdminItem:
+    """A row for the operator; a value that fails authentication shows the error in place of its body."""
+    body: Any
+    try:
+        body = msgspec.json.decode(sealer.open_event(bytes(row[6]), row[2], row[3], row[4], row[7]))
+    except DecryptError as exc:
+        body = {"undecryptable": str(exc)}
+    dedup_key = row[3]
+    if sealer.encrypted and isinstance(body, dict) and isinstance(body.get("dedup_key"), str):
+        dedup_key = body["dedup_key"]
     return AdminItem(
-        id=row[0], notification_id=row[1], routing_key=row[2], dedup_key=row[3], action=row[4], status=row[5],
-        body=msgspec.json.decode(row[6]), payload_hash=row[7], rules=tuple(r for r in row[8].split(",") if r),
+        id=row[0], notification_id=row[1], routing_key=row[2], dedup_key=dedup_key, action=row[4], status=row[5],
+        body=body, payload_hash=row[7], rules=tuple(r for r in row[8].split(",") if r),
         attempts=row[9], created_at=row[10], next_attempt_at=row[11], reason=row[12], last_status=row[13],
         last_error=row[14],
     )

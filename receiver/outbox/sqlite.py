@@ -38,8 +38,10 @@ from typing import Any, TypeVar
 import msgspec
 
 from receiver.clock import Clock, SystemClock
-from receiver.errors import OutboxUnavailable, Reason
+from receiver.crypto import DecryptError
+from receiver.errors import ConfigError, OutboxUnavailable, Reason
 from receiver.outbox import Depth, EnqueueResult, OutboxItem
+from receiver.outbox.sealing import RekeyReport, Sealer
 from transforms.base import InvalidEvent, RenderedEvent
 
 __all__ = ["SQLiteOutbox"]
@@ -81,6 +83,7 @@ CREATE TABLE IF NOT EXISTS state (
     payload_hash TEXT NOT NULL,
     updated_at REAL NOT NULL,
     uncertain TEXT,  -- why a resolve must be sent once more after a settle delay (NULL: no need)
+    sealed BLOB,  -- encrypted outbox: the dedup key, sealed (the dedup_key column holds its blind index)
     PRIMARY KEY (dedup_key, routing_key)  -- dedup_key first: intake looks keys up by it
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS sends (  -- when PagerDuty answered each recent send: the rate window survives a restart
@@ -117,7 +120,7 @@ _SELECT_STATE = (
     "WHERE dedup_key IN (SELECT value FROM json_each(?))"
 )
 _UPSERT_STATE = """
-INSERT INTO state (routing_key, dedup_key, action, payload_hash, updated_at) VALUES (?, ?, ?, ?, ?)
+INSERT INTO state (routing_key, dedup_key, action, payload_hash, updated_at, sealed) VALUES (?, ?, ?, ?, ?, ?)
 ON CONFLICT (dedup_key, routing_key) DO UPDATE SET
     action = excluded.action, payload_hash = excluded.payload_hash, updated_at = excluded.updated_at
 """
@@ -150,12 +153,18 @@ _Delta = tuple[int, int] | Callable[[Any], tuple[int, int]]
 class SQLiteOutbox:
     """The :class:`~receiver.outbox.Outbox` on one SQLite file."""
 
-    def __init__(self, path: Path, clock: Clock | None = None, *, keep_sends_for: float = 3600.0) -> None:
+    def __init__(
+        self, path: Path, clock: Clock | None = None, *, keep_sends_for: float = 3600.0, sealer: Sealer | None = None,
+    ) -> None:
         self._path = path
         self._clock = clock or SystemClock()
+        self._sealer = sealer or Sealer()
+        self.sealed_at_open = RekeyReport()  # what opening had to encrypt (a plain file meeting keys)
         self._keep_sends_for = keep_sends_for
         self._sends: list[tuple[str, float]] = []  # noted sends, written with the next commit
         self._sends_pruned_at = float("-inf")
+        # Told (id, error) of each queued row set aside because its stored value fails authentication.
+        self.on_set_aside: Callable[[int, str], None] = lambda item_id, error: None
         self._executor: ThreadPoolExecutor | None = None  # open, COMMIT, close
         self._reader: ThreadPoolExecutor | None = None  # reads, on self._rconn
         self._conn: sqlite3.Connection | None = None
@@ -178,10 +187,12 @@ class SQLiteOutbox:
         self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pdrelay-outbox-read")
         try:
             await self._call(self._open_sync)
-        except (OSError, sqlite3.Error) as exc:
+        except (OSError, sqlite3.Error, ConfigError) as exc:
             self._executor.shutdown(wait=True)
             self._reader.shutdown(wait=True)
             self._executor = self._reader = None
+            if isinstance(exc, ConfigError):
+                raise
             raise OutboxUnavailable(f"cannot open outbox {self._path}: {exc}") from exc
 
     def _open_sync(self) -> None:
@@ -195,6 +206,9 @@ class SQLiteOutbox:
         conn.execute("PRAGMA cache_size=-8192")  # 8 MiB of pages: intake rarely reads from disk
         conn.execute("PRAGMA busy_timeout=1000")  # statements run on the event loop: never wait long
         conn.executescript(_SCHEMA)
+        if "sealed" not in {row[1] for row in conn.execute("PRAGMA table_info(state)")}:
+            conn.execute("ALTER TABLE state ADD COLUMN sealed BLOB")  # outboxes made before encryption
+        self.sealed_at_open = self._sealer.attach(conn, str(self._path))
         counts = dict(conn.execute("SELECT status, COUNT(*) FROM events GROUP BY status").fetchall())
         self._queued, self._dead = counts.get("queued", 0), counts.get("dead", 0)
         self._next_notification_id = conn.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM notifications").fetchone()[0]
@@ -423,13 +437,14 @@ class SQLiteOutbox:
         # One read of the state of every dedup_key involved, whatever its routing key.
         known: dict[tuple[str, str], tuple[str, str, float]] = {}
         opened: dict[str, tuple[float, str]] = {}  # dedup_key -> (when, routing key) of its latest trigger
-        dedup_keys = list({ev.dedup_key for op in ops for ev, _ in op.events})
+        ix = self._sealer.index
+        dedup_keys = list({ix(ev.dedup_key) for op in ops for ev, _ in op.events})
         if dedup_keys:
             for rk, dk, action, phash, updated in conn.execute(_SELECT_STATE, (_ENCODER.encode(dedup_keys),)):
                 known[(rk, dk)] = (action, phash, updated)
                 if action == "trigger" and updated >= opened.get(dk, (float("-inf"), ""))[0]:
                     opened[dk] = (updated, rk)
-        states: list[tuple[str, str, str, str, float]] = []
+        states: list[tuple[str, str, str, str, float, bytes | None]] = []
         notifications: list[tuple[int, bytes, float, int]] = []
         rows: list[tuple[Any, ...]] = []
         results = []
@@ -439,7 +454,7 @@ class SQLiteOutbox:
             if op_rows:
                 nid = self._next_notification_id
                 self._next_notification_id += 1
-                notifications.append((nid, op.source, op.now, len(op_rows)))
+                notifications.append((nid, self._sealer.seal_notification(op.source, nid), op.now, len(op_rows)))
                 rows.extend((nid, *r) for r in op_rows)
         if states:
             conn.executemany(_UPSERT_STATE, states)
@@ -448,50 +463,57 @@ class SQLiteOutbox:
             conn.executemany(_INSERT_EVENTS, rows)
         return results
 
-    @staticmethod
     def _plan(
+        self,
         conn: sqlite3.Connection,
         op: _Enqueue,
         known: dict[tuple[str, str], tuple[str, str, float]],
         opened: dict[str, tuple[float, str]],
-        states: list[tuple[str, str, str, str, float]],
+        states: list[tuple[str, str, str, str, float, bytes | None]],
     ) -> tuple[EnqueueResult, list[tuple[Any, ...]]]:
-        """Decide, for one notification, which events are new; update ``known``/``opened``/``states``."""
+        """Decide, for one notification, which events are new; update ``known``/``opened``/``states``.
+
+        Keys of ``known`` and ``opened`` are dedup keys as stored (``ref``: a blind index when sealed)."""
         now = op.now
+        sealer = self._sealer
         queued = duplicates = rerouted = 0
         rows: list[tuple[Any, ...]] = []
         for ev, body in op.events:
             routing_key = ev.routing_key
-            if ev.action == "resolve" and ev.dedup_key in opened and opened[ev.dedup_key][1] != routing_key:
+            ref = sealer.index(ev.dedup_key)
+            if ev.action == "resolve" and ref in opened and opened[ref][1] != routing_key:
                 # A resolve must use the routing key its trigger went out with, or
                 # PagerDuty drops it and the incident stays open.
-                routing_key = opened[ev.dedup_key][1]
+                routing_key = opened[ref][1]
                 rerouted += 1
-            last = known.get((routing_key, ev.dedup_key))
+            last = known.get((routing_key, ref))
             if last is not None and last[0] == ev.action and (
                 ev.action == "resolve" or (last[1] == ev.payload_hash and now - last[2] < op.resend_interval)
             ):
                 duplicates += 1
                 continue
             same_trigger = ev.action == "trigger" and last is not None and last[:2] == ("trigger", ev.payload_hash)
-            if same_trigger and _queued_trigger(conn, routing_key, ev.dedup_key, ev.payload_hash):
+            if same_trigger and _queued_trigger(conn, routing_key, ref, ev.payload_hash):
                 # Storm coalescing: the same trigger is still waiting in the queue (PagerDuty has
                 # been unreachable for longer than resend_interval); one copy is enough.
                 duplicates += 1
                 continue
-            known[(routing_key, ev.dedup_key)] = (ev.action, ev.payload_hash, now)
+            known[(routing_key, ref)] = (ev.action, ev.payload_hash, now)
             if ev.action == "trigger":
-                opened[ev.dedup_key] = (now, routing_key)
+                opened[ref] = (now, routing_key)
             else:
-                opened.pop(ev.dedup_key, None)
-            states.append((routing_key, ev.dedup_key, ev.action, ev.payload_hash, now))
-            rows.append((routing_key, ev.dedup_key, ev.action, "queued", body,
+                opened.pop(ref, None)
+            states.append((routing_key, ref, ev.action, ev.payload_hash, now,
+                           sealer.seal_state(ev.dedup_key, routing_key, ref)))
+            rows.append((routing_key, ref, ev.action, "queued",
+                         sealer.seal_event(body, routing_key, ref, ev.action, ev.payload_hash),
                          ev.payload_hash, _priority(ev), ",".join(ev.rules), now, now, None, None))
             queued += 1
         for bad, body in op.invalid:
-            rows.append((bad.routing_key, bad.dedup_key, bad.action, "dead", body,
-                         hashlib.sha256(body).hexdigest(), 1, ",".join(bad.rules), now, now,
-                         Reason.INVALID_EVENT.value, bad.reason))
+            ref, phash = sealer.index(bad.dedup_key), hashlib.sha256(body).hexdigest()
+            rows.append((bad.routing_key, ref, bad.action, "dead",
+                         sealer.seal_event(body, bad.routing_key, ref, bad.action, phash),
+                         phash, 1, ",".join(bad.rules), now, now, Reason.INVALID_EVENT.value, bad.reason))
         return EnqueueResult(queued=queued, duplicates=duplicates, dead_lettered=len(op.invalid),
                              rerouted=rerouted), rows
 
@@ -503,11 +525,36 @@ class SQLiteOutbox:
         now = self._clock.now()
         keys = _ENCODER.encode(sorted(exclude_keys))
 
-        def read(conn: sqlite3.Connection) -> list[OutboxItem]:
+        def read(conn: sqlite3.Connection) -> tuple[list[OutboxItem], list[tuple[int, str]]]:
             rows = conn.execute(_CLAIM, (now, keys, limit + len(exclude))).fetchall()
-            return [_item(r) for r in rows if r[0] not in exclude][:limit]
+            items, unreadable = [], []
+            for r in rows:
+                if r[0] in exclude:
+                    continue
+                try:
+                    items.append(self._item(r))
+                except DecryptError as exc:
+                    unreadable.append((r[0], str(exc)))
+            return items[:limit], unreadable
 
-        return await self._read(read)
+        items, unreadable = await self._read(read)
+        if unreadable:
+            await self._set_aside(unreadable)
+        return items
+
+    async def _set_aside(self, rows: list[tuple[int, str]]) -> None:
+        """Dead-letter queued rows whose stored value fails authentication: altered on disk, or moved
+        from another row. Nothing else can be done with them; they stay visible in ``outbox list``."""
+
+        def work(conn: sqlite3.Connection) -> int:
+            return conn.executemany(
+                "UPDATE events SET status = 'dead', reason = ?, last_error = ? WHERE id = ? AND status = 'queued'",
+                [(Reason.UNDECRYPTABLE.value, error, eid) for eid, error in rows],
+            ).rowcount
+
+        await self._write(work, lambda n: (-n, n))
+        for item_id, error in rows:
+            self.on_set_aside(item_id, error)
 
     async def next_due(self) -> float | None:
         now = self._clock.now()
@@ -529,6 +576,7 @@ class SQLiteOutbox:
         timed out, so that trigger may still land after this resolve) is queued once more,
         ``settle_delay`` seconds from now; returns True when it was."""
         now = self._clock.now()
+        ref = self._sealer.index(item.dedup_key)
 
         def work(conn: sqlite3.Connection) -> bool | None:
             nid = conn.execute("SELECT notification_id FROM events WHERE id = ?", (item.id,)).fetchone()
@@ -536,7 +584,7 @@ class SQLiteOutbox:
             if item.action == "resolve":
                 row = conn.execute(
                     "SELECT uncertain FROM state WHERE dedup_key = ? AND routing_key = ?",
-                    (item.dedup_key, item.routing_key),
+                    (ref, item.routing_key),
                 ).fetchone()
                 uncertain = row[0] if row is not None else None
             if uncertain is None:
@@ -552,7 +600,7 @@ class SQLiteOutbox:
             )
             conn.execute(
                 "UPDATE state SET uncertain = NULL WHERE dedup_key = ? AND routing_key = ?",
-                (item.dedup_key, item.routing_key),
+                (ref, item.routing_key),
             )
             return True
 
@@ -568,6 +616,7 @@ class SQLiteOutbox:
         """Reschedule ``item``. A trigger that timed out may still land at PagerDuty later, so
         its key is marked uncertain: its resolve will be sent twice (see :meth:`ack`)."""
         when = self._clock.now()
+        ref = self._sealer.index(item.dedup_key)
 
         def work(conn: sqlite3.Connection) -> None:
             conn.execute(
@@ -578,12 +627,14 @@ class SQLiteOutbox:
             if reason is Reason.TIMEOUT and item.action == "trigger":
                 conn.execute(
                     "UPDATE state SET uncertain = ? WHERE dedup_key = ? AND routing_key = ?",
-                    (f"a trigger attempt timed out (epoch {when:.0f})", item.dedup_key, item.routing_key),
+                    (f"a trigger attempt timed out (epoch {when:.0f})", ref, item.routing_key),
                 )
 
         await self._write(work)
 
     async def dead_letter(self, item: OutboxItem, reason: Reason, status: int | None, error: str) -> None:
+        ref = self._sealer.index(item.dedup_key)
+
         def work(conn: sqlite3.Connection) -> bool:
             changed = conn.execute(
                 "UPDATE events SET status = 'dead', attempts = attempts + 1, reason = ?, "
@@ -594,11 +645,14 @@ class SQLiteOutbox:
                 # PagerDuty was never told this: forget it, so the next identical event is sent.
                 conn.execute(
                     "DELETE FROM state WHERE routing_key = ? AND dedup_key = ? AND action = ? AND payload_hash = ?",
-                    (item.routing_key, item.dedup_key, item.action, item.payload_hash),
+                    (item.routing_key, ref, item.action, item.payload_hash),
                 )
             return bool(changed)
 
         await self._write(work, lambda changed: (-1, 1) if changed else (0, 0))
+
+    def _item(self, row: tuple[Any, ...], *, lenient: bool = False) -> OutboxItem:
+        return _item(row, self._sealer, lenient=lenient)
 
     # ------------------------------------------------------------------ health
 
@@ -623,7 +677,7 @@ class SQLiteOutbox:
                 sql += " WHERE status = ?"
                 args = (status,)
             rows = conn.execute(sql + " ORDER BY id LIMIT ?", (*args, limit)).fetchall()
-            return [_item(r) for r in rows]
+            return [self._item(r, lenient=True) for r in rows]
 
         return await self._read(read)
 
@@ -654,13 +708,24 @@ def _release_notification(conn: sqlite3.Connection, nid: int) -> None:
     conn.execute("DELETE FROM notifications WHERE id = ? AND refs <= 0", (nid,))
 
 
-def _item(row: tuple[Any, ...]) -> OutboxItem:
+def _item(row: tuple[Any, ...], sealer: Sealer, *, lenient: bool = False) -> OutboxItem:
+    """A row as an item; raises :class:`DecryptError` for a value that fails authentication, unless
+    ``lenient`` (for inspection: the item then shows the error instead of its body)."""
+    try:
+        body = msgspec.json.decode(sealer.open_event(row[4], row[1], row[2], row[3], row[9]))
+    except DecryptError as exc:
+        if not lenient:
+            raise
+        body = {"undecryptable": str(exc)}
+    dedup_key = row[2]
+    if sealer.encrypted and isinstance(body, dict) and isinstance(body.get("dedup_key"), str):
+        dedup_key = body["dedup_key"]
     return OutboxItem(
         id=row[0],
         routing_key=row[1],
-        dedup_key=row[2],
+        dedup_key=dedup_key,
         action=row[3],
-        body=msgspec.json.decode(row[4]),
+        body=body,
         status=row[5],
         attempts=row[6],
         created_at=row[7],

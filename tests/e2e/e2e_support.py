@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -65,10 +66,10 @@ def wait_until(
         time.sleep(interval)
 
 
-def http_get(url: str, timeout: float = 2.0) -> httpx.Response | None:
-    """GET ``url``; None when nothing answers (connection refused, timeout)."""
+def http_get(url: str, timeout: float = 2.0, verify: ssl.SSLContext | bool = True) -> httpx.Response | None:
+    """GET ``url``; None when nothing answers (connection refused, timeout). ``verify``: TLS context for https."""
     try:
-        return httpx.get(url, timeout=timeout, trust_env=False)
+        return httpx.get(url, timeout=timeout, trust_env=False, verify=verify)
     except httpx.TransportError:
         return None
 
@@ -374,7 +375,8 @@ class Alertmanager:
     """A real Alertmanager 0.25 process on loopback, clustering off, one webhook receiver.
 
     The root route groups by ``group_by`` (child ``routes`` optional); its receiver ``pdrelay`` has
-    one ``webhook_configs`` entry (``send_resolved: true``) per URL in ``webhook_urls``.
+    one ``webhook_configs`` entry (``send_resolved: true``) per URL in ``webhook_urls``, each with
+    ``http_config`` when given (e.g. ``{"authorization": {...}}`` or ``{"tls_config": {...}}``).
     """
 
     def __init__(
@@ -387,9 +389,11 @@ class Alertmanager:
         group_interval: str = "1s",
         repeat_interval: str = "1h",
         routes: Sequence[Mapping[str, Any]] = (),
+        http_config: Mapping[str, Any] | None = None,
     ) -> None:
         self.workdir = workdir
         self.port = free_port()
+        extra = {"http_config": dict(http_config)} if http_config else {}
         self.config_path = workdir / "alertmanager.yml"
         self.log_path = workdir / "alertmanager.log"
         self.config: dict[str, Any] = {
@@ -404,7 +408,7 @@ class Alertmanager:
             "receivers": [
                 {
                     "name": "pdrelay",
-                    "webhook_configs": [{"url": url, "send_resolved": True} for url in webhook_urls],
+                    "webhook_configs": [{"url": url, "send_resolved": True, **extra} for url in webhook_urls],
                 }
             ],
         }
@@ -502,7 +506,11 @@ class PdRelay:
         rules: str = DEFAULT_RULES,
         pagerduty: Mapping[str, Any] | None = None,
         port: int | None = None,
+        config: Mapping[str, Any] | None = None,
+        client_tls: ssl.SSLContext | None = None,
     ) -> None:
+        """``config``: more sections (``auth``, ``security``…; ``server`` keys are merged into the default
+        ``server``); with ``server.tls`` pdrelay listens on https and ``client_tls`` is used for its probes."""
         self.workdir = workdir
         self.port = port or free_port()
         self.config_path = workdir / "pdrelay.yaml"
@@ -524,12 +532,19 @@ class PdRelay:
             "outbox": {"backend": "sqlite", "path": str(self.outbox_path)},
             "rules": {"paths": [str(self.rules_path)]},
         }
+        for section, value in (config or {}).items():
+            if section == "server":
+                self.config["server"].update(value)
+            else:
+                self.config[section] = value
+        self.client_tls = client_tls
         self.rules = rules
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"http://{LOOPBACK}:{self.port}"
+        scheme = "https" if "tls" in self.config["server"] else "http"
+        return f"{scheme}://{LOOPBACK}:{self.port}"
 
     @property
     def alertmanager_url(self) -> str:
@@ -555,7 +570,7 @@ class PdRelay:
         assert self.proc is not None
         if self.proc.poll() is not None:
             raise RuntimeError(f"pdrelay exited with {self.proc.returncode}:\n{self.log()[-4000:]}")
-        response = http_get(f"{self.url}/readyz")
+        response = http_get(f"{self.url}/readyz", verify=self.client_tls or True)
         return response is not None and response.status_code == 200
 
     def kill(self, sig: signal.Signals = signal.SIGKILL, timeout: float = 10.0) -> int:
@@ -578,7 +593,7 @@ class PdRelay:
 
     def metric(self, name: str) -> float | None:
         """The sum of metric ``name`` over its label sets, from ``/metrics``."""
-        response = http_get(f"{self.url}/metrics")
+        response = http_get(f"{self.url}/metrics", verify=self.client_tls or True)
         if response is None or response.status_code != 200:
             return None
         return metric_sum(response.text, name)
@@ -600,9 +615,17 @@ class PdRelayFactory:
         self.workdir, self.pd = workdir, pd
         self.started: list[PdRelay] = []
 
-    def __call__(self, *, rules: str = DEFAULT_RULES, pagerduty: dict[str, Any] | None = None) -> PdRelay:
+    def __call__(
+        self,
+        *,
+        rules: str = DEFAULT_RULES,
+        pagerduty: dict[str, Any] | None = None,
+        config: Mapping[str, Any] | None = None,
+        client_tls: ssl.SSLContext | None = None,
+    ) -> PdRelay:
         workdir = self.workdir / f"pdrelay-{len(self.started)}"
-        relay = PdRelay(workdir, events_url=self.pd.events_url, rules=rules, pagerduty=pagerduty)
+        relay = PdRelay(workdir, events_url=self.pd.events_url, rules=rules, pagerduty=pagerduty,
+                        config=config, client_tls=client_tls)
         self.started.append(relay)
         return relay.start()
 

@@ -209,8 +209,13 @@ async def test_429_pauses_the_key_keeps_its_queue_and_does_not_use_up_attempts(
     for n in range(1, 6):
         await until(lambda n=n: len(rig.sender.calls) == n)  # type: ignore[misc]
         await until(lambda n=n: rig.value("pdrelay_events_failed_total", {"reason": "rate_limited"}) == n)  # type: ignore[misc]
-        (item,) = await rig.outbox.items("queued")
-        assert item.next_attempt_at == rig.clock.now() + 30
+        # The failure is counted before its reschedule commits: wait for the commit, bounded.
+        for _ in range(500):
+            (item,) = await rig.outbox.items("queued")
+            if item.attempts == n:
+                break
+            await asyncio.sleep(0.005)
+        assert (item.attempts, item.next_attempt_at) == (n, rig.clock.now() + 30)
         rig.clock.advance(29.9)
         rig.dispatcher.wake()
         await asyncio.sleep(0.02)

@@ -38,11 +38,11 @@ def valid_body(**overrides: Any) -> dict[str, Any]:
 
 @pytest.fixture
 def make_client(tmp_path: Path, aiohttp_client: ClientFactory) -> Callable[..., Awaitable[TestClient[Any, Any]]]:
-    async def make(body_limit: int = 10 * 1024 * 1024) -> TestClient[Any, Any]:
+    async def make(body_limit: int = 10 * 1024 * 1024, **server: Any) -> TestClient[Any, Any]:
         rules = tmp_path / "rules.yaml"
         rules.write_text(RULES)
         settings = Settings(
-            server=ServerSettings(body_limit=body_limit),
+            server=ServerSettings(body_limit=body_limit, **server),
             pagerduty=PagerDutySettings(routing_keys={"default": Secret("k" * 32)}),
             outbox=OutboxSettings(path=tmp_path / "outbox.db"),
             rules=RulesSettings(paths=(rules,)),
@@ -141,6 +141,44 @@ async def test_chunked_body_over_the_limit_gets_413(make_client: Any) -> None:
     resp = await client.post("/v1/alertmanager", data=chunks())
     assert resp.status == 413
     assert await resp.json() == {"error": "body is over the limit of 1000 bytes"}
+
+
+def alert_like(n: int, **labels: str) -> dict[str, Any]:
+    alert: dict[str, Any] = json.loads(json.dumps(valid_body()["alerts"][0]))
+    alert["fingerprint"] = f"{n:016x}"
+    alert["labels"].update(labels)
+    return alert
+
+
+@pytest.mark.parametrize(
+    ("body", "answer"),
+    [
+        (valid_body(alerts=[alert_like(n) for n in range(4)]),
+         {"error": "too many alerts: 4 > 3 (server.max_alerts; set Alertmanager's webhook max_alerts below it)",
+          "field": "alerts"}),
+        (valid_body(alerts=[alert_like(0), alert_like(1, big="x" * 100)]),
+         {"error": "alerts[1].labels.big: 103 bytes is over the limit of 64 (server.max_label_bytes)",
+          "field": "alerts[1].labels.big"}),
+        (valid_body(alerts=[alert_like(0, ok="é" * 20)], commonLabels={"wide": "é" * 40}),
+         {"error": "commonLabels.wide: 84 bytes is over the limit of 64 (server.max_label_bytes)",
+          "field": "commonLabels.wide"}),
+        (valid_body(commonAnnotations={"description": "d" * 200}),
+         {"error": "commonAnnotations.description: 211 bytes is over the limit of 128 (server.max_annotation_bytes)",
+          "field": "commonAnnotations.description"}),
+    ],
+    ids=["alerts", "alert-label", "common-label-utf8", "annotation"],
+)
+async def test_bodies_over_the_content_limits_get_413_naming_the_limit(
+    make_client: Any, body: dict[str, Any], answer: dict[str, str]
+) -> None:
+    """Too many alerts or an oversized label/annotation: 413, the field, the limit and its config key;
+    nothing is stored."""
+    client = await make_client(max_alerts=3, max_label_bytes=64, max_annotation_bytes=128)
+    resp = await client.post("/v1/alertmanager", json=body)
+    assert (resp.status, await resp.json()) == (413, answer)
+    assert client.app[STATE].outbox.depth().queued == 0
+    ok = await client.post("/v1/alertmanager", json=valid_body())  # the labels of the real body fit
+    assert ok.status == 200
 
 
 async def test_outbox_that_cannot_commit_gives_503(make_client: Any) -> None:

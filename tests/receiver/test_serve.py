@@ -151,3 +151,23 @@ async def test_watch_reloads_when_the_file_changes(client: Any, tmp_path: Path) 
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+def test_oversized_request_headers_are_refused_before_any_work(tmp_path: Path) -> None:
+    """server.max_header_bytes bounds every header line: a larger one is refused by the HTTP parser with
+    a 4xx, and the server goes on serving."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = tmp_path / "pdrelay.yaml"
+    (tmp_path / "rules.yaml").write_text(RULES_V1)
+    cfg.write_text(f"server: {{listen: '127.0.0.1:{port}', max_header_bytes: 1KiB}}\nrules: {{paths: [rules.yaml]}}\n")
+    url = f"http://127.0.0.1:{port}"
+    body = (CAPTURED / "am-0.25_firing.json").read_bytes()
+    with running(["serve", "--config", str(cfg)], tmp_path) as proc:
+        wait_ready(url, proc)
+        big = httpx.post(f"{url}/v1/alertmanager", content=body, headers={"X-Big": "x" * 1100}, timeout=5)
+        assert big.status_code == 400
+        assert big.text.startswith("Got more than 1024 bytes when reading"), big.text
+        fits = httpx.post(f"{url}/v1/alertmanager", content=body, headers={"X-Fits": "x" * 900}, timeout=5)
+        assert fits.status_code == 200
