@@ -319,8 +319,11 @@ def _outbox_rekey(args: argparse.Namespace) -> int:
         audit.record("admin.rekey", actor=_cli_actor(), encrypted_now=report.encrypted_now, events=report.events,
                      notifications=report.notifications, states=report.states,
                      key_id=keyring.primary_id if (keyring := settings.security.keyring()) else None)
-    verb = "encrypted (the outbox was plain)" if report.encrypted_now else "re-encrypted with the first key"
-    print(f"{verb}: {report.events} events, {report.notifications} notifications, {report.states} state rows")
+    if report.encrypted_now:
+        print(f"encrypted (the outbox was plain): {report.events} events, {report.notifications} notifications; "
+              f"{report.states} state rows indexed")
+    else:
+        print(f"re-encrypted with the first key: {report.events} events, {report.notifications} notifications")
     return 0
 
 

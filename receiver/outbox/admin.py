@@ -117,8 +117,6 @@ class OutboxAdmin:
             self._conn.execute("PRAGMA busy_timeout=5000")
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("SELECT 1 FROM events LIMIT 1").fetchall()
-            if "sealed" not in {row[1] for row in self._conn.execute("PRAGMA table_info(state)")}:
-                self._conn.execute("ALTER TABLE state ADD COLUMN sealed BLOB")
             self.encrypted_now = self._sealer.attach(self._conn, str(path), encrypt_plain=encrypt_plain)
         except (sqlite3.Error, ConfigError):
             self._conn.close()
@@ -217,10 +215,9 @@ class OutboxAdmin:
                 if done:
                     # Intake idempotency: what is queued counts as told, unless a newer decision is recorded.
                     conn.execute(
-                        "INSERT INTO state (routing_key, dedup_key, action, payload_hash, updated_at, sealed) "
-                        "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (dedup_key, routing_key) DO NOTHING",
-                        (item.routing_key, ref, item.action, ev.payload_hash, now,
-                         self._sealer.seal_state(item.dedup_key, item.routing_key, ref)),
+                        "INSERT INTO state (routing_key, dedup_key, action, payload_hash, updated_at) "
+                        "VALUES (?, ?, ?, ?, ?) ON CONFLICT (dedup_key, routing_key) DO NOTHING",
+                        (item.routing_key, ref, item.action, ev.payload_hash, now),
                     )
             if not done:
                 return ReplayOutcome(item_id, "not_dead", "changed meanwhile")

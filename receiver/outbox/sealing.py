@@ -2,12 +2,14 @@
 
 With ``security.encryption_key`` configured, every stored value that carries alert content
 is encrypted by :class:`~receiver.crypto.Keyring`: the Alertmanager body of each
-notification, each event's body (queued or dead-lettered), and each state row's dedup key.
-Dedup keys are looked up and ordered by, so the ``dedup_key`` columns hold a keyed
-HMAC of the key (a blind index) instead of the key; the key itself is read back from the
-sealed event body. The associated data of every ciphertext names its row (table, routing
-key, index, action, payload hash or notification id), so a value copied into another row
-fails to decrypt instead of being sent for the wrong alert.
+notification and each event's body (queued or dead-lettered). Dedup keys (which a rule may
+build from labels) are looked up and ordered by, so the ``dedup_key`` columns of events and
+state rows hold a keyed HMAC of the key (a blind index) instead of the key; an event's key
+is read back from its sealed body, and a state row needs nothing else (routing key name,
+action, payload hash and times carry no alert content). The associated data of every
+ciphertext names its row (table, routing key, index, action, payload hash or notification
+id), so a value copied into another row fails to decrypt instead of being sent for the
+wrong alert.
 
 The blind index uses a random 256-bit index key made when the outbox is first encrypted
 and stored in ``meta``, sealed with the primary encryption key. Rotating encryption keys
@@ -93,7 +95,7 @@ class Sealer:
     @staticmethod
     def key_ids_in_use(conn: sqlite3.Connection) -> set[str]:
         ids: set[str] = set()
-        for table, column in (("events", "body"), ("notifications", "body"), ("state", "sealed")):
+        for table, column in (("events", "body"), ("notifications", "body")):
             # substr: enough of each value for its header (an encrypted value is at least OVERHEAD bytes)
             for (blob,) in conn.execute(f"SELECT DISTINCT substr({column}, 1, {OVERHEAD}) FROM {table} "
                                         f"WHERE {column} IS NOT NULL"):
@@ -125,9 +127,8 @@ class Sealer:
                 updates.append((ref, self.seal_event(bytes(body), rk, ref, action, phash), eid))
             conn.executemany("UPDATE events SET dedup_key = ?, body = ? WHERE id = ?", updates)
             states = conn.execute("SELECT routing_key, dedup_key FROM state").fetchall()
-            conn.executemany(
-                "UPDATE state SET dedup_key = ?, sealed = ? WHERE routing_key = ? AND dedup_key = ?",
-                [(self.index(dk), self.seal_state(dk, rk, self.index(dk)), rk, dk) for rk, dk in states])
+            conn.executemany("UPDATE state SET dedup_key = ? WHERE routing_key = ? AND dedup_key = ?",
+                             [(self.index(dk), rk, dk) for rk, dk in states])
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -147,7 +148,7 @@ class Sealer:
             row = conn.execute("SELECT value FROM meta WHERE key = 'index_key'").fetchone()
             if row is not None and (new := keyring.rotate_blob(bytes(row[0]), _INDEX_KEY_AAD)) is not None:
                 conn.execute("UPDATE meta SET value = ? WHERE key = 'index_key'", (new,))
-            n_notes = n_events = n_states = 0
+            n_notes = n_events = 0
             for nid, blob in conn.execute("SELECT id, body FROM notifications").fetchall():
                 if (new := keyring.rotate_blob(bytes(blob), self._notification_aad(nid))) is not None:
                     conn.execute("UPDATE notifications SET body = ? WHERE id = ?", (new, nid))
@@ -157,17 +158,11 @@ class Sealer:
                 if (new := keyring.rotate_blob(bytes(blob), self._event_aad(rk, ref, action, phash))) is not None:
                     conn.execute("UPDATE events SET body = ? WHERE id = ?", (new, eid))
                     n_events += 1
-            for rk, ref, blob in conn.execute(
-                    "SELECT routing_key, dedup_key, sealed FROM state WHERE sealed IS NOT NULL").fetchall():
-                if (new := keyring.rotate_blob(bytes(blob), self._state_aad(rk, ref))) is not None:
-                    conn.execute("UPDATE state SET sealed = ? WHERE routing_key = ? AND dedup_key = ?",
-                                 (new, rk, ref))
-                    n_states += 1
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
-        return RekeyReport(events=n_events, notifications=n_notes, states=n_states)
+        return RekeyReport(events=n_events, notifications=n_notes)
 
     # ------------------------------------------------------------------ values
 
@@ -196,12 +191,6 @@ class Sealer:
     def open_notification(self, blob: bytes, nid: int) -> bytes:
         return blob if self._keyring is None else self._keyring.decrypt_bytes(blob, self._notification_aad(nid))
 
-    def seal_state(self, dedup_key: str, routing_key: str, ref: str) -> bytes | None:
-        """The dedup key of a state row, sealed (``None`` in a plain outbox, where the column holds it)."""
-        if self._keyring is None:
-            return None
-        return self._keyring.encrypt_bytes(dedup_key.encode(), self._state_aad(routing_key, ref))
-
     @staticmethod
     def _event_aad(routing_key: str, ref: str, action: str, payload_hash: str) -> bytes:
         return "\0".join(("pdrelay.outbox.events", routing_key, ref, action, payload_hash)).encode()
@@ -209,7 +198,3 @@ class Sealer:
     @staticmethod
     def _notification_aad(nid: int) -> bytes:
         return f"pdrelay.outbox.notifications\0{nid}".encode()
-
-    @staticmethod
-    def _state_aad(routing_key: str, ref: str) -> bytes:
-        return "\0".join(("pdrelay.outbox.state", routing_key, ref)).encode()

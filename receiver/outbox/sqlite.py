@@ -83,7 +83,6 @@ CREATE TABLE IF NOT EXISTS state (
     payload_hash TEXT NOT NULL,
     updated_at REAL NOT NULL,
     uncertain TEXT,  -- why a resolve must be sent once more after a settle delay (NULL: no need)
-    sealed BLOB,  -- encrypted outbox: the dedup key, sealed (the dedup_key column holds its blind index)
     PRIMARY KEY (dedup_key, routing_key)  -- dedup_key first: intake looks keys up by it
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS sends (  -- when PagerDuty answered each recent send: the rate window survives a restart
@@ -120,7 +119,7 @@ _SELECT_STATE = (
     "WHERE dedup_key IN (SELECT value FROM json_each(?))"
 )
 _UPSERT_STATE = """
-INSERT INTO state (routing_key, dedup_key, action, payload_hash, updated_at, sealed) VALUES (?, ?, ?, ?, ?, ?)
+INSERT INTO state (routing_key, dedup_key, action, payload_hash, updated_at) VALUES (?, ?, ?, ?, ?)
 ON CONFLICT (dedup_key, routing_key) DO UPDATE SET
     action = excluded.action, payload_hash = excluded.payload_hash, updated_at = excluded.updated_at
 """
@@ -206,8 +205,6 @@ class SQLiteOutbox:
         conn.execute("PRAGMA cache_size=-8192")  # 8 MiB of pages: intake rarely reads from disk
         conn.execute("PRAGMA busy_timeout=1000")  # statements run on the event loop: never wait long
         conn.executescript(_SCHEMA)
-        if "sealed" not in {row[1] for row in conn.execute("PRAGMA table_info(state)")}:
-            conn.execute("ALTER TABLE state ADD COLUMN sealed BLOB")  # outboxes made before encryption
         self.sealed_at_open = self._sealer.attach(conn, str(self._path))
         counts = dict(conn.execute("SELECT status, COUNT(*) FROM events GROUP BY status").fetchall())
         self._queued, self._dead = counts.get("queued", 0), counts.get("dead", 0)
@@ -444,7 +441,7 @@ class SQLiteOutbox:
                 known[(rk, dk)] = (action, phash, updated)
                 if action == "trigger" and updated >= opened.get(dk, (float("-inf"), ""))[0]:
                     opened[dk] = (updated, rk)
-        states: list[tuple[str, str, str, str, float, bytes | None]] = []
+        states: list[tuple[str, str, str, str, float]] = []
         notifications: list[tuple[int, bytes, float, int]] = []
         rows: list[tuple[Any, ...]] = []
         results = []
@@ -469,7 +466,7 @@ class SQLiteOutbox:
         op: _Enqueue,
         known: dict[tuple[str, str], tuple[str, str, float]],
         opened: dict[str, tuple[float, str]],
-        states: list[tuple[str, str, str, str, float, bytes | None]],
+        states: list[tuple[str, str, str, str, float]],
     ) -> tuple[EnqueueResult, list[tuple[Any, ...]]]:
         """Decide, for one notification, which events are new; update ``known``/``opened``/``states``.
 
@@ -503,8 +500,7 @@ class SQLiteOutbox:
                 opened[ref] = (now, routing_key)
             else:
                 opened.pop(ref, None)
-            states.append((routing_key, ref, ev.action, ev.payload_hash, now,
-                           sealer.seal_state(ev.dedup_key, routing_key, ref)))
+            states.append((routing_key, ref, ev.action, ev.payload_hash, now))
             rows.append((routing_key, ref, ev.action, "queued",
                          sealer.seal_event(body, routing_key, ref, ev.action, ev.payload_hash),
                          ev.payload_hash, _priority(ev), ",".join(ev.rules), now, now, None, None))
