@@ -59,11 +59,13 @@ def create_app(settings: Settings, deps: Deps | None = None) -> web.Application:
     dry_run = pd.effective_dry_run
     metrics = Metrics(d.registry)
     metrics.dry_run.set(1 if dry_run else 0)
+    audit_failed = _audit_failed(metrics, d.log)
     audit = GuardedAudit(d.audit or (
+        # Entries made while serving are written once per event-loop iteration (one lock, one write).
         AuditLog(settings.audit_path, clock=d.clock, max_bytes=settings.audit.max_size,
-                 backups=settings.audit.backups)
+                 backups=settings.audit.backups, defer_in_event_loop=True, on_error=audit_failed)
         if settings.audit.enabled else NullAudit()
-    ), _audit_failed(metrics, d.log))
+    ), audit_failed)
     rulebook = Rulebook(settings.rules.paths, metrics, d.log, audit)
     outbox = d.outbox or SQLiteOutbox(settings.outbox.path, clock=d.clock, sealer=Sealer(settings.security.keyring()),
                                       keep_sends_for=pd.rate_limit.longest_window)

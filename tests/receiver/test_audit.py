@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import json
@@ -553,3 +554,26 @@ def test_verify_main_on_an_empty_file(tmp_path: Path) -> None:
     assert verify_main([str(path)], out, err) == 0
     assert out.getvalue() == "ok: 0 entries in 1 file(s), chain intact, head none\n"
     assert os.path.getsize(path) == 0
+
+
+async def test_records_on_an_event_loop_are_written_once_per_iteration(tmp_path: Path) -> None:
+    """With defer_in_event_loop, a burst of records costs one write at the end of the loop iteration;
+    the chain is the same as written one by one, another writer in between is chained in, and close
+    writes what is still queued."""
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(path, defer_in_event_loop=True)
+    other = AuditLog(path)
+    for i in range(50):
+        log.record("intake.accepted", actor="a", n=i)
+    assert path.read_bytes() == b""  # still queued: the loop has not run its callbacks yet
+    await asyncio.sleep(0)
+    assert len(path.read_text().splitlines()) == 50
+    other.record("admin.action", actor="cli:ops")  # not on this writer's queue: written at once
+    log.record("intake.accepted", actor="a", n=50)
+    log.close()  # writes the queued entry
+    other.close()
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [e["seq"] for e in lines] == list(range(1, 53))
+    assert [e["event"] for e in lines[49:]] == ["intake.accepted", "admin.action", "intake.accepted"]
+    report = verify_files([path])
+    assert report.ok and report.entries == 52
