@@ -47,6 +47,7 @@ defaults: {routing_key: default, dedup: alert, severity: error, send_resolved: t
 rules: []
 """
 ROUTING_KEY = "0123456789abcdef0123456789abcdef"
+BENCH_KEY = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="  # a fixed 32-byte test key, never a real one
 START_TIMEOUT = 30.0
 
 TARGET_RATIO_B = 0.4
@@ -163,7 +164,8 @@ def baseline(mode: str, workdir: Path, *extra: str) -> contextlib.AbstractContex
 
 
 def pdrelay(
-    workdir: Path, events_url: str, rules_file: Path | None, name: str = "pdrelay"
+    workdir: Path, events_url: str, rules_file: Path | None, name: str = "pdrelay",
+    extra: dict[str, Any] | None = None,
 ) -> contextlib.AbstractContextManager[Server]:
     """pdrelay with a config of its own under ``workdir/name``; ``rules_file`` None: defaults only."""
     home = workdir / name
@@ -187,6 +189,7 @@ def pdrelay(
         },
         "outbox": {"backend": "sqlite", "path": str(home / "outbox.db")},
         "rules": {"paths": [str(rules)]},
+        **(extra or {}),
     }
     config_path = home / "pdrelay.yaml"
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -349,8 +352,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument(
-        "--only", default="a,b,pdrelay,pdrelay-intake,rss",
-        help="comma-separated subset of a,b,pdrelay,pdrelay-intake,rss",
+        "--only", default="a,b,pdrelay,pdrelay-intake,pdrelay-no-audit,pdrelay-encrypted,rss",
+        help="comma-separated subset of a,b,pdrelay,pdrelay-intake,pdrelay-no-audit,pdrelay-encrypted,rss",
     )
     parser.add_argument(
         "--rules",
@@ -392,13 +395,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         # "pdrelay": the dispatcher drains to a stand-in answering after --pd-delay (16 requests in
         # flight: ~80 events/s, 40x PagerDuty's per-key budget). "pdrelay-intake": the stand-in
         # holds every request longer than the run, so the dispatcher is parked and only intake works.
-        for name, delay in (("pdrelay", args.pd_delay), ("pdrelay-intake", 3600.0)):
+        # The cost of the audit log and of encryption at rest: the same pdrelay without the one, with the other.
+        variants: list[tuple[str, float, dict[str, Any]]] = [
+            ("pdrelay", args.pd_delay, {}),
+            ("pdrelay-intake", 3600.0, {}),
+            ("pdrelay-no-audit", args.pd_delay, {"audit": {"enabled": False}}),
+            ("pdrelay-encrypted", args.pd_delay, {"security": {"encryption_key": [BENCH_KEY]}}),
+        ]
+        for name, delay, extra in variants:
             if name not in only:
                 continue
             try:
                 with (
                     baseline("pd", workdir, "--status", "202", "--delay", str(delay)) as pd,
-                    pdrelay(workdir, f"{pd.url}/v2/enqueue", rules_file, name=name) as relay,
+                    pdrelay(workdir, f"{pd.url}/v2/enqueue", rules_file, name=name, extra=extra) as relay,
                 ):
                     results[name] = measure(relay, args)
             except (RuntimeError, TimeoutError) as exc:
