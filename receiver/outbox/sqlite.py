@@ -435,7 +435,8 @@ class SQLiteOutbox:
         known: dict[tuple[str, str], tuple[str, str, float]] = {}
         opened: dict[str, tuple[float, str]] = {}  # dedup_key -> (when, routing key) of its latest trigger
         ix = self._sealer.index
-        dedup_keys = list({ix(ev.dedup_key) for op in ops for ev, _ in op.events})
+        refs = {ev.dedup_key: ix(ev.dedup_key) for op in ops for ev, _ in op.events}  # each computed once
+        dedup_keys = list(set(refs.values()))
         if dedup_keys:
             for rk, dk, action, phash, updated in conn.execute(_SELECT_STATE, (_ENCODER.encode(dedup_keys),)):
                 known[(rk, dk)] = (action, phash, updated)
@@ -446,7 +447,7 @@ class SQLiteOutbox:
         rows: list[tuple[Any, ...]] = []
         results = []
         for op in ops:
-            result, op_rows = self._plan(conn, op, known, opened, states)
+            result, op_rows = self._plan(conn, op, known, opened, states, refs)
             results.append(result)
             if op_rows:
                 nid = self._next_notification_id
@@ -467,6 +468,7 @@ class SQLiteOutbox:
         known: dict[tuple[str, str], tuple[str, str, float]],
         opened: dict[str, tuple[float, str]],
         states: list[tuple[str, str, str, str, float]],
+        refs: dict[str, str],
     ) -> tuple[EnqueueResult, list[tuple[Any, ...]]]:
         """Decide, for one notification, which events are new; update ``known``/``opened``/``states``.
 
@@ -477,7 +479,7 @@ class SQLiteOutbox:
         rows: list[tuple[Any, ...]] = []
         for ev, body in op.events:
             routing_key = ev.routing_key
-            ref = sealer.index(ev.dedup_key)
+            ref = refs[ev.dedup_key]
             if ev.action == "resolve" and ref in opened and opened[ref][1] != routing_key:
                 # A resolve must use the routing key its trigger went out with, or
                 # PagerDuty drops it and the incident stays open.
