@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from receiver.crypto import generate_key
 from receiver.errors import ConfigError
 from receiver.settings import Secret, load_settings, parse_duration, parse_size, settings_from_mapping
 
@@ -151,3 +152,15 @@ def test_durations(raw: object, seconds: float) -> None:
 def test_sizes(raw: object, size: int) -> None:
     """Sizes accept bytes and binary/decimal suffixes."""
     assert parse_size(raw, "k") == size
+
+
+def test_the_configured_keys_encrypt_the_users_own_values() -> None:
+    """The public encrypt/decrypt API, on the keyring the config describes; rotation keeps old tokens readable."""
+    old, new = generate_key(), generate_key()
+    token = settings_from_mapping({"security": {"encryption_key": old}}, environ={}).security.keyring()
+    assert token is not None
+    sealed = token.encrypt("db password", context="airflow")
+    rotated = settings_from_mapping({"security": {"encryption_key": [new, old]}}, environ={}).security.keyring()
+    assert rotated is not None and rotated.decrypt(sealed, context="airflow") == "db password"
+    assert rotated.encrypt("x").startswith("pdr1.") and "db password" not in sealed
+    assert settings_from_mapping({}, environ={}).security.keyring() is None
