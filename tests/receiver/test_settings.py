@@ -89,6 +89,18 @@ rules: {paths: [rules/]}
         ({"pagerduty": {"circuit_breaker": {"recovery_timeout": "0s"}}},
          "config: pagerduty.circuit_breaker.recovery_timeout: must be positive"),
         ([1, 2], "config: <top level>: expected a mapping, got a list"),
+        ({"server": {"max_alerts": 0}}, "config: server.max_alerts: expected an integer ≥ 1, got 0"),
+        ({"server": {"max_label_bytes": "huge"}},
+         "config: server.max_label_bytes: expected a size such as 10MiB, got 'huge'"),
+        ({"server": {"tls": {"key_file": "k.pem"}}}, "config: server.tls.cert_file: required when server.tls is set"),
+        ({"security": {"encryption_key": []}},
+         "config: security.encryption_key: expected a key or a non-empty list of keys"),
+        ({"security": {"encryption_key": "c2hvcnQ="}},
+         "config: security.encryption_key[0]: expected base64 of 32 bytes, got 5 bytes"),
+        ({"audit": {"backups": 0}}, "config: audit.backups: expected an integer ≥ 1, got 0"),
+        ({"audit": {"enabled": "no"}}, "config: audit.enabled: expected true or false, got 'no'"),
+        ({"cache": {"redis_url": "redis://127.0.0.1"}},
+         "config: cache: this section is not supported by this version of pdrelay"),
     ],
 )
 def test_invalid_values_are_refused_naming_the_key(data: object, message: str) -> None:
