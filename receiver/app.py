@@ -67,7 +67,8 @@ def create_app(settings: Settings, deps: Deps | None = None) -> web.Application:
         if settings.audit.enabled else NullAudit()
     ), audit_failed)
     rulebook = Rulebook(settings.rules.paths, metrics, d.log, audit)
-    outbox = d.outbox or SQLiteOutbox(settings.outbox.path, clock=d.clock, sealer=Sealer(settings.security.keyring()),
+    keyring = settings.security.keyring()
+    outbox = d.outbox or SQLiteOutbox(settings.outbox.path, clock=d.clock, sealer=Sealer(keyring),
                                       keep_sends_for=pd.rate_limit.longest_window)
     sender: Sender = d.sender or (
         DryRunSender() if dry_run
@@ -108,6 +109,7 @@ def create_app(settings: Settings, deps: Deps | None = None) -> web.Application:
         limits=Limits(max_alerts=settings.server.max_alerts, max_label_bytes=settings.server.max_label_bytes,
                       max_annotation_bytes=settings.server.max_annotation_bytes),
         audit=audit,
+        keyring=keyring,
     )
     app.add_routes(handlers.routes())
 

@@ -151,7 +151,7 @@ def _announce(settings: Settings, app: web.Application, log: object) -> None:
             "routing_keys": sorted(pd.routing_keys),
         },
     )
-    keyring = settings.security.keyring()
+    keyring = st.keyring
     if keyring is None:
         st.log.warning("alert content is stored unencrypted: set security.encryption_key (see `pdrelay keygen`)")
     else:
@@ -306,7 +306,8 @@ def _outbox_rekey(args: argparse.Namespace) -> int:
     settings = _settings(args)
     if settings is None:
         return 2
-    if not settings.security.encryption_keys:
+    keyring = settings.security.keyring()
+    if keyring is None:
         print("pdrelay: outbox rekey needs security.encryption_key in the config", file=sys.stderr)
         return 2
     admin = _open_outbox(args, settings, encrypt_plain=True)
@@ -318,7 +319,7 @@ def _outbox_rekey(args: argparse.Namespace) -> int:
     with _cli_audit(settings) as audit:
         audit.record("admin.rekey", actor=_cli_actor(), encrypted_now=report.encrypted_now, events=report.events,
                      notifications=report.notifications, states=report.states,
-                     key_id=keyring.primary_id if (keyring := settings.security.keyring()) else None)
+                     key_id=keyring.primary_id)
     if report.encrypted_now:
         print(f"encrypted (the outbox was plain): {report.events} events, {report.notifications} notifications; "
               f"{report.states} state rows indexed")

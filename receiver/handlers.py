@@ -142,7 +142,7 @@ async def status(request: web.Request) -> web.Response:
 
 def _encryption(st: state.AppState) -> dict[str, Any]:
     """Whether stored alert content is encrypted, and with which key ids (one-way ids, not keys)."""
-    keyring = st.settings.security.keyring()
+    keyring = st.keyring
     if keyring is None:
         return {"at_rest": "off"}
     return {"at_rest": "aes-256-gcm", "key_ids": list(keyring.ids), "encrypts_with": keyring.primary_id}

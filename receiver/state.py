@@ -9,6 +9,7 @@ from aiohttp import web
 
 from receiver.audit import AuditSink
 from receiver.breaker import CircuitBreaker
+from receiver.crypto import Keyring
 from receiver.dispatcher import Dispatcher
 from receiver.limiter import RateLimiter
 from receiver.metrics import Metrics
@@ -33,6 +34,7 @@ class AppState:
     breaker: CircuitBreaker
     limits: Limits
     audit: AuditSink
+    keyring: Keyring | None  # what seals stored alert content (None: stored in clear)
 
 
 STATE = web.AppKey("pdrelay_state", AppState)
