@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -182,3 +183,28 @@ async def test_outbox_rekey_command(tmp_path: Path) -> None:
     refused = run_cli(tmp_path, "outbox", "list", "--config", str(cfg))
     assert refused.returncode == 2
     assert "which are not configured" in refused.stderr and KEY_A not in refused.stderr
+
+
+async def test_serve_refuses_to_start_on_an_outbox_its_keys_cannot_read(tmp_path: Path) -> None:
+    """A wrong or missing key stops `pdrelay serve` at once with exit 2 and a message naming the key,
+    before anything could be sent."""
+    clock, path = FakeClock(), tmp_path / "data" / "outbox.db"
+    box = await opened(path, sealer(KEY_A), clock)
+    await box.enqueue(SOURCE, [ev("a")], [], resend_interval=HOUR)
+    await box.close()
+    (tmp_path / "r.yaml").write_text("version: 1\ndefaults: {routing_key: default}\nrules: []\n")
+    with socket.socket() as probe:  # a free port: serve fails before it would listen, but needs one
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    base = f"server: {{listen: '127.0.0.1:{port}'}}\nrules: {{paths: [r.yaml]}}\n"
+    cfg = tmp_path / "pdrelay.yaml"
+    for security, expected in [
+        (f"security: {{encryption_key: '{KEY_B}'}}\n", "which are not configured"),
+        ("", "is encrypted; configure the key(s) it was written with"),
+    ]:
+        cfg.write_text(base + security)
+        done = run_cli(tmp_path, "serve", "--config", str(cfg))
+        assert done.returncode == 2, done.stderr
+        last = done.stderr.strip().splitlines()[-1]
+        assert last.startswith("pdrelay: config: security.encryption_key: the outbox ") and expected in last
+        assert KEY_A not in done.stderr and KEY_B not in done.stderr
