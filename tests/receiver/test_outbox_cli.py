@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+from receiver.audit import verify_files
 from receiver.errors import Reason
 from receiver.models import parse_notification
 from receiver.outbox.sqlite import SQLiteOutbox
@@ -146,6 +147,9 @@ def test_replay_requeues_what_the_current_rules_render(tmp_path: Path) -> None:
     assert rows(d, "SELECT id, status, attempts, reason FROM events ORDER BY id") == [
         (1, "queued", 0, None), (2, "dead", 1, "invalid_event")]
     assert rows(d, "SELECT routing_key, dedup_key, action FROM state") == [("default", DB1, "trigger")]
+    replays = [json.loads(line) for line in (d / "audit.jsonl").read_text().splitlines()]
+    assert [(e["event"], e["item_id"], e["result"]) for e in replays] == [
+        ("event.replayed", 1, "replayed"), ("event.replayed", 2, "not_produced")]
 
 
 def test_replay_never_touches_queued_items(tmp_path: Path) -> None:
@@ -176,3 +180,10 @@ def test_purge_deletes_dead_items_and_releases_their_notification(tmp_path: Path
     assert rows(d, "SELECT COUNT(*) FROM events") == [(0,)]
     assert rows(d, "SELECT COUNT(*) FROM notifications") == [(0,)]
     assert rows(d, "SELECT COUNT(*) FROM state") == [(0,)]
+    # Both purges are in the audit log beside the outbox, by whom, in one verified chain.
+    audit = d / "audit.jsonl"
+    entries = [json.loads(line) for line in audit.read_text().splitlines()]
+    assert [(e["event"], e["purged"], e["item_ids"], e["forced"]) for e in entries] == [
+        ("event.purged", 1, [1], False), ("event.purged", 1, [2], True)]
+    assert all(e["actor"].startswith("cli:") for e in entries)
+    assert verify_files([audit]).ok
