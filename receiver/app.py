@@ -1,9 +1,10 @@
 """``create_app(settings, deps)``: the one place where pdrelay is wired together.
 
-Reading top to bottom: metrics, rules, outbox, sender, dispatcher, routes, and the
-``cleanup_ctx`` entries that open and close them in order (outbox first, dispatcher
-last, so the dispatcher stops before the outbox closes and aiohttp lets in-flight
-intake requests finish before any of it).
+Reading top to bottom: metrics, the audit log, rules, the keyring and the outbox it
+seals, sender, limiter and breaker, dispatcher, the auth middleware, routes, and the
+``cleanup_ctx`` entries that open and close them in order (audit log first so it closes
+last, then outbox; dispatcher last, so it stops before the outbox closes and aiohttp lets
+in-flight intake requests finish before any of it).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from prometheus_client import CollectorRegistry
 from receiver import handlers
 from receiver.audit import AuditLog, AuditSink, GuardedAudit, NullAudit
 from receiver.auth import AuthDecision, Authenticator, auth_middleware
-from receiver.breaker import CircuitBreaker
+from receiver.breaker import BreakerState, CircuitBreaker
 from receiver.clock import Clock, SystemClock
 from receiver.dispatcher import Dispatcher
 from receiver.errors import Reason
@@ -78,17 +79,7 @@ def create_app(settings: Settings, deps: Deps | None = None) -> web.Application:
     endpoint = urlsplit(pd.events_url).hostname or pd.events_url
     breaker = CircuitBreaker(pd.failure_threshold, pd.recovery_timeout, name=endpoint, clock=d.clock)
     breaker.add_listener(metrics.breaker_changed)
-    breaker.add_listener(
-        lambda name, old, new: d.log.warning(
-            "circuit breaker changed state; events stay queued while it is open" if new == "open"
-            else "circuit breaker changed state",
-            extra={"endpoint": name, "from": old.value, "to": new.value},
-        )
-    )
-    breaker.add_listener(
-        lambda name, old, new: audit.record("breaker.changed", actor=None, endpoint=name, **{
-            "from": old.value, "to": new.value})
-    )
+    breaker.add_listener(_breaker_reporter(d.log, audit))
     metrics.breaker_changed(endpoint, breaker.state, breaker.state)
     dispatcher = Dispatcher(
         outbox, sender, pd.routing_keys, pd, metrics=metrics, clock=d.clock, log=d.log,
@@ -134,6 +125,17 @@ def create_app(settings: Settings, deps: Deps | None = None) -> web.Application:
     if settings.rules.watch:
         app.cleanup_ctx.append(_background("pdrelay-rules-watch", rulebook.watch))
     return app
+
+
+def _breaker_reporter(log: logging.Logger, audit: AuditSink) -> Callable[[str, BreakerState, BreakerState], None]:
+    """Log and audit each change of the breaker's state."""
+
+    def report(name: str, old: BreakerState, new: BreakerState) -> None:
+        log.warning("circuit breaker changed state; events stay queued while it is open" if new == "open"
+                    else "circuit breaker changed state", extra={"endpoint": name, "from": old.value, "to": new.value})
+        audit.record("breaker.changed", actor=None, endpoint=name, **{"from": old.value, "to": new.value})
+
+    return report
 
 
 def _auth_recorder(metrics: Metrics, log: logging.Logger, audit: AuditSink) -> Callable[[AuthDecision], None]:
