@@ -160,8 +160,6 @@ _BLOCK = 8192
 _TORN_LIMIT = 1 << 20  # bytes of non-entries skipped from the end before the head is given up as unknown
 _MiB = 1024 * 1024
 
-_PLACEHOLDER = "audit-hash-placeholder-7f3c"
-_MARK = f'"hash":"{_PLACEHOLDER}",'
 
 _known_events: set[str] = set()
 _temp_counter = itertools.count(1)
@@ -200,12 +198,7 @@ def canonical_json(value: object) -> str:
     return _ENCODER.encode(value)
 
 
-_encode = _ENCODER.encode
 _MSGSPEC = msgspec.json.Encoder(order="sorted")
-
-
-def _msgspec_encode(value: object) -> bytes:
-    return _MSGSPEC.encode(value)
 
 
 def _same_as_json() -> bool:
@@ -293,10 +286,6 @@ class _Stamp:
         return f"{self._prefix}.{milli:03d}Z"
 
 
-class _EncodeTwice(Exception):
-    """The one-encoding shortcut does not apply to this entry."""
-
-
 class _Chain:
     """The head of a chain, and how the next line is made from it."""
 
@@ -308,33 +297,22 @@ class _Chain:
 
     def build(self, event: str, actor: str | None, fields: dict[str, object], ts: str) -> tuple[bytes, str]:
         """The next entry's line (with its newline) and its line hash; the head does not move yet."""
-        if all(type(v) in _SIMPLE for v in fields.values()):
+        entry: dict[str, object] = {**fields, "seq": self.seq + 1, "ts": ts, "event": event, "actor": actor,
+                                    "prev": self.head}
+        if _MSGSPEC_CANONICAL and all(type(v) in _SIMPLE for v in fields.values()):
             # Scalars other than floats: msgspec writes exactly the canonical text json.dumps would
             # (checked at import, see _MSGSPEC_CANONICAL), several times faster. A lone surrogate
             # raises here and takes the general path below.
-            plain: dict[str, object] = {**fields, "seq": self.seq + 1, "ts": ts, "event": event, "actor": actor,
-                                        "prev": self.head}
             with contextlib.suppress(UnicodeEncodeError):
-                if _MSGSPEC_CANONICAL:
-                    plain["hash"] = hashlib.sha256(_msgspec_encode(plain)).hexdigest()
-                    line = _msgspec_encode(plain)
-                    return line + b"\n", hashlib.sha256(line).hexdigest()
-        entry: dict[str, object] = {**fields, "seq": self.seq + 1, "ts": ts, "event": event, "actor": actor,
-                                    "prev": self.head, "hash": _PLACEHOLDER}
+                entry["hash"] = hashlib.sha256(_MSGSPEC.encode(entry)).hexdigest()
+                line = _MSGSPEC.encode(entry)
+                return line + b"\n", hashlib.sha256(line).hexdigest()
+            entry.pop("hash", None)
         try:
-            text = _encode(entry)
-            # One encoding instead of two: the canonical JSON without "hash" is this text minus its
-            # '"hash":"<placeholder>",' item (never the last item: "prev", "seq" and "ts" sort after it).
-            # A marker inside a string value would have escaped quotes, so it can only match an
-            # object key; if a caller's nested object has it too, encode twice instead.
-            at = text.find(_MARK)
-            if at < 0 or text.find(_MARK, at + 1) >= 0:
-                raise _EncodeTwice
-            head, tail = text[:at], text[at + len(_MARK):]
-            digest = hashlib.sha256((head + tail).encode("utf-8")).hexdigest()
-            line = f'{head}"hash":"{digest}",{tail}'.encode()
-        except (TypeError, ValueError, _EncodeTwice):  # NaN, a lone surrogate, the marker in a field
-            del entry["hash"]
+            entry["hash"] = hashlib.sha256(_ENCODER.encode(entry).encode("utf-8")).hexdigest()
+            line = _ENCODER.encode(entry).encode("utf-8")
+        except (TypeError, ValueError):  # NaN, a lone surrogate
+            entry.pop("hash", None)
             entry = {_clean_key(k, True): _clean(v, 0, True) for k, v in entry.items()}
             entry["hash"] = hashlib.sha256(_ENCODER.encode(entry).encode("utf-8")).hexdigest()
             line = _ENCODER.encode(entry).encode("utf-8")
