@@ -28,7 +28,6 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from prometheus_client import CollectorRegistry
 
 import receiver.auth as auth_module
-from receiver import cli
 from receiver.app import Deps, create_app
 from receiver.audit import AuditSink, MemoryAudit, NullAudit
 from receiver.auth import (
@@ -40,6 +39,7 @@ from receiver.auth import (
     identity_of,
     server_ssl_context,
 )
+from receiver.cli import serve as serve_cli
 from receiver.errors import ConfigError
 from receiver.pagerduty.events import classify
 from receiver.settings import Settings, settings_from_mapping
@@ -856,7 +856,7 @@ def test_serve_announces_the_auth_in_force(tmp_path: Path, log_records: Records,
     settings = settings_from_mapping({**data, "rules": {"paths": ["rules.yaml"]},
                                       "outbox": {"path": "outbox.db"}}, environ={}, base_dir=tmp_path)
     app = create_app(settings, Deps(registry=CollectorRegistry(), log=log_records.logger))
-    cli._announce(settings, app, log_records.logger)
+    serve_cli._announce(settings, app, log_records.logger)
     (record,) = [r for r in log_records.records if "authentication" in r.getMessage()]
     assert (record.levelno, record.getMessage()) == (level, message)
     if data.get("auth"):

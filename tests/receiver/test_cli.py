@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import pkgutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from receiver import cli
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -59,3 +63,55 @@ def test_serve_refuses_an_invalid_config(tmp_path: Path) -> None:
     done = pdrelay("serve", "--config", str(cfg))
     assert done.returncode == 2
     assert done.stderr == "pdrelay: config: pagerduty.retry_attempts: expected an integer ≥ 1, got 'many'\n"
+
+
+# Runs one command in a fresh interpreter, then reports which heavy packages it imported.
+_IMPORTS_OF = """
+import contextlib, io, json, sys
+from receiver.cli import main
+out = io.StringIO()
+with contextlib.redirect_stdout(out):
+    try:
+        code = main(sys.argv[1:])
+    except SystemExit as exc:
+        code = exc.code
+heavy = {"aiohttp", "uvloop", "sqlite3", "_sqlite3", "jinja2", "transforms"}
+loaded = sorted({name.partition(".")[0] for name in sys.modules} & heavy)
+print(json.dumps({"code": code, "loaded": loaded, "out": out.getvalue()}))
+"""
+
+
+def _imports_of(*args: str) -> dict[str, object]:
+    done = subprocess.run([sys.executable, "-c", _IMPORTS_OF, *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=60, check=True)
+    result: dict[str, object] = json.loads(done.stdout)
+    return result
+
+
+def test_help_imports_no_command_module() -> None:
+    """`pdrelay --help` prints the commands without importing aiohttp, uvloop, sqlite3, jinja2 or the rules."""
+    result = _imports_of("--help")
+    assert result["code"] == 0
+    assert result["loaded"] == []
+    out = str(result["out"])
+    assert out.startswith("usage: pdrelay ")
+    assert all(name in out for name in ("serve", "check-rules", "test-rules", "outbox", "audit", "keygen"))
+
+
+def test_keygen_imports_no_command_module() -> None:
+    """`pdrelay keygen` prints one base64 key of 32 bytes, importing none of the server's or the rules' packages."""
+    result = _imports_of("keygen")
+    assert result["code"] == 0
+    assert result["loaded"] == []
+    assert len(base64.b64decode(str(result["out"]).strip(), validate=True)) == 32
+
+
+@pytest.mark.parametrize("argv", [
+    ["serve"], ["check-rules", "r.yaml"], ["test-rules", "--rules", "r.yaml", "b.json"],
+    ["outbox", "list"], ["outbox", "show", "1"], ["outbox", "replay", "--all"], ["outbox", "purge", "--dead"],
+    ["outbox", "rekey"], ["audit", "verify", "a.jsonl"], ["keygen"],
+])
+def test_every_command_names_a_function_that_exists(argv: list[str]) -> None:
+    """Each command's lazy "module:function" target resolves to a callable."""
+    args = cli._parser().parse_args(argv)
+    assert callable(pkgutil.resolve_name(args.command))

@@ -1,0 +1,103 @@
+"""The ``pdrelay`` command line: the argument parser and a lazy dispatch to one module per command group.
+
+``serve`` (:mod:`receiver.cli.serve`), ``check-rules`` and ``test-rules`` (:mod:`receiver.cli.rules`),
+``outbox list/show/replay/purge/rekey`` (:mod:`receiver.cli.outbox`), ``keygen`` (:mod:`receiver.cli.keys`),
+``audit verify`` (:mod:`receiver.cli.audit`).
+
+This module imports only the standard library. Each command names its function as
+``"module:function"``, and the module is imported only when that command runs, so
+``pdrelay --help`` and ``pdrelay keygen`` never load aiohttp, uvloop, the outbox or the rules.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pkgutil
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+__all__ = ["DEFAULT_CONFIG", "main"]
+
+DEFAULT_CONFIG = Path("pdrelay.yaml")
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    command: Command = pkgutil.resolve_name(args.command)
+    return command(args)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pdrelay", description="Alertmanager → PagerDuty, durably.")
+    sub = p.add_subparsers(required=True, metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="run the sidecar")
+    serve.add_argument("--config", type=Path, help=f"config file (default: ./{DEFAULT_CONFIG} if present)")
+    serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    serve.set_defaults(command="receiver.cli.serve:serve")
+
+    check = sub.add_parser("check-rules", help="validate rule files; exit 1 with file:line: message on error")
+    check.add_argument("paths", nargs="+", type=Path)
+    check.set_defaults(command="receiver.cli.rules:check_rules")
+
+    test = sub.add_parser("test-rules", help="print the PagerDuty events bodies would produce; sends nothing")
+    test.add_argument("--rules", type=Path, action="append", required=True, help="rule file or folder")
+    test.add_argument("bodies", nargs="+", type=Path, help="Alertmanager webhook JSON files")
+    test.set_defaults(command="receiver.cli.rules:test_rules")
+
+    _outbox_parser(sub)
+
+    audit = sub.add_parser("audit", help="the tamper-evident audit log")
+    asub = audit.add_subparsers(required=True, metavar="ACTION")
+    verify = asub.add_parser("verify", help="check the hash chain of one or more audit files (rotated ones too)")
+    verify.add_argument("files", nargs="+", metavar="FILE")
+    verify.set_defaults(command="receiver.cli.audit:verify")
+
+    keygen = sub.add_parser("keygen", help="print a new 256-bit encryption key (base64) for security.encryption_key")
+    keygen.set_defaults(command="receiver.cli.keys:keygen")
+    return p
+
+
+def _outbox_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", type=Path, metavar="FILE",
+                        help=f"config file (default: ./{DEFAULT_CONFIG} if present)")
+    outbox = sub.add_parser("outbox", help="inspect the queue and the dead letters; replay after a fix")
+    osub = outbox.add_subparsers(required=True, metavar="ACTION")
+
+    ls = osub.add_parser("list", parents=[common], help="list stored events, oldest first")
+    ls.add_argument("--state", choices=["queued", "dead"])
+    ls.add_argument("--routing-key", metavar="NAME", help="routing key name (as in pagerduty.routing_keys)")
+    ls.add_argument("--reason", metavar="R", help="failure reason, e.g. invalid_event")
+    ls.add_argument("--limit", type=int, default=100, metavar="N", help="at most N items (default 100)")
+    ls.add_argument("--json", action="store_true", help="one JSON object a line")
+    ls.set_defaults(command="receiver.cli.outbox:list_")
+
+    show = osub.add_parser("show", parents=[common], help="one stored event in full")
+    show.add_argument("id", type=int, metavar="ID")
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(command="receiver.cli.outbox:show")
+
+    replay = osub.add_parser("replay", parents=[common],
+                             help="re-render dead events with the current rules and queue them again")
+    which = replay.add_mutually_exclusive_group(required=True)
+    which.add_argument("ids", nargs="*", type=int, default=[], metavar="ID")
+    which.add_argument("--all", action="store_true", help="every dead event")
+    which.add_argument("--reason", metavar="R", help="every dead event with this reason")
+    replay.set_defaults(command="receiver.cli.outbox:replay")
+
+    purge = osub.add_parser("purge", parents=[common], help="delete stored events and release their notifications")
+    what = purge.add_mutually_exclusive_group(required=True)
+    what.add_argument("ids", nargs="*", type=int, default=[], metavar="ID")
+    what.add_argument("--dead", action="store_true", help="every dead event")
+    what.add_argument("--reason", metavar="R", help="every dead event with this reason")
+    purge.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    purge.add_argument("--force", action="store_true", help="also purge queued events given by ID")
+    purge.set_defaults(command="receiver.cli.outbox:purge")
+
+    rekey = osub.add_parser("rekey", parents=[common],
+                            help="re-encrypt stored values with the first security.encryption_key")
+    rekey.set_defaults(command="receiver.cli.outbox:rekey")

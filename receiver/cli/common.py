@@ -1,0 +1,34 @@
+"""What several commands share: the config they read and the rules they load, each error reported on stderr."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from receiver.cli import DEFAULT_CONFIG
+from receiver.errors import ConfigError
+from receiver.settings import Settings, load_settings
+from transforms import RulesError, RuleSet, load_rules
+
+__all__ = ["load_rules_or_report", "load_settings_or_report"]
+
+
+def load_settings_or_report(args: argparse.Namespace) -> Settings | None:
+    """``--config``, else ``./pdrelay.yaml`` if present, else embedded defaults; ``None`` after reporting an error."""
+    config = args.config if args.config is not None else (DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None)
+    try:
+        return load_settings(config)
+    except ConfigError as exc:
+        print(f"pdrelay: {exc}", file=sys.stderr)
+        return None
+
+
+def load_rules_or_report(paths: Sequence[Path]) -> RuleSet | None:
+    """The rules, or ``None`` after printing each ``file:line: message`` to stderr."""
+    try:
+        return load_rules(paths)
+    except RulesError as exc:
+        print(str(exc), file=sys.stderr)
+        return None

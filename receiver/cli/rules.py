@@ -1,0 +1,50 @@
+"""``pdrelay check-rules`` and ``pdrelay test-rules``: validate rule files, and show what bodies would produce."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from receiver.cli.common import load_rules_or_report
+from receiver.errors import PayloadError
+from receiver.models import parse_notification
+from transforms import evaluation_to_json
+
+__all__ = ["check_rules", "test_rules"]
+
+
+def check_rules(args: argparse.Namespace) -> int:
+    rules = load_rules_or_report(args.paths)
+    if rules is None:
+        return 1
+    print(f"ok: {len(rules.sources)} file(s), sha256 {rules.sha256}")
+    return 0
+
+
+def test_rules(args: argparse.Namespace) -> int:
+    rules = load_rules_or_report(args.rules)
+    if rules is None:
+        return 1
+    results: list[dict[str, object]] = []
+    status = 0
+    for path in args.bodies:
+        try:
+            group = parse_notification(path.read_bytes())
+        except OSError as exc:
+            print(f"{path}: cannot read: {exc.strerror}", file=sys.stderr)
+            status = 1
+            continue
+        except PayloadError as exc:
+            where = f" at {exc.field}" if exc.field else ""
+            print(f"{path}: not an Alertmanager webhook body{where}: {exc.message}", file=sys.stderr)
+            status = 1
+            continue
+        results.append({"file": str(path), **evaluation_to_json(rules.evaluate(group))})
+    # One body: its evaluation as it is (the golden files' format); several: a list naming each file.
+    out: object = results
+    if len(args.bodies) == 1 and results:
+        out = {k: v for k, v in results[0].items() if k != "file"}
+    json.dump(out, sys.stdout, indent=2, sort_keys=True, ensure_ascii=False)
+    sys.stdout.write("\n")
+    return status
