@@ -14,12 +14,13 @@ import uvloop
 from aiohttp import web
 
 from receiver.app import Deps, create_app
-from receiver.auth import OPEN_PATHS, Authenticator, server_ssl_context
+from receiver.auth import OPEN_PATHS, Authenticator
 from receiver.cli.common import load_settings_or_report
 from receiver.errors import ConfigError
 from receiver.logs import configure_logging
 from receiver.settings import Settings
 from receiver.state import STATE
+from receiver.tls import server_ssl_context
 from transforms import RulesError
 
 __all__ = ["serve"]

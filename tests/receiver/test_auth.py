@@ -27,22 +27,21 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from prometheus_client import CollectorRegistry
 
-import receiver.auth as auth_module
+import receiver.auth.methods as auth_module
 from receiver.app import Deps, create_app
 from receiver.audit import AuditSink, MemoryAudit, NullAudit
 from receiver.auth import (
     REFUSAL_REASONS,
     AuthDecision,
     Authenticator,
-    PeerCertificate,
     auth_middleware,
     identity_of,
-    server_ssl_context,
 )
 from receiver.cli import serve as serve_cli
 from receiver.errors import ConfigError
 from receiver.pagerduty.events import classify
 from receiver.settings import Settings, settings_from_mapping
+from receiver.tls import PeerCertificate, server_ssl_context
 from tests.fakes import FakeSender
 from tests.tls_support import CertAuthority
 

@@ -15,9 +15,9 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from receiver.app import Deps, create_app
-from receiver.auth import server_ssl_context
 from receiver.pagerduty.events import classify
 from receiver.settings import settings_from_mapping
+from receiver.tls import server_ssl_context
 from tests.fakes import FakeSender
 from tests.tls_support import CertAuthority
 
