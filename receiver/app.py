@@ -62,9 +62,8 @@ def create_app(settings: Settings, deps: Deps | None = None) -> web.Application:
     metrics.dry_run.set(1 if dry_run else 0)
     audit_failed = _audit_failed(metrics, d.log)
     audit = GuardedAudit(d.audit or (
-        # Entries made while serving are written once per event-loop iteration (one lock, one write).
         AuditLog(settings.audit_path, clock=d.clock, max_bytes=settings.audit.max_size,
-                 backups=settings.audit.backups, defer_in_event_loop=True, on_error=audit_failed)
+                 backups=settings.audit.backups)
         if settings.audit.enabled else NullAudit()
     ), audit_failed)
     rulebook = Rulebook(settings.rules.paths, metrics, d.log, audit)
