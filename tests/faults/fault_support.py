@@ -10,6 +10,9 @@
   produce a deterministic 400 (pdrelay normalises severities itself);
 * ``hang(count, delay)``: the next ``count`` requests are ingested (recorded as accepted, as
   PagerDuty would) but answered only after ``delay`` seconds.
+
+Its window runs on ``clock`` (``time.monotonic`` by default; a test of the stand-in itself passes
+a clock it moves by hand).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import sys
 import time
 import uuid
 from collections import defaultdict, deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +46,10 @@ class LimitedPagerDuty(PagerDutyStandIn):
         window_seconds: float = 1.0,
         max_bytes: int = PD_MAX_BYTES,
         reject_source: str = "reject-me",
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__()
+        self.clock = clock
         self.per_key = per_key
         self.window_seconds = window_seconds
         self.max_bytes = max_bytes
@@ -77,7 +82,7 @@ class LimitedPagerDuty(PagerDutyStandIn):
 
     async def _enqueue(self, request: web.Request) -> web.Response:
         raw = await request.read()
-        now = time.monotonic()
+        now = self.clock()
         if len(raw) > self.max_bytes:
             with self._lock:
                 self.too_large += 1

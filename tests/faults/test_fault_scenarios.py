@@ -1,23 +1,27 @@
 """Fault injection against a PagerDuty stand-in that enforces PagerDuty's real limits.
 
 pdrelay's own limiter is configured to the stand-in's budget (20 events / 1 s per key), with
-short windows, breaker and retry timings so every scenario runs in well under 25 s.
+short windows, breaker and retry timings so every scenario runs in well under 25 s. The tests
+assert outcomes only (what arrived, how often, in which order, how many 429s); how long things
+took (drain time against the window's minimum, when sends resume after a restart) is measured by
+``tests/bench/bench_storm.py`` and ``tests/bench/bench_faults.py``. Every wait is bounded.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import signal
 import subprocess
-import time
 from collections import Counter, defaultdict
 from typing import Any
 
+import httpx
 import pytest
-from e2e_support import PdRelayFactory, Received, wait_until
+from e2e_support import DEFAULT_WAIT, PdRelayFactory, Received, wait_until
 from fault_support import LimitedPagerDuty, am_alert, am_body, fingerprint, outbox_cli
+
+from tests.fakes import FakeClock
 
 pytestmark = pytest.mark.e2e
 
@@ -58,7 +62,7 @@ BUG_TRIGGER_AFTER_RESOLVE = (
 )
 
 
-def wait_drained(relay: Any, timeout: float = 5.0) -> float:
+def wait_drained(relay: Any, timeout: float = DEFAULT_WAIT) -> float:
     """Poll ``pdrelay_outbox_depth`` until it is ≤ 0 (negative is BUG B); return it."""
     def probe() -> tuple[float] | None:
         depth = relay.metric("pdrelay_outbox_depth")
@@ -66,59 +70,46 @@ def wait_drained(relay: Any, timeout: float = 5.0) -> float:
     return wait_until(probe, what="an empty pdrelay outbox", timeout=timeout)[0]
 
 
-def run_storm(limited_pd: LimitedPagerDuty, relays: PdRelayFactory, pdrelay_window: float) -> tuple[float, float]:
-    """Post 30 bodies × 10 alerts on one key; check every trigger arrived; return (drain time, depth)."""
+def run_storm(limited_pd: LimitedPagerDuty, relays: PdRelayFactory, pdrelay_window: float) -> float:
+    """Post 30 bodies × 10 alerts on one key; check every trigger arrived; return the outbox depth after."""
     relay = relays(pagerduty={"rate_limit": {"per_key": PER_KEY, "window_seconds": pdrelay_window},
                               "backoff_on_429": 1})
     for b in range(STORM // 10):
         post_ok(relay, am_body([am_alert(b * 10 + i) for i in range(10)]))
     wanted = {("trigger", fingerprint(n)) for n in range(STORM)}
-    limited_pd.wait_accepted(lambda ev: set(pairs(ev)) >= wanted, what=f"{STORM} accepted triggers", timeout=22)
+    # The drain takes at least 14 windows; the bound only stops a stuck storm, it measures nothing.
+    limited_pd.wait_accepted(lambda ev: set(pairs(ev)) >= wanted, what=f"{STORM} accepted triggers", timeout=90)
     depth = wait_drained(relay)
     accepted = limited_pd.accepted()
-    first = {}
-    for e in accepted:
-        first.setdefault(e.triple[1], e.at)
-    drain = max(first.values()) - min(first.values())
-    minimum = (math.ceil(STORM / PER_KEY) - 1) * WINDOW
     dups = {k: c for k, c in pairs(accepted).items() if c > 1}
-    print(f"\nstorm (pdrelay window {pdrelay_window}s, stand-in {WINDOW}s): {STORM} events drained in "
-          f"{drain:.3f}s (stand-in sliding-window minimum {minimum:.1f}s, {drain / minimum - 1:+.1%}); "
-          f"429s answered: {limited_pd.throttled}, at each the oldest send in the stand-in's window was "
-          f"{[round(a, 4) for a in limited_pd.throttle_ages]} s old; duplicates: {len(dups)}; depth {depth}")
+    print(f"\nstorm (pdrelay window {pdrelay_window}s, stand-in {WINDOW}s): {STORM} events; "
+          f"429s answered: {limited_pd.throttled}; duplicates: {len(dups)}; depth {depth}")
     assert set(pairs(accepted)) == wanted  # nothing lost
     assert limited_pd.count(400) == 0
-    return drain, depth
+    return depth
 
 
-def known_bugs(limited_pd: LimitedPagerDuty, depth: float, *, check_429: bool) -> None:
+def known_bugs(limited_pd: LimitedPagerDuty, depth: float) -> None:
     """Regressions of two bugs this suite found (both fixed): double sends, and 429s at the exact budget."""
     dups = {k: c for k, c in pairs(limited_pd.accepted()).items() if c > 1}
     assert not dups and depth >= 0, f"{BUG_DOUBLE_SEND}: {len(dups)} sent twice, depth {depth}"
-    if check_429:
-        assert limited_pd.throttled == 0, f"{BUG_429_AT_BUDGET}: {limited_pd.throttled} × 429"
+    assert limited_pd.throttled == 0, f"{BUG_429_AT_BUDGET}: {limited_pd.throttled} × 429"
 
 
-def test_storm_at_exact_budget_drains_at_the_window_minimum_without_429(
-    limited_pd: LimitedPagerDuty, relays: PdRelayFactory
-) -> None:
-    """300 triggers on one key, pdrelay's rate_limit = the stand-in's (20 / 1 s): each once, no 429, ≈ 14 s."""
-    drain, depth = run_storm(limited_pd, relays, WINDOW)
-    known_bugs(limited_pd, depth, check_429=True)
-    minimum = (math.ceil(STORM / PER_KEY) - 1) * WINDOW
-    assert minimum * 0.95 <= drain <= minimum * 1.05, f"drain {drain:.3f}s vs minimum {minimum:.1f}s"
+def test_storm_at_exact_budget_drains_without_429(limited_pd: LimitedPagerDuty, relays: PdRelayFactory) -> None:
+    """300 triggers on one key, pdrelay's rate_limit = the stand-in's (20 / 1 s): each sent once, no 429.
+
+    How close the drain comes to the window's minimum is a benchmark: ``tests/bench/bench_storm.py``."""
+    depth = run_storm(limited_pd, relays, WINDOW)
+    known_bugs(limited_pd, depth)
 
 
 def test_storm_with_5pct_window_margin_drains_without_429(
     limited_pd: LimitedPagerDuty, relays: PdRelayFactory
 ) -> None:
-    """Same storm, pdrelay's window 5 % longer than the stand-in's: each once, no 429, 14 × 1.05 s ± 5 %."""
-    margin = 1.05
-    drain, depth = run_storm(limited_pd, relays, WINDOW * margin)
-    known_bugs(limited_pd, depth, check_429=False)
-    own_minimum = (math.ceil(STORM / PER_KEY) - 1) * WINDOW * margin
-    assert limited_pd.throttled <= 1, f"the stand-in answered {limited_pd.throttled} × 429"
-    assert own_minimum * 0.95 <= drain <= own_minimum * 1.05, f"drain {drain:.3f}s vs {own_minimum:.2f}s"
+    """Same storm, pdrelay's window 5 % longer than the stand-in's: each sent once, no 429."""
+    depth = run_storm(limited_pd, relays, WINDOW * 1.05)
+    known_bugs(limited_pd, depth)
 
 
 # --------------------------------------------------------------------------- 2. 503 outage
@@ -133,17 +124,16 @@ def test_503_outage_while_alerts_fire_and_resolve(limited_pd: LimitedPagerDuty, 
     })
     alerts = range(1, 9)
     post_ok(relay, am_body([am_alert(n) for n in alerts]))
-    wait_until(lambda: limited_pd.count(503) >= 3, what="three 503 answers", timeout=10)
+    wait_until(lambda: limited_pd.count(503) >= 3, what="three 503 answers")
     # Half resolve during the outage, then the other half; one alert re-fires with a new body (annotation).
     post_ok(relay, am_body([am_alert(n, resolved=n <= 4) for n in alerts]))
-    wait_until(lambda: limited_pd.count(503) >= 6, what="more 503 answers (breaker trials)", timeout=10)
+    wait_until(lambda: limited_pd.count(503) >= 6, what="more 503 answers (breaker trials)")
     post_ok(relay, am_body([am_alert(n, resolved=True) for n in alerts]))
     assert not limited_pd.accepted()
     limited_pd.set_default(202)
 
     expected = Counter({(a, fingerprint(n)): 1 for n in alerts for a in ("trigger", "resolve")})
-    limited_pd.wait_accepted(lambda ev: set(pairs(ev)) >= set(expected), what="every trigger and resolve",
-                             timeout=15)
+    limited_pd.wait_accepted(lambda ev: set(pairs(ev)) >= set(expected), what="every trigger and resolve")
     wait_drained(relay)
     accepted = limited_pd.accepted()
     print(f"\noutage: {limited_pd.count(503)} × 503 answered; {len(accepted)} accepted; "
@@ -168,7 +158,7 @@ def test_hanging_responses_time_out_and_are_retried(limited_pd: LimitedPagerDuty
     limited_pd.hang(8, 0.6)
     alerts = range(1, 9)
     post_ok(relay, am_body([am_alert(n) for n in alerts]))
-    wait_until(lambda: len(limited_pd.received()) >= 2, what="the first hung requests", timeout=10)
+    wait_until(lambda: len(limited_pd.received()) >= 2, what="the first hung requests")
     post_ok(relay, am_body([am_alert(n, resolved=n % 2 == 0) for n in alerts]))
     last_posted = {fingerprint(n): ("resolve" if n % 2 == 0 else "trigger") for n in alerts}
 
@@ -178,7 +168,7 @@ def test_hanging_responses_time_out_and_are_retried(limited_pd: LimitedPagerDuty
         return last == last_posted and depth is not None and depth <= 0
 
     try:
-        limited_pd.wait_accepted(settled, what="every alert's last posted action accepted last", timeout=20)
+        limited_pd.wait_accepted(settled, what="every alert's last posted action accepted last")
     except TimeoutError:
         seen = [(round(r.at, 3), r.triple[0], r.triple[1][-2:], r.status) for r in limited_pd.received()]
         queued = outbox_cli(relay.config_path, "list", "--json").stdout
@@ -211,49 +201,62 @@ def test_sigkill_mid_storm_then_restart_loses_nothing(
     total = 120
     for b in range(12):
         post_ok(relay, am_body([am_alert(b * 10 + i) for i in range(10)]))
-    limited_pd.wait_accepted(lambda ev: len(ev) >= 30, what="30 accepted triggers", timeout=10)
+    limited_pd.wait_accepted(lambda ev: len(ev) >= 30, what="30 accepted triggers")
     assert relay.kill(signal.SIGKILL) == -signal.SIGKILL
     before = len(limited_pd.accepted())
     throttled_before = limited_pd.throttled
-    last_send = limited_pd.received()[-1].at
     relay.start()
-    restarted_after = time.monotonic() - last_send
 
     wanted = {("trigger", fingerprint(n)) for n in range(total)}
-    limited_pd.wait_accepted(lambda ev: wanted <= set(pairs(ev)), what="every posted trigger", timeout=15)
-    wait_drained(relay, timeout=10)
+    limited_pd.wait_accepted(lambda ev: wanted <= set(pairs(ev)), what="every posted trigger")
+    wait_drained(relay)
     counts = pairs(limited_pd.accepted())
     print(f"\nsigkill: {before} accepted before the kill, {sum(counts.values())} in all, "
           f"{sum(c - 1 for c in counts.values())} resent; 429s answered: {throttled_before} before the kill, "
-          f"{limited_pd.throttled - throttled_before} after the restart (ready {restarted_after:.2f}s after the "
-          f"last send before the kill)")
+          f"{limited_pd.throttled - throttled_before} after the restart")
     assert set(counts) == wanted
     assert limited_pd.count(400) == 0
 
 
+RESTORED = "rate window restored from the outbox"
+
+
+def restored_sends(log: str) -> int:
+    """The ``sends`` of pdrelay's start-up line saying how many send times it took back from the outbox."""
+    lines = (json.loads(line) for line in log.splitlines() if line.startswith("{"))
+    return sum(int(line["sends"]) for line in lines if line.get("msg") == RESTORED)
+
+
 def test_restart_remembers_the_rate_window(limited_pd: LimitedPagerDuty, relays: PdRelayFactory) -> None:
-    """kill -9 right after a full window of sends; the restarted pdrelay waits out that window instead
-    of spending it again: not one 429, and the second window's sends start when the first ends."""
-    window = 6.0  # longer than a restart takes, so the first window is still open when pdrelay is back
+    """kill -9 right after a full window of sends; the restarted pdrelay takes the window's send times back
+    from the outbox and waits it out instead of spending it again: not one 429, each trigger sent once.
+
+    When the second window's sends start, against the window, is a benchmark: ``tests/bench/bench_faults.py``.
+    """
+    window = 6.0  # several restarts long, so the first window is normally still open when pdrelay is back
     limited_pd.window_seconds = window
     relay = relays(pagerduty={"rate_limit": {"per_key": PER_KEY, "window_seconds": window}, "backoff_on_429": 1})
     post_ok(relay, am_body([am_alert(n) for n in range(2 * PER_KEY)]))
-    first = limited_pd.wait_accepted(lambda ev: len(ev) >= PER_KEY, what="a full window of triggers", timeout=10)
-    window_opened = first[0].at
+    limited_pd.wait_accepted(lambda ev: len(ev) >= PER_KEY, what="a full window of triggers")
     wait_until(lambda: relay.metric("pdrelay_events_sent_total") == PER_KEY or None,
-               what="the first window's acks", timeout=5)
+               what="the first window's acks")
     assert relay.kill(signal.SIGKILL) == -signal.SIGKILL
+    log_before_restart = len(relay.log())
     relay.start()
-    restarted_after = time.monotonic() - window_opened
-    assert restarted_after < window, f"restart took {restarted_after:.1f}s: the test needs a longer window"
 
     wanted = {("trigger", fingerprint(n)) for n in range(2 * PER_KEY)}
-    limited_pd.wait_accepted(lambda ev: wanted <= set(pairs(ev)), what="every trigger", timeout=window + 10)
-    second = [r for r in limited_pd.received() if r.at > first[-1].at]
-    print(f"\nrestart: back {restarted_after:.2f}s into a {window:.0f}s window; next send "
-          f"{second[0].at - window_opened:.2f}s after the window opened; 429s: {limited_pd.throttled}")
+    limited_pd.wait_accepted(lambda ev: wanted <= set(pairs(ev)), what="every trigger", timeout=window + DEFAULT_WAIT)
+    counts = pairs(limited_pd.accepted())
+    restored = restored_sends(relay.log()[log_before_restart:])  # logged before the restarted pdrelay sent
+    print(f"\nrestart: {restored} send times restored; 429s: {limited_pd.throttled}")
     assert limited_pd.throttled == 0, f"{limited_pd.throttled} × 429 after the restart: the window was forgotten"
-    assert second[0].at - window_opened >= window * 0.98
+    assert set(counts) == wanted and set(counts.values()) == {1}, counts
+    if restored == 0:
+        # Not a timing assertion: the scenario needs the restart to end inside the first window, and a
+        # machine slow enough to take 6 s over it leaves nothing to remember (the outcome above is then
+        # trivially right). Say so rather than pass on a scenario that did not happen.
+        pytest.skip(f"the restart outlasted the {window:.0f} s rate window: nothing was left to remember")
+    assert restored == PER_KEY
 
 
 # --------------------------------------------------------------------------- 5. 400 → dead letter → replay
@@ -278,8 +281,8 @@ def test_invalid_event_is_dead_lettered_then_replayed(limited_pd: LimitedPagerDu
     relay = relays(rules=REJECT_RULES, pagerduty=RATE)
     bad, good = fingerprint(1), fingerprint(2)
     post_ok(relay, am_body([am_alert(1, extra_labels={"target": "reject"}), am_alert(2)]))
-    limited_pd.wait_accepted(lambda ev: ("trigger", good) in pairs(ev), what="the good trigger", timeout=10)
-    wait_until(lambda: limited_pd.count(400) >= 1, what="a 400 for the bad event", timeout=10)
+    limited_pd.wait_accepted(lambda ev: ("trigger", good) in pairs(ev), what="the good trigger")
+    wait_until(lambda: limited_pd.count(400) >= 1, what="a 400 for the bad event")
 
     def dead() -> list[dict[str, Any]] | None:
         run = outbox_cli(relay.config_path, "list", "--state", "dead", "--json")
@@ -287,7 +290,7 @@ def test_invalid_event_is_dead_lettered_then_replayed(limited_pd: LimitedPagerDu
         items = [json.loads(line) for line in run.stdout.splitlines() if line.strip()]
         return items or None
 
-    items = wait_until(dead, what="a dead letter in `outbox list --state dead`", timeout=10)
+    items = wait_until(dead, what="a dead letter in `outbox list --state dead`")
     assert len(items) == 1, items
     item = items[0]
     assert item["dedup_key"] == bad and item["action"] == "trigger"
@@ -298,8 +301,7 @@ def test_invalid_event_is_dead_lettered_then_replayed(limited_pd: LimitedPagerDu
     relay.rules_path.write_text(FIXED_RULES)
     run = outbox_cli(relay.config_path, "replay", "--all")
     assert run.returncode == 0, (run.stdout, run.stderr)
-    delivered = limited_pd.wait_accepted(lambda ev: ("trigger", bad) in pairs(ev), what="the replayed trigger",
-                                         timeout=10)
+    delivered = limited_pd.wait_accepted(lambda ev: ("trigger", bad) in pairs(ev), what="the replayed trigger")
     replayed = [e for e in delivered if e.triple[1] == bad]
     assert len(replayed) == 1
     assert replayed[0].event["payload"]["source"] != "reject-me"
@@ -311,10 +313,9 @@ def test_invalid_event_is_dead_lettered_then_replayed(limited_pd: LimitedPagerDu
 # --------------------------------------------------------------------------- stand-in self-check
 
 
-def test_stand_in_limits(limited_pd: LimitedPagerDuty) -> None:
-    """The stand-in itself: 429 past the window budget, 413 over 512,000 bytes, 400 for source reject-me."""
-    import httpx
-
+def test_stand_in_limits() -> None:
+    """The stand-in itself: 429 past the window budget and again once the window has passed, 413 over
+    512,000 bytes, 400 for source reject-me. Its window runs on a clock the test moves."""
     key = "0123456789abcdef0123456789abcdef"
 
     def event(source: str = "host", pad: int = 0) -> bytes:
@@ -323,15 +324,21 @@ def test_stand_in_limits(limited_pd: LimitedPagerDuty) -> None:
                             "custom_details": {"pad": "a" * pad}}}
         return json.dumps(body).encode()
 
-    with httpx.Client(trust_env=False, timeout=5) as client:
-        statuses = [client.post(limited_pd.events_url, content=event()).status_code for _ in range(PER_KEY + 1)]
+    clock = FakeClock()
+    with LimitedPagerDuty(per_key=PER_KEY, window_seconds=WINDOW, clock=clock.monotonic) as stand_in, \
+            httpx.Client(trust_env=False, timeout=5) as client:
+        statuses = [client.post(stand_in.events_url, content=event()).status_code for _ in range(PER_KEY + 1)]
         assert statuses == [202] * PER_KEY + [429]
-        throttled = client.post(limited_pd.events_url, content=event())
+        throttled = client.post(stand_in.events_url, content=event())
         assert throttled.json() == {"status": "throttle event",
                                     "message": "Requests for this service are arriving too quickly."}
-        assert client.post(limited_pd.events_url, content=event(pad=512_001)).status_code == 413
-        wait_until(lambda: client.post(limited_pd.events_url, content=event("reject-me")).status_code == 400,
-                   what="window to free up and a 400", timeout=5, interval=0.2)
+        assert client.post(stand_in.events_url, content=event(pad=512_001)).status_code == 413
+        clock.advance(WINDOW - 0.001)
+        assert client.post(stand_in.events_url, content=event()).status_code == 429
+        clock.advance(0.001)  # the first sends leave the window exactly one window after they came
+        assert client.post(stand_in.events_url, content=event("reject-me")).status_code == 400
+        assert client.post(stand_in.events_url, content=event()).status_code == 202
+        assert (stand_in.throttled, stand_in.too_large) == (3, 1)
 
 
 # --------------------------------------------------------------------------- 6. outbox disk full
@@ -352,7 +359,7 @@ def test_outbox_disk_full_answers_503_then_recovers(limited_pd: LimitedPagerDuty
     relay = relays(pagerduty=RATE)
     assert relay.proc is not None
     post_ok(relay, am_body([am_alert(0)]))
-    limited_pd.wait_accepted(lambda ev: len(ev) >= 1, what="the first trigger", timeout=10)
+    limited_pd.wait_accepted(lambda ev: len(ev) >= 1, what="the first trigger")
     sizes = [p.stat().st_size for p in relay.workdir.iterdir() if p.is_file()]
     _prlimit_fsize(relay.proc.pid, str(max(sizes) + 256 * 1024))
     accepted_ns: list[int] = [0]
@@ -375,11 +382,11 @@ def test_outbox_disk_full_answers_503_then_recovers(limited_pd: LimitedPagerDuty
     assert relay.proc.poll() is None, "pdrelay died on a full disk"
     _prlimit_fsize(relay.proc.pid, "unlimited")
     wait_until(lambda: (r := relay.post_alertmanager(am_body([am_alert(10_000)]))).status_code == 200 and r,
-               what="intake to accept again after the disk is freed", timeout=10, interval=0.3)
+               what="intake to accept again after the disk is freed", interval=0.3)
     accepted_ns.append(10_000)
     wanted = {("trigger", fingerprint(k)) for k in accepted_ns}
-    limited_pd.wait_accepted(lambda ev: wanted <= set(pairs(ev)), what="every trigger answered 200", timeout=15)
-    wait_drained(relay, timeout=10)
+    limited_pd.wait_accepted(lambda ev: wanted <= set(pairs(ev)), what="every trigger answered 200")
+    wait_drained(relay)
     # Nothing of a body answered 503 was stored (and so delivered) half-way.
     assert set(pairs(limited_pd.accepted())) == wanted
     print(f"\ndisk full: {len(accepted_ns)} alerts accepted, intake refused after {n - 1} alerts; all delivered")
