@@ -37,6 +37,8 @@ def _parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the sidecar")
     serve.add_argument("--config", type=Path, help=f"config file (default: ./{DEFAULT_CONFIG} if present)")
     serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    serve.add_argument("--listen", metavar="HOST:PORT", help="instead of server.listen; port 0: any free port")
+    serve.add_argument("--port-file", type=Path, metavar="PATH", help="once listening, write the bound port to PATH")
     serve.set_defaults(command="receiver.cli.serve:serve")
 
     check = sub.add_parser("check-rules", help="validate rule files; exit 1 with file:line: message on error")

@@ -1,14 +1,22 @@
-"""``pdrelay serve``: build the app from the config, say how it is set up, and run it on uvloop (TLS, SIGHUP reload)."""
+"""``pdrelay serve``: build the app from the config, run it on uvloop (TLS, SIGHUP reload), and once it
+listens say how it is set up and where (``--port-file``: the bound port, for ``--listen HOST:0``)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import ipaddress
+import os
 import signal
 import ssl
 import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
 
 import uvloop
 from aiohttp import web
@@ -32,6 +40,8 @@ def serve(args: argparse.Namespace) -> int:
         return 2
     log = configure_logging(args.log_level, settings.secrets())
     try:
+        if args.listen is not None:
+            settings = with_listen(settings, args.listen)
         ssl_context = server_ssl_context(settings.server.tls) if settings.server.tls is not None else None
     except ConfigError as exc:
         print(f"pdrelay: {exc}", file=sys.stderr)
@@ -41,7 +51,6 @@ def serve(args: argparse.Namespace) -> int:
     except RulesError as exc:
         print(f"pdrelay: rules refused:\n{exc}", file=sys.stderr)
         return 2
-    _announce(settings, app, log)
     app.on_startup.append(_install_sighup)
     # The outbox's commit thread and read thread need the GIL back promptly when their
     # SQLite call returns; the default 5 ms switch interval made commits wait on a busy
@@ -57,25 +66,97 @@ def serve(args: argparse.Namespace) -> int:
     # uvloop's event loop: +40 % intake throughput in tests/bench/bench_intake.py.
     loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)
+
+    def listening(addresses: list[Any]) -> None:
+        port: int = addresses[0][1]  # several only for a host name with several addresses
+        _announce(replace(settings, server=replace(settings.server, port=port)), app, log)
+        if args.port_file is not None:
+            write_port_file(args.port_file, port)
+
     try:
-        _run(app, settings, loop, ssl_context)
+        _run(app, settings, loop, ssl_context, listening)
     except ConfigError as exc:  # e.g. the outbox cannot be read with the configured keys
         print(f"pdrelay: {exc}", file=sys.stderr)
         return 2
     return 0
 
 
+def with_listen(settings: Settings, listen: str) -> Settings:
+    """``settings`` with ``--listen HOST:PORT`` in place of ``server.listen``; port 0: the kernel picks one.
+
+    The rule ``server.listen`` obeys holds here too: not on loopback only with auth or
+    ``server.allow_unauthenticated``.
+    """
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]")
+    if not host or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"--listen: expected HOST:PORT (port 0: any free port), got {listen!r}")
+    server = replace(settings.server, host=host, port=int(port))
+    if not _is_loopback(host) and not server.allow_unauthenticated and not settings.auth.enabled:
+        raise ConfigError(
+            f"--listen: {listen} is not a loopback address and no auth is configured; "
+            "set server.allow_unauthenticated: true to expose pdrelay without authentication"
+        )
+    return replace(settings, server=server)
+
+
+def write_port_file(path: Path, port: int) -> None:
+    """Write ``port`` and a newline to ``path`` atomically: a temporary file in the same folder, renamed."""
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            os.fchmod(fd, 0o644)  # mkstemp's 0600 is for secrets; a port is none
+            with os.fdopen(fd, "w", encoding="ascii") as out:
+                out.write(f"{port}\n")
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    except OSError as exc:
+        raise ConfigError(f"--port-file: cannot write {path}: {exc.strerror or exc}") from exc
+
+
 def _run(
-    app: web.Application, settings: Settings, loop: asyncio.AbstractEventLoop, ssl_context: ssl.SSLContext | None
+    app: web.Application, settings: Settings, loop: asyncio.AbstractEventLoop, ssl_context: ssl.SSLContext | None,
+    listening: Callable[[list[Any]], None],
 ) -> None:
-    web.run_app(
-        app, host=settings.server.host, port=settings.server.port, print=None,
-        access_log=None, shutdown_timeout=10.0, handle_signals=True, loop=loop, ssl_context=ssl_context,
+    """Serve until SIGTERM or SIGINT and shut down as ``web.run_app`` does; call ``listening`` with the
+    bound addresses once the socket listens (``run_app`` has no such moment to hook into)."""
+    runner = web.AppRunner(
+        app, handle_signals=True, access_log=None, shutdown_timeout=10.0, keepalive_timeout=75.0,  # run_app's
         max_line_size=settings.server.max_header_bytes, max_field_size=settings.server.max_header_bytes,
     )
 
+    async def serve_forever() -> None:
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, settings.server.host, settings.server.port, ssl_context=ssl_context)
+            await site.start()
+            listening(runner.addresses)
+            await asyncio.Event().wait()  # until a signal raises GracefulExit out of the loop
+        finally:
+            await runner.cleanup()
+
+    main = loop.create_task(serve_forever())
+    try:
+        loop.run_until_complete(main)
+    except (web.GracefulExit, KeyboardInterrupt):
+        pass
+    finally:
+        if not main.done():  # stopped by a signal: the cleanup above runs on cancellation
+            main.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                loop.run_until_complete(main)
+        rest = asyncio.all_tasks(loop)
+        for task in rest:
+            task.cancel()
+        loop.run_until_complete(asyncio.gather(*rest, return_exceptions=True))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+
 
 def _announce(settings: Settings, app: web.Application, log: object) -> None:
+    """The start-up lines; ``settings.server`` holds the bound address."""
     st = app[STATE]
     pd = settings.pagerduty
     st.log.info(

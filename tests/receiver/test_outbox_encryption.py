@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -193,17 +192,14 @@ async def test_serve_refuses_to_start_on_an_outbox_its_keys_cannot_read(tmp_path
     await box.enqueue(SOURCE, [ev("a")], [], resend_interval=HOUR)
     await box.close()
     (tmp_path / "r.yaml").write_text("version: 1\ndefaults: {routing_key: default}\nrules: []\n")
-    with socket.socket() as probe:  # a free port: serve fails before it would listen, but needs one
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    base = f"server: {{listen: '127.0.0.1:{port}'}}\nrules: {{paths: [r.yaml]}}\n"
+    base = "rules: {paths: [r.yaml]}\n"
     cfg = tmp_path / "pdrelay.yaml"
     for security, expected in [
         (f"security: {{encryption_key: '{KEY_B}'}}\n", "which are not configured"),
         ("", "is encrypted; configure the key(s) it was written with"),
     ]:
         cfg.write_text(base + security)
-        done = run_cli(tmp_path, "serve", "--config", str(cfg))
+        done = run_cli(tmp_path, "serve", "--config", str(cfg), "--listen", "127.0.0.1:0")  # fails before listening
         assert done.returncode == 2, done.stderr
         last = done.stderr.strip().splitlines()[-1]
         assert last.startswith("pdrelay: config: security.encryption_key: the outbox ") and expected in last

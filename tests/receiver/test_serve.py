@@ -1,4 +1,8 @@
-"""`pdrelay serve` as a process, and rule reloading while it runs."""
+"""`pdrelay serve` as a process, and rule reloading while it runs.
+
+Every process listens on port 0 (``--listen 127.0.0.1:0``) and reports the port it got in a
+``--port-file``; every wait polls against a deadline.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -47,39 +50,99 @@ def running(args: list[str], cwd: Path) -> Iterator[subprocess.Popen[str]]:
             proc.stderr.close()
 
 
-def wait_ready(url: str, proc: subprocess.Popen[str], timeout: float = 20.0) -> None:
+def on_port_0(tmp_path: Path) -> list[str]:
+    """The ``serve`` options that make it listen on a port the kernel picks and write it to a file."""
+    return ["--listen", "127.0.0.1:0", "--port-file", str(tmp_path / "pdrelay.port")]
+
+
+def wait_port(tmp_path: Path, proc: subprocess.Popen[str], timeout: float = 20.0) -> int:
+    """The port ``serve`` wrote to its ``--port-file`` (see :func:`on_port_0`), once it is there."""
+    port_file = tmp_path / "pdrelay.port"
+    deadline = time.monotonic() + timeout
+    while not port_file.exists():
+        assert proc.poll() is None, "pdrelay exited early"
+        assert time.monotonic() < deadline, "pdrelay wrote no port file"
+        time.sleep(0.05)
+    return int(port_file.read_text())
+
+
+def wait_ready(tmp_path: Path, proc: subprocess.Popen[str], timeout: float = 20.0) -> str:
+    """The URL of a ``serve`` started with :func:`on_port_0`, once it answers ``/readyz`` with 200."""
+    url = f"http://127.0.0.1:{wait_port(tmp_path, proc, timeout)}"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert proc.poll() is None, "pdrelay exited early"
         with contextlib.suppress(httpx.HTTPError):
             if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                return
+                return url
         time.sleep(0.05)
     raise AssertionError("pdrelay did not become ready")
 
 
+def json_lines(stderr: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+
+
+def stop(proc: subprocess.Popen[str]) -> str:
+    """SIGTERM, a clean exit (bounded), and what it wrote to stderr."""
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=15) == 0
+    assert proc.stderr is not None
+    return proc.stderr.read()
+
+
+def test_serve_listens_on_port_0_and_reports_the_port(tmp_path: Path) -> None:
+    """``--listen 127.0.0.1:0`` wins over server.listen; the bound port is written, one line, to
+    ``--port-file`` and named in the start-up line, and /healthz answers on it."""
+    (tmp_path / "rules.yaml").write_text(RULES_V1)
+    cfg = tmp_path / "pdrelay.yaml"
+    cfg.write_text("server: {listen: '127.0.0.1:1'}\nrules: {paths: [rules.yaml]}\n")
+    with running(["serve", "--config", str(cfg), *on_port_0(tmp_path)], tmp_path) as proc:
+        port = wait_port(tmp_path, proc)
+        assert 0 < port < 65536 and port != 1
+        assert (tmp_path / "pdrelay.port").read_text() == f"{port}\n"
+        health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
+        assert health.status_code == 200
+        lines = json_lines(stop(proc))
+    (start,) = [line for line in lines if line["msg"] == "pdrelay starting"]
+    assert start["listen"] == f"127.0.0.1:{port}"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".pdrelay.port")] == []  # no temp file left
+
+
+def test_listen_keeps_to_loopback_without_auth(tmp_path: Path) -> None:
+    """``--listen`` obeys server.listen's rule: elsewhere than loopback only with auth (or opted out)."""
+    (tmp_path / "rules.yaml").write_text(RULES_V1)
+    cfg = tmp_path / "pdrelay.yaml"
+    cfg.write_text("rules: {paths: [rules.yaml]}\n")
+    for listen, message in [
+        ("0.0.0.0:0", "pdrelay: --listen: 0.0.0.0:0 is not a loopback address and no auth is configured; "
+                      "set server.allow_unauthenticated: true to expose pdrelay without authentication"),
+        ("9095", "pdrelay: --listen: expected HOST:PORT (port 0: any free port), got '9095'"),
+    ]:
+        done = subprocess.run([sys.executable, "-m", "receiver", "serve", "--config", str(cfg), "--listen", listen],
+                              cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        assert (done.returncode, done.stderr.strip().splitlines()[-1]) == (2, message)
+
+
 def test_serve_on_embedded_defaults_is_dry_run_on_loopback(tmp_path: Path) -> None:
     """With no config and no rules/ folder, serve uses its packaged example rules, stores under ./data,
-    accepts a real body, sends nothing, and says it is in dry-run on loopback."""
-    with socket.socket() as probe:
-        assert probe.connect_ex(("127.0.0.1", 9095)) != 0, "port 9095 (the embedded default) is taken"
-    with running(["serve"], tmp_path) as proc:
-        wait_ready("http://127.0.0.1:9095", proc)
+    accepts a real body, sends nothing, and says it is in dry-run on loopback. (Its port, 9095 by
+    default, is replaced by ``--listen 127.0.0.1:0``: a test must not depend on a fixed port being free;
+    tests/receiver/test_settings.py checks the default.)"""
+    with running(["serve", *on_port_0(tmp_path)], tmp_path) as proc:
+        url = wait_ready(tmp_path, proc)
         body = (CAPTURED / "am-0.25_firing.json").read_bytes()
-        resp = httpx.post("http://127.0.0.1:9095/v1/alertmanager", content=body, timeout=5)
+        resp = httpx.post(f"{url}/v1/alertmanager", content=body, timeout=5)
         assert resp.status_code == 200
         assert resp.json()["queued"] == 2
-        status = httpx.get("http://127.0.0.1:9095/status", timeout=5).json()
+        status = httpx.get(f"{url}/status", timeout=5).json()
         assert status["dry_run"] is True
         assert status["rules"]["sources"][0].endswith("receiver/defaults/rules.yaml")
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=15)
-        assert proc.stderr is not None
-        lines = [json.loads(line) for line in proc.stderr.read().splitlines() if line.startswith("{")]
+        lines = json_lines(stop(proc))
     messages = [line["msg"] for line in lines]
     assert "DRY-RUN: no routing key is configured; events are accepted, rendered, stored and logged, "\
         "but NOT sent" in messages
-    assert "no authentication configured: listening on loopback only (127.0.0.1:9095)" in messages
+    assert f"no authentication configured: listening on loopback only ({url.removeprefix('http://')})" in messages
     would_send = [line for line in lines if line["msg"] == "dry-run: would send event"]
     assert sorted(line["dedup_key"] for line in would_send) == ["0ee71a229f2262e7", "d55413deeb88df6c"]
     assert all(line["routing_key"] == "default" for line in would_send)
@@ -90,14 +153,10 @@ def test_sighup_reloads_rules(tmp_path: Path) -> None:
     """SIGHUP makes a running pdrelay load its rules again."""
     rules = tmp_path / "rules.yaml"
     rules.write_text(RULES_V1)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     cfg = tmp_path / "pdrelay.yaml"
-    cfg.write_text(f"server: {{listen: '127.0.0.1:{port}'}}\nrules: {{paths: [rules.yaml]}}\n")
-    url = f"http://127.0.0.1:{port}"
-    with running(["serve", "--config", str(cfg)], tmp_path) as proc:
-        wait_ready(url, proc)
+    cfg.write_text("rules: {paths: [rules.yaml]}\n")
+    with running(["serve", "--config", str(cfg), *on_port_0(tmp_path)], tmp_path) as proc:
+        url = wait_ready(tmp_path, proc)
         before = httpx.get(f"{url}/status").json()["rules"]["sha256"]
         rules.write_text(RULES_V2)
         os.kill(proc.pid, signal.SIGHUP)
@@ -156,16 +215,12 @@ async def test_watch_reloads_when_the_file_changes(client: Any, tmp_path: Path) 
 def test_oversized_request_headers_are_refused_before_any_work(tmp_path: Path) -> None:
     """server.max_header_bytes bounds every header line: a larger one is refused by the HTTP parser with
     a 4xx, and the server goes on serving."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     cfg = tmp_path / "pdrelay.yaml"
     (tmp_path / "rules.yaml").write_text(RULES_V1)
-    cfg.write_text(f"server: {{listen: '127.0.0.1:{port}', max_header_bytes: 1KiB}}\nrules: {{paths: [rules.yaml]}}\n")
-    url = f"http://127.0.0.1:{port}"
+    cfg.write_text("server: {max_header_bytes: 1KiB}\nrules: {paths: [rules.yaml]}\n")
     body = (CAPTURED / "am-0.25_firing.json").read_bytes()
-    with running(["serve", "--config", str(cfg)], tmp_path) as proc:
-        wait_ready(url, proc)
+    with running(["serve", "--config", str(cfg), *on_port_0(tmp_path)], tmp_path) as proc:
+        url = wait_ready(tmp_path, proc)
         big = httpx.post(f"{url}/v1/alertmanager", content=body, headers={"X-Big": "x" * 1100}, timeout=5)
         assert big.status_code == 400
         assert big.text.startswith("Got more than 1024 bytes when reading"), big.text
