@@ -2,7 +2,8 @@
 
     .venv/bin/python tests/bench/bench_intake.py [--duration 10] [--only a,b,pdrelay,rss]
 
-Each server runs as its own subprocess on 127.0.0.1 and is stopped by PID afterwards:
+Each server runs as its own subprocess on 127.0.0.1, listening on port 0 (pdrelay reports the port
+it got in ``--port-file``; a baseline's is read from /proc), and is stopped by PID afterwards:
 
 - **A**: ``baselines.py parse``, an aiohttp handler that parses the body and answers 200;
 - **B**: ``baselines.py sqlite``, parse plus a durable SQLite commit (WAL, synchronous=FULL, group commit);
@@ -60,11 +61,20 @@ TARGET_RSS_GROWTH_MB = 50.0
 # --------------------------------------------------------------------------- processes
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        port: int = sock.getsockname()[1]
-        return port
+def listening_port(pid: int) -> int | None:
+    """The IPv4 TCP port process ``pid`` listens on, from /proc (its socket inodes, then the LISTEN row
+    of /proc/PID/net/tcp holding one of them); None until it listens."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):  # an fd closed meanwhile
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[len("socket:["):-1])
+    for row in Path(f"/proc/{pid}/net/tcp").read_text().splitlines()[1:]:
+        fields = row.split()
+        if fields[3] == "0A" and fields[9] in inodes:  # st 0A: TCP_LISTEN
+            return int(fields[1].rpartition(":")[2], 16)
+    return None
 
 
 def wait_until(probe: Callable[[], Any], *, what: str, timeout: float, interval: float = 0.05) -> Any:
@@ -143,14 +153,22 @@ class Server:
 
 @contextlib.contextmanager
 def server(
-    name: str, args: Sequence[str], port: int, workdir: Path, ready_path: str = "/readyz"
+    name: str, args: Sequence[str], workdir: Path, port_of: Callable[[Server], int | None],
+    ready_path: str = "/readyz",
 ) -> Iterator[Server]:
-    """Start ``args`` (output to ``workdir/<name>.log``), wait for ``ready_path``, stop it by PID on exit."""
+    """Start ``args`` (output to ``workdir/<name>.log``), learn its port from ``port_of`` (None: not yet),
+    wait for ``ready_path``, stop it by PID on exit."""
     log_path = workdir / f"{name}.log"
     with log_path.open("ab") as log:
         proc = subprocess.Popen(list(args), cwd=workdir, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
-    srv = Server(name, proc, port, log_path)
+    srv = Server(name, proc, 0, log_path)
     try:
+        def bound() -> int | None:
+            if srv.proc.poll() is not None:
+                raise RuntimeError(f"{name} exited with {srv.proc.returncode}:\n{srv.log_tail()}")
+            return port_of(srv)
+
+        srv.port = wait_until(bound, what=f"{name}'s port", timeout=START_TIMEOUT)
         srv.wait_ready(ready_path)
         yield srv
     finally:
@@ -158,9 +176,16 @@ def server(
 
 
 def baseline(mode: str, workdir: Path, *extra: str) -> contextlib.AbstractContextManager[Server]:
-    port = free_port()
-    args = [sys.executable, str(BASELINES), mode, "--port", str(port), *extra]
-    return server(f"baseline-{mode}", args, port, workdir)
+    args = [sys.executable, str(BASELINES), mode, "--port", "0", *extra]
+    return server(f"baseline-{mode}", args, workdir, lambda srv: listening_port(srv.proc.pid))
+
+
+def read_port_file(path: Path) -> int | None:
+    """The port pdrelay wrote to ``--port-file`` (renamed into place whole), or None before it did."""
+    try:
+        return int(path.read_text())
+    except FileNotFoundError:
+        return None
 
 
 def pdrelay(
@@ -175,9 +200,8 @@ def pdrelay(
         shutil.copyfile(rules_file, rules)
     else:
         rules.write_text(FALLBACK_RULES)
-    port = free_port()
     config = {
-        "server": {"listen": f"{LOOPBACK}:{port}", "body_limit": "10MiB"},
+        "server": {"body_limit": "10MiB"},  # listen: given on the command line
         "pagerduty": {
             "events_url": events_url,
             "allowed_hosts": [LOOPBACK],
@@ -193,8 +217,10 @@ def pdrelay(
     }
     config_path = home / "pdrelay.yaml"
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-    args = [sys.executable, "-m", "receiver", "serve", "--config", str(config_path), "--log-level", "WARNING"]
-    return server(name, args, port, home)
+    port_file = home / "pdrelay.port"
+    args = [sys.executable, "-m", "receiver", "serve", "--config", str(config_path), "--log-level", "WARNING",
+            "--listen", f"{LOOPBACK}:0", "--port-file", str(port_file)]
+    return server(name, args, home, lambda _: read_port_file(port_file))
 
 
 # --------------------------------------------------------------------------- wrk
@@ -300,10 +326,18 @@ class MemoryResult:
         return self.queued_mib - self.idle_mib
 
 
+@contextlib.contextmanager
+def refusing_url() -> Iterator[str]:
+    """A PagerDuty URL whose port is bound but never listens: every connection is refused at once, and
+    no other process can take the port while the block runs."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((LOOPBACK, 0))
+        yield f"http://{LOOPBACK}:{sock.getsockname()[1]}/v2/enqueue"
+
+
 def measure_memory(workdir: Path, rules_file: Path | None, events: int, per_body: int) -> MemoryResult:
     """RSS of pdrelay idle, then with ``events`` events queued behind a PagerDuty URL nobody answers."""
-    dead_url = f"http://{LOOPBACK}:{free_port()}/v2/enqueue"
-    with pdrelay(workdir, dead_url, rules_file, name="pdrelay-rss") as relay:
+    with refusing_url() as dead_url, pdrelay(workdir, dead_url, rules_file, name="pdrelay-rss") as relay:
         time.sleep(2.0)  # let start-up settle before the idle reading
         idle, _ = relay.rss_kib()
         started = time.monotonic()

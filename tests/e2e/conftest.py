@@ -1,9 +1,9 @@
 """Fixtures of the end-to-end tests: a PagerDuty stand-in, real Alertmanager processes, pdrelay processes.
 
-The helpers themselves (``free_port``, ``wait_until``, ``PagerDutyStandIn``, ``Alertmanager``,
-``AlertSpec``, ``PdRelay``) live in ``e2e_support``, importable from the tests and from
-``capture_bodies.py``. Every process a fixture starts is stopped by PID at teardown, and the logs of
-the processes of a failed test are attached to its report.
+The helpers themselves (``wait_until``, ``PagerDutyStandIn``, ``Alertmanager``, ``AlertSpec``,
+``PdRelay``) live in ``e2e_support``, importable from the tests and from ``capture_bodies.py``. Every
+server listens on port 0 and reports the port it got. Every process a fixture starts is stopped by
+PID at teardown, and the logs of the processes of a failed test are attached to its report.
 """
 
 from __future__ import annotations

@@ -11,8 +11,8 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -36,16 +36,10 @@ ROUTING_KEY = "0123456789abcdef0123456789abcdef"
 PD_SEVERITIES = frozenset({"critical", "error", "warning", "info"})
 PD_ACTIONS = frozenset({"trigger", "acknowledge", "resolve"})
 DEFAULT_WAIT = 20.0
+EXTERNAL_URL = "http://alertmanager.example:9093"  # Alertmanager's --web.external-url: a name, never dialled
+AM_LISTENING = re.compile(rf'msg="Listening on" address={re.escape(LOOPBACK)}:(\d+)')
 
 T = TypeVar("T")
-
-
-def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that was free a moment ago (the kernel picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def wait_until(
@@ -377,6 +371,11 @@ class Alertmanager:
     The root route groups by ``group_by`` (child ``routes`` optional); its receiver ``pdrelay`` has
     one ``webhook_configs`` entry (``send_resolved: true``) per URL in ``webhook_urls``, each with
     ``http_config`` when given (e.g. ``{"authorization": {...}}`` or ``{"tls_config": {...}}``).
+
+    It listens on port 0; the kernel's choice is read back from its log, where Alertmanager 0.25
+    (exporter-toolkit) writes ``msg="Listening on" address=127.0.0.1:PORT`` once the socket is bound
+    and listening. Its external URL is fixed (``EXTERNAL_URL``), as the bound port is not known when
+    it starts; it appears only in the bodies it sends (``externalURL``) and in links.
     """
 
     def __init__(
@@ -392,7 +391,7 @@ class Alertmanager:
         http_config: Mapping[str, Any] | None = None,
     ) -> None:
         self.workdir = workdir
-        self.port = free_port()
+        self.port = 0  # known once started
         extra = {"http_config": dict(http_config)} if http_config else {}
         self.config_path = workdir / "alertmanager.yml"
         self.log_path = workdir / "alertmanager.log"
@@ -427,20 +426,34 @@ class Alertmanager:
             str(ALERTMANAGER_BIN),
             f"--config.file={self.config_path}",
             f"--storage.path={storage}",
-            f"--web.listen-address={LOOPBACK}:{self.port}",
-            "--cluster.listen-address=",  # empty: no gossip listener, no HA mode
-            f"--web.external-url={self.url}",
+            f"--web.listen-address={LOOPBACK}:0",
+            "--cluster.listen-address=",  # empty: no gossip listener, no HA mode (one peer per test)
+            f"--web.external-url={EXTERNAL_URL}",
             "--log.level=debug",
         ]
+        log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        self.port = wait_until(lambda: self._bound_port(log_start), what="Alertmanager's listening address",
+                               timeout=timeout)
         wait_until(self._ready, what=f"Alertmanager /-/ready on {self.url}", timeout=timeout)
         return self
 
-    def _ready(self) -> bool:
+    def _bound_port(self, log_start: int) -> int | None:
+        """The port in this run's ``msg="Listening on" address=HOST:PORT`` log line, once it is there."""
+        self._check_alive()
+        with self.log_path.open("rb") as log:
+            log.seek(log_start)
+            found = AM_LISTENING.search(log.read().decode(errors="replace"))
+        return int(found.group(1)) if found else None
+
+    def _check_alive(self) -> None:
         assert self.proc is not None
         if self.proc.poll() is not None:
             raise RuntimeError(f"Alertmanager exited with {self.proc.returncode}:\n{self.log()}")
+
+    def _ready(self) -> bool:
+        self._check_alive()
         response = http_get(f"{self.url}/-/ready")
         return response is not None and response.status_code == 200
 
@@ -495,7 +508,10 @@ class PdRelay:
     """pdrelay as a subprocess (``python -m receiver serve --config FILE``) with its config on disk.
 
     The config and the outbox survive ``kill``/``start`` cycles, so a restart resumes the same queue.
-    stdout and stderr go to ``log_path`` (appended across restarts).
+    stdout and stderr go to ``log_path`` (appended across restarts). Each start listens on port 0
+    (``--listen 127.0.0.1:0``) and reports the port the kernel chose in ``port_file``; ``port`` and
+    ``url`` follow it, so a restart usually has a new URL (whoever was given the old one, such as an
+    Alertmanager, is not told).
     """
 
     def __init__(
@@ -505,20 +521,20 @@ class PdRelay:
         events_url: str,
         rules: str = DEFAULT_RULES,
         pagerduty: Mapping[str, Any] | None = None,
-        port: int | None = None,
         config: Mapping[str, Any] | None = None,
         client_tls: ssl.SSLContext | None = None,
     ) -> None:
         """``config``: more sections (``auth``, ``security``…; ``server`` keys are merged into the default
         ``server``); with ``server.tls`` pdrelay listens on https and ``client_tls`` is used for its probes."""
         self.workdir = workdir
-        self.port = port or free_port()
+        self.port = 0  # known once started
+        self.port_file = workdir / "pdrelay.port"
         self.config_path = workdir / "pdrelay.yaml"
         self.rules_path = workdir / "rules.yaml"
         self.outbox_path = workdir / "outbox.db"
         self.log_path = workdir / "pdrelay.log"
         self.config: dict[str, Any] = {
-            "server": {"listen": f"{LOOPBACK}:{self.port}", "body_limit": "10MiB"},
+            "server": {"body_limit": "10MiB"},  # listen: given on the command line
             "pagerduty": {
                 "events_url": events_url,
                 "allowed_hosts": [LOOPBACK],
@@ -552,24 +568,38 @@ class PdRelay:
         return f"{self.url}/v1/alertmanager"
 
     def start(self, timeout: float = DEFAULT_WAIT) -> Self:
-        """Start (or restart) the process and wait until ``/readyz`` answers 200."""
+        """Start (or restart) the process, read its port, and wait until ``/readyz`` answers 200."""
         if self.proc is not None and self.proc.poll() is None:
             raise RuntimeError("pdrelay is already running")
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(yaml.safe_dump(self.config, sort_keys=False))
         self.rules_path.write_text(self.rules)
-        args = [sys.executable, "-m", "receiver", "serve", "--config", str(self.config_path)]
+        self.port_file.unlink(missing_ok=True)  # a killed run's file names a port nobody listens on
+        args = [sys.executable, "-m", "receiver", "serve", "--config", str(self.config_path),
+                "--listen", f"{LOOPBACK}:0", "--port-file", str(self.port_file)]
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
                 args, cwd=self.workdir, stdin=subprocess.DEVNULL, stdout=log, stderr=log
             )
+        self.port = wait_until(self._bound_port, what=f"pdrelay's port in {self.port_file}", timeout=timeout)
         wait_until(self._ready, what=f"pdrelay /readyz on {self.url}", timeout=timeout)
         return self
 
-    def _ready(self) -> bool:
+    def _bound_port(self) -> int | None:
+        """The port in ``port_file``, once pdrelay has written it (whole: it is renamed into place)."""
+        self._check_alive()
+        try:
+            return int(self.port_file.read_text())
+        except FileNotFoundError:
+            return None
+
+    def _check_alive(self) -> None:
         assert self.proc is not None
         if self.proc.poll() is not None:
             raise RuntimeError(f"pdrelay exited with {self.proc.returncode}:\n{self.log()[-4000:]}")
+
+    def _ready(self) -> bool:
+        self._check_alive()
         response = http_get(f"{self.url}/readyz", verify=self.client_tls or True)
         return response is not None and response.status_code == 200
 

@@ -1,7 +1,7 @@
 """Fixtures of the fault-injection tests: a rate-limited PagerDuty stand-in and pdrelay processes.
 
-Reuses the end-to-end harness in ``tests/e2e/e2e_support.py`` (free ports, bounded polls,
-processes stopped by PID). Everything listens on 127.0.0.1.
+Reuses the end-to-end harness in ``tests/e2e/e2e_support.py`` (servers on port 0 that report
+the port they got, bounded polls, processes stopped by PID). Everything listens on 127.0.0.1.
 """
 
 from __future__ import annotations
