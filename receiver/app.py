@@ -25,6 +25,7 @@ from receiver.audit import AuditLog, AuditSink, GuardedAudit, NullAudit
 from receiver.auth import AuthDecision, Authenticator, auth_middleware
 from receiver.breaker import BreakerState, CircuitBreaker
 from receiver.clock import Clock, SystemClock
+from receiver.crypto import Keyring
 from receiver.dispatcher import Dispatcher
 from receiver.errors import Reason
 from receiver.limiter import RateLimiter
@@ -67,7 +68,7 @@ def create_app(settings: Settings, deps: Deps | None = None) -> web.Application:
         if settings.audit.enabled else NullAudit()
     ), audit_failed)
     rulebook = Rulebook(settings.rules.paths, metrics, d.log, audit)
-    keyring = settings.security.keyring()
+    keyring = Keyring.from_secrets(settings.security.encryption_keys)
     outbox = d.outbox or SQLiteOutbox(settings.outbox.path, clock=d.clock, sealer=Sealer(keyring),
                                       keep_sends_for=pd.rate_limit.longest_window)
     sender: Sender = d.sender or (

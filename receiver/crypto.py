@@ -1,8 +1,10 @@
 """Encryption at rest: AES-256-GCM with a rotating keyring, printable tokens and blind indexes.
 
-A :class:`Keyring` is built once, at start, from ``security.encryption_key`` — an ordered
-list of keys, each the base64 (standard or URL-safe, padding optional) of exactly 32
-random bytes (:func:`generate_key` makes one). The first key encrypts; every key
+A :class:`Keyring` is built once, at start, from ``security.encryption_key``
+(:meth:`Keyring.from_secrets`, ``None`` when no key is configured) — an ordered list of
+keys, each the base64 (standard or URL-safe, padding optional) of exactly 32 random bytes
+(:func:`generate_key` makes one; :func:`receiver.secret.decode_keys` reads them, the same
+function the settings use to refuse a bad key at load). The first key encrypts; every key
 decrypts, so a key is rotated by putting a new one first, running ``pdrelay outbox
 rekey`` (:meth:`Keyring.rotate_blob`), and only then dropping the old one.
 
@@ -52,9 +54,7 @@ import enum
 import hashlib
 import hmac
 import os
-import re
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -62,9 +62,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from receiver.errors import ConfigError, PdrelayError
-
-if TYPE_CHECKING:  # receiver.settings is imported at call time, so that it may one day import this module
-    from receiver.settings import Secret
+from receiver.secret import KEY_SIZE, KeyFormatError, Secret, decode_keys
 
 __all__ = [
     "FORMAT_VERSION",
@@ -79,7 +77,6 @@ __all__ = [
     "generate_key",
 ]
 
-KEY_SIZE = 32
 FORMAT_VERSION = 1
 TOKEN_PREFIX = "pdr1."
 
@@ -98,7 +95,6 @@ _INDEX_INFO = b"pdrelay blind-index v1"
 _TOKEN_AAD_PREFIX = b"pdrelay token|"
 _INDEX_HEX_CHARS = 32
 
-_KEY_CHARS = re.compile(r"[A-Za-z0-9+/_-]+={0,2}")
 # URL-safe → standard alphabet for the strict decoder; "+", "/" and "=" become "!", which it refuses.
 _TOKEN_TO_STD = bytes.maketrans(b"-_+/=", b"+/!!!")
 _STD_TO_TOKEN = bytes.maketrans(b"+/", b"-_")
@@ -139,30 +135,6 @@ def blob_key_id(blob: bytes) -> str:
 
 def _key_id(key: bytes) -> bytes:
     return hashlib.sha256(_KEY_ID_PREFIX + key).digest()[:_ID_SIZE]
-
-
-def _decode_key(raw: object, where: str) -> bytes:
-    """The 32 key bytes of one configured key; errors name ``where`` and never the value."""
-    from receiver.settings import Secret
-
-    value = raw.reveal() if isinstance(raw, Secret) else raw
-    if not isinstance(value, str):
-        raise ConfigError(f"config: {where}: expected a base64 string, got {type(value).__name__}")
-    text = value.strip()
-    if not text:
-        raise ConfigError(f"config: {where}: is empty; expected base64 of {KEY_SIZE} bytes (see pdrelay keygen)")
-    if _KEY_CHARS.fullmatch(text) is None:
-        raise ConfigError(f"config: {where}: not valid base64")
-    text = text.rstrip("=").replace("-", "+").replace("_", "/")
-    if len(text) % 4 == 1:
-        raise ConfigError(f"config: {where}: not valid base64")
-    try:
-        key = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
-    except (binascii.Error, ValueError):
-        raise ConfigError(f"config: {where}: not valid base64") from None
-    if len(key) != KEY_SIZE:
-        raise ConfigError(f"config: {where}: expected base64 of {KEY_SIZE} bytes, got {len(key)} bytes")
-    return key
 
 
 def _check_header(blob: bytes) -> None:
@@ -209,27 +181,24 @@ class Keyring:
     @classmethod
     def from_keys(cls, keys: Sequence[Secret | str], *, where: str = "security.encryption_key") -> Keyring:
         """Build from configured keys (primary first); a bad or duplicate key is a ConfigError naming ``where[i]``."""
-        from receiver.settings import Secret
-
-        if isinstance(keys, str | Secret):
-            raise ConfigError(f"config: {where}: expected a list of keys (primary first), got a single string")
-        if not keys:
-            raise ConfigError(f"config: {where}: no keys given; expected at least one (see pdrelay keygen)")
-        decoded: list[bytes] = []
+        try:
+            decoded = decode_keys(keys, where)
+        except KeyFormatError as exc:
+            raise ConfigError(f"config: {exc}") from None
         seen: dict[bytes, int] = {}
-        for i, raw in enumerate(keys):
-            position = f"{where}[{i}]"
-            key = _decode_key(raw, position)
+        for i, key in enumerate(decoded):
             key_id = _key_id(key)
             if key_id in seen:
-                j = seen[key_id]
-                if decoded[j] == key:
-                    raise ConfigError(f"config: {position}: duplicate of {where}[{j}]")
-                raise ConfigError(f"config: {position}: key id {key_id.hex()} collides with {where}[{j}]; "
+                raise ConfigError(f"config: {where}[{i}]: key id {key_id.hex()} collides with {where}[{seen[key_id]}]; "
                                   "generate another key")
             seen[key_id] = i
-            decoded.append(key)
         return cls(decoded, where=where)
+
+    @classmethod
+    def from_secrets(cls, keys: Sequence[Secret], *, where: str = "security.encryption_key") -> Keyring | None:
+        """The keyring of ``security.encryption_key`` (``settings.security.encryption_keys``), or ``None`` when
+        no key is configured: what pdrelay stores then stays in clear."""
+        return cls.from_keys(keys, where=where) if keys else None
 
     def __repr__(self) -> str:
         return f"<Keyring primary={self._ids[0]} ids=[{', '.join(self._ids)}]>"

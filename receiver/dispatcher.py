@@ -31,7 +31,8 @@ from receiver.limiter import RateLimiter
 from receiver.metrics import Metrics
 from receiver.outbox import Outbox, OutboxItem
 from receiver.pagerduty.events import Sender, SendResult
-from receiver.settings import PagerDutySettings, Secret
+from receiver.secret import Secret
+from receiver.settings import PagerDutySettings
 
 __all__ = ["Dispatcher", "backoff_delay"]
 

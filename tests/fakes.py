@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from receiver.pagerduty.events import SendResult
-from receiver.settings import Secret
+from receiver.secret import Secret
 
 
 class FakeClock:

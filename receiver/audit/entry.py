@@ -13,7 +13,7 @@ of the entry: ``json.dumps(entry, sort_keys=True, separators=(",", ":"), ensure_
 ``prev``   the *line hash* of the previous entry; 64 zeros for the first entry of a chain
 ``hash``   the *entry hash* of this entry
 
-A :class:`~receiver.settings.Secret` is written as ``"********"`` (also inside lists and
+A :class:`~receiver.secret.Secret` is written as ``"********"`` (also inside lists and
 dicts); tuples become lists; anything else JSON cannot hold is written as its ``str()``:
 objects, NaN and infinities (``"nan"``), non-string dict keys. Text that UTF-8 cannot
 encode (lone surrogates) is written with backslash escapes. The names ``seq``, ``ts``,
@@ -55,7 +55,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from receiver.errors import PdrelayError
-from receiver.settings import Secret
+from receiver.secret import Secret
 
 __all__ = [
     "REDACTED",
@@ -72,7 +72,7 @@ ZERO_HASH = "0" * 64
 """The ``prev`` of the first entry of a chain."""
 
 REDACTED = "********"
-"""What a :class:`~receiver.settings.Secret` is written as."""
+"""What a :class:`~receiver.secret.Secret` is written as."""
 
 _REQUIRED = ("seq", "ts", "event", "actor", "prev", "hash")  # every entry has them; refused as field names
 _RESERVED = frozenset(_REQUIRED)

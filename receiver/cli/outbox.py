@@ -19,6 +19,7 @@ from typing import TextIO
 
 from receiver.audit import AuditLog, AuditSink, NullAudit
 from receiver.cli.common import load_rules_or_report, load_settings_or_report
+from receiver.crypto import Keyring
 from receiver.errors import ConfigError
 from receiver.outbox.admin import AdminItem, NoSuchItem, OutboxAdmin
 from receiver.outbox.sealing import Sealer
@@ -42,7 +43,7 @@ def _open_outbox(
         print(f"pdrelay: no outbox at {path}", file=sys.stderr)
         return None
     try:
-        sealer = Sealer(settings.security.keyring())
+        sealer = Sealer(Keyring.from_secrets(settings.security.encryption_keys))
         return OutboxAdmin(path, sealer=sealer, encrypt_plain=encrypt_plain)
     except sqlite3.Error as exc:
         print(f"pdrelay: cannot open outbox {path}: {exc}", file=sys.stderr)
@@ -56,7 +57,7 @@ def rekey(args: argparse.Namespace) -> int:
     settings = load_settings_or_report(args)
     if settings is None:
         return 2
-    keyring = settings.security.keyring()
+    keyring = Keyring.from_secrets(settings.security.encryption_keys)
     if keyring is None:
         print("pdrelay: outbox rekey needs security.encryption_key in the config", file=sys.stderr)
         return 2

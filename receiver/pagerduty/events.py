@@ -30,7 +30,7 @@ import httpx
 import msgspec
 
 from receiver.errors import Reason
-from receiver.settings import Secret
+from receiver.secret import Secret
 
 __all__ = ["DryRunSender", "EventsSender", "SendResult", "Sender", "classify"]
 

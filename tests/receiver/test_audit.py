@@ -28,7 +28,7 @@ from receiver.audit import (
     verify_files,
     verify_main,
 )
-from receiver.settings import Secret
+from receiver.secret import Secret
 from tests.fakes import FakeClock
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -21,7 +21,7 @@ from receiver.crypto import (
     generate_key,
 )
 from receiver.errors import ConfigError, PdrelayError
-from receiver.settings import Secret
+from receiver.secret import Secret
 
 # Fixed test keys: 32 distinct bytes each, so ids and messages are reproducible.
 RAW_A = bytes(range(32))
@@ -349,6 +349,16 @@ def test_no_keys_and_wrong_types() -> None:
     with pytest.raises(ConfigError) as info:
         Keyring.from_keys([KEY_A, 12345])  # type: ignore[list-item]
     assert str(info.value) == "config: security.encryption_key[1]: expected a base64 string, got int"
+
+
+def test_the_configured_keys_or_none() -> None:
+    """from_secrets is the keyring of security.encryption_key: None without keys, from_keys with them."""
+    assert Keyring.from_secrets(()) is None
+    ring = Keyring.from_secrets((Secret(KEY_B), Secret(KEY_A)))
+    assert ring is not None and ring.ids == (ID_B, ID_A) and ring.primary_id == ID_B
+    with pytest.raises(ConfigError) as info:
+        Keyring.from_secrets((Secret(KEY_A), Secret("short")))
+    assert str(info.value) == "config: security.encryption_key[1]: not valid base64"
 
 
 def test_repr_shows_only_ids() -> None:

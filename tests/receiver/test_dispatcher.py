@@ -20,7 +20,8 @@ from receiver.limiter import RateLimit, RateLimiter
 from receiver.metrics import Metrics
 from receiver.outbox.sqlite import SQLiteOutbox
 from receiver.pagerduty.events import SendResult, classify
-from receiver.settings import PagerDutySettings, Secret
+from receiver.secret import Secret
+from receiver.settings import PagerDutySettings
 from tests.fakes import FakeClock, FakeSender
 from tests.receiver.test_outbox_sqlite import ev
 from transforms.base import RenderedEvent

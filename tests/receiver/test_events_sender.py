@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestServer
 
 from receiver.errors import Reason
 from receiver.pagerduty.events import EventsSender, classify, describe_error_body
-from receiver.settings import Secret
+from receiver.secret import Secret
 
 KEY = Secret("0123456789abcdef0123456789abcdef")
 

@@ -13,7 +13,8 @@ from prometheus_client import CollectorRegistry
 
 from receiver.app import Deps, create_app
 from receiver.pagerduty.events import classify
-from receiver.settings import OutboxSettings, PagerDutySettings, RulesSettings, Secret, ServerSettings, Settings
+from receiver.secret import Secret
+from receiver.settings import OutboxSettings, PagerDutySettings, RulesSettings, ServerSettings, Settings
 from receiver.state import STATE
 from tests.fakes import FakeSender
 

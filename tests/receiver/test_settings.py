@@ -2,13 +2,40 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, get_args, get_type_hints, is_typeddict
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
-from receiver.crypto import generate_key
+from receiver.crypto import Keyring, generate_key
 from receiver.errors import ConfigError
-from receiver.settings import Secret, load_settings, parse_duration, parse_size, settings_from_mapping
+from receiver.limiter import RateLimit
+from receiver.secret import Secret
+from receiver.settings import (
+    ENDPOINT_GROUPS,
+    AuditSettings,
+    AuthSettings,
+    BasicCredential,
+    JWTSettings,
+    MTLSSettings,
+    OutboxSettings,
+    PagerDutySettings,
+    RulesSettings,
+    SecuritySettings,
+    ServerSettings,
+    Settings,
+    TLSSettings,
+    load_settings,
+    parse_duration,
+    parse_size,
+    settings_from_mapping,
+)
+from receiver.settings.schema import ConfigFile, EndpointsFile
 
 
 def test_embedded_defaults_are_loopback_and_dry_run() -> None:
@@ -77,6 +104,8 @@ rules: {paths: [rules/]}
         ({"pagerduty": {"dry_run": "yes"}}, "config: pagerduty.dry_run: expected true or false, got 'yes'"),
         ({"outbox": {"backend": "mongo"}},
          "config: outbox.backend: only 'sqlite' is supported by this version, got 'mongo'"),
+        ({"outbox": {"redis_url": "redis://127.0.0.1:6379"}},
+         "config: outbox.redis_url: unknown key (allowed: backend, path)"),
         ({"rules": {"paths": []}}, "config: rules.paths: expected a non-empty list of files or folders"),
         ({"pagerduty": {"rate_limit": {"per_key": 0}}},
          "config: pagerduty.rate_limit.per_key: expected an integer ≥ 1, got 0"),
@@ -169,10 +198,166 @@ def test_sizes(raw: object, size: int) -> None:
 def test_the_configured_keys_encrypt_the_users_own_values() -> None:
     """The public encrypt/decrypt API, on the keyring the config describes; rotation keeps old tokens readable."""
     old, new = generate_key(), generate_key()
-    token = settings_from_mapping({"security": {"encryption_key": old}}, environ={}).security.keyring()
+
+    def keyring(data: dict[str, object]) -> Keyring | None:
+        return Keyring.from_secrets(settings_from_mapping(data, environ={}).security.encryption_keys)
+
+    token = keyring({"security": {"encryption_key": old}})
     assert token is not None
     sealed = token.encrypt("db password", context="airflow")
-    rotated = settings_from_mapping({"security": {"encryption_key": [new, old]}}, environ={}).security.keyring()
+    rotated = keyring({"security": {"encryption_key": [new, old]}})
     assert rotated is not None and rotated.decrypt(sealed, context="airflow") == "db password"
     assert rotated.encrypt("x").startswith("pdr1.") and "db password" not in sealed
-    assert settings_from_mapping({}, environ={}).security.keyring() is None
+    assert keyring({}) is None
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"server": {"listen": None}}, "config: server.listen: expected a string, got nothing"),
+        ({"pagerduty": {"retry_attempts": None}},
+         "config: pagerduty.retry_attempts: expected an integer ≥ 1, got None"),
+        ({"pagerduty": {"routing_keys": {"default": None}}},
+         "config: pagerduty.routing_keys.default: expected a string, got nothing"),
+        ({"rules": {"paths": None}}, "config: rules.paths: expected a non-empty list of files or folders"),
+        ({"auth": {"basic": {"username": None, "password": "pw"}}},
+         "config: auth.basic.username: expected a string, got nothing"),
+    ],
+)
+def test_null_is_refused_where_a_value_is_needed(data: object, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        settings_from_mapping(data, environ={})
+    assert str(info.value) == message
+
+
+def test_null_is_left_out_for_sections_lists_and_optional_secrets() -> None:
+    """An empty section, list or optional secret (``key:`` with nothing after it) is the same as no key."""
+    s = settings_from_mapping({
+        "server": None,
+        "pagerduty": {"routing_keys": None, "retry": None, "rate_limit": {"overrides": {"bulk": None}, "global": None}},
+        "auth": {"bearer_tokens": None, "bearer_tokens_file": None, "basic": None, "jwt": None, "mtls": None},
+        "security": {"encryption_key": None, "jwt_secret": None},
+        "cache": None,
+    }, environ={})
+    assert s == Settings(pagerduty=PagerDutySettings(rate_limit=RateLimit(overrides={"bulk": (120, 60.0)})),
+                         source="<mapping>")
+
+
+def _sections_in(declared: Any) -> Iterator[Any]:
+    """Every TypedDict a declared type reads, through Annotated, Required, unions, lists, mappings and From."""
+    if is_typeddict(declared):
+        yield declared
+        return
+    for arg in (*get_args(declared), *getattr(declared, "__metadata__", ())):
+        yield from _sections_in(getattr(arg, "source", arg))
+
+
+def _declared_keys(section: Any, prefix: str = "") -> set[str]:
+    keys = set()
+    for name, declared in get_type_hints(section, include_extras=True).items():
+        keys.add(prefix + name)
+        for nested in _sections_in(declared):
+            keys |= _declared_keys(nested, f"{prefix}{name}.")
+    return keys
+
+
+def _given_keys(value: Any, prefix: str = "", named: bool = False) -> set[str]:
+    """The dotted keys of a config; the names under ``routing_keys`` and ``overrides`` are left out."""
+    if isinstance(value, list):
+        return set().union(*(_given_keys(v, prefix) for v in value))
+    if not isinstance(value, dict):
+        return set()
+    if named:
+        return set().union(*(_given_keys(v, prefix) for v in value.values()))
+    keys = set()
+    for name, v in value.items():
+        keys |= {prefix + name} | _given_keys(v, f"{prefix}{name}.", named=name in ("routing_keys", "overrides"))
+    return keys
+
+
+def test_every_declared_key_is_read_where_the_settings_say(tmp_path: Path) -> None:
+    """A file that gives every key the schema declares loads into exactly the settings it describes."""
+    public = ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    (tmp_path / "issuer.pub").write_bytes(public)
+    for name in ("cert.pem", "key.pem", "ca.pem"):
+        (tmp_path / name).write_text("read when serving, not when loading\n")
+    tokens = {name: name * 16 for name in ("b", "c", "d", "e")}
+    (tmp_path / "bearer").write_text(f"# one a line\n{tokens['c']}\n")
+    (tmp_path / "admin").write_text(f"{tokens['e']}\n")
+    (tmp_path / "pw").write_text("hunter2\n")
+    key_a, key_b = generate_key(), generate_key()
+    data = {
+        "server": {"listen": "0.0.0.0:9443", "body_limit": "2MiB", "allow_unauthenticated": False,
+                   "tls": {"cert_file": "cert.pem", "key_file": "key.pem", "client_ca_file": "ca.pem",
+                           "client_auth": "optional"},
+                   "max_header_bytes": "16KiB", "max_alerts": 500, "max_label_bytes": "2KiB",
+                   "max_annotation_bytes": "64KiB"},
+        "pagerduty": {"events_url": "https://events.eu.pagerduty.com/v2/enqueue",
+                      "allowed_hosts": ["Events.EU.pagerduty.com"], "routing_keys": {"default": "${PD_KEY}"},
+                      "dry_run": True, "api_timeout": "5s", "connect_timeout": "2s", "retry_attempts": "${ATTEMPTS}",
+                      "max_age": "1h", "retry": {"initial_backoff": "2s", "max_backoff": "1m"}, "resend_interval": "2h",
+                      "concurrency": 4, "backoff_on_429": "10s", "settle_delay": "30s",
+                      "skip_superseded_triggers": "${SKIP}",
+                      "rate_limit": {"per_key": 60, "window_seconds": 30,
+                                     "overrides": {"bulk": {"per_key": 600, "window_seconds": "1m"},
+                                                   "slow": {"per_key": 1}},
+                                     "global": {"per_key": 900, "window_seconds": "2m"}},
+                      "circuit_breaker": {"failure_threshold": 3, "recovery_timeout": "90s"}, "api_token": None},
+        "outbox": {"backend": "sqlite", "path": "data/o.db"},
+        "rules": {"paths": "rules/", "watch": True},
+        "auth": {"bearer_tokens": tokens["b"], "bearer_tokens_file": "bearer",
+                 "basic": [{"username": "am", "password_file": "pw"}, {"username": "ops", "password": "s3cret"}],
+                 "jwt": {"algorithms": "ES256", "audience": "pdrelay", "issuer": "idp", "public_key_file": "issuer.pub",
+                         "leeway": "10s", "scope_claim": "scp"},
+                 "mtls": {"subjects": "alertmanager", "admin_subjects": ["ops"]},
+                 "admin_tokens": [tokens["d"]], "admin_tokens_file": "admin",
+                 "endpoints": {"intake": ["mtls", "bearer", "mtls"], "events": "jwt", "admin": ["admin_token"]}},
+        "security": {"encryption_key": [key_a, "${OLD_KEY}"], "jwt_secret": "${JWT_SECRET}"},
+        "audit": {"path": "audit/log.jsonl", "enabled": False, "max_size": "1MiB", "backups": 3},
+        "cache": {},
+    }
+    assert _given_keys(data) == _declared_keys(ConfigFile)  # this test keeps up with the schema
+    environ = {"PD_KEY": "r" * 32, "ATTEMPTS": "3", "SKIP": "true", "OLD_KEY": key_b, "JWT_SECRET": "j" * 32}
+    s = settings_from_mapping(data, environ=environ, source="kitchen.yaml", base_dir=tmp_path)
+    assert s == Settings(
+        server=ServerSettings(
+            host="0.0.0.0", port=9443, body_limit=2 * 1024**2, allow_unauthenticated=False,
+            tls=TLSSettings(cert_file=tmp_path / "cert.pem", key_file=tmp_path / "key.pem",
+                            client_ca_file=tmp_path / "ca.pem", client_auth="optional"),
+            max_header_bytes=16 * 1024, max_alerts=500, max_label_bytes=2 * 1024, max_annotation_bytes=64 * 1024),
+        pagerduty=PagerDutySettings(
+            events_url="https://events.eu.pagerduty.com/v2/enqueue", allowed_hosts=("events.eu.pagerduty.com",),
+            routing_keys={"default": Secret("r" * 32)}, dry_run=True, api_timeout=5.0, connect_timeout=2.0,
+            retry_attempts=3, max_age=3600.0, initial_backoff=2.0, max_backoff=60.0, resend_interval=7200.0,
+            concurrency=4, backoff_on_429=10.0, settle_delay=30.0, skip_superseded_triggers=True,
+            rate_limit=RateLimit(per_key=60, window_seconds=30.0, overrides={"bulk": (600, 60.0), "slow": (1, 30.0)},
+                                 global_limit=(900, 120.0)),
+            failure_threshold=3, recovery_timeout=90.0),
+        outbox=OutboxSettings(backend="sqlite", path=tmp_path / "data/o.db"),
+        rules=RulesSettings(paths=(tmp_path / "rules",), watch=True),
+        auth=AuthSettings(
+            bearer_tokens=(Secret(tokens["b"]), Secret(tokens["c"])),
+            basic=(BasicCredential("am", Secret("hunter2")), BasicCredential("ops", Secret("s3cret"))),
+            jwt=JWTSettings(algorithms=("ES256",), audience="pdrelay", issuer="idp", public_key=public.decode(),
+                            leeway=10.0, scope_claim="scp"),
+            mtls=MTLSSettings(subjects=("alertmanager",), admin_subjects=("ops",)),
+            admin_tokens=(Secret(tokens["d"]), Secret(tokens["e"])),
+            endpoints={"intake": ("mtls", "bearer"), "events": ("jwt",), "admin": ("admin_token",)}),
+        security=SecuritySettings(encryption_keys=(Secret(key_a), Secret(key_b)), jwt_secret=Secret("j" * 32)),
+        audit=AuditSettings(path=tmp_path / "audit/log.jsonl", enabled=False, max_size=1024**2, backups=3),
+        source="kitchen.yaml",
+    )
+
+
+def test_the_endpoint_groups_are_the_keys_of_auth_endpoints() -> None:
+    assert tuple(get_type_hints(EndpointsFile)) == ENDPOINT_GROUPS
+
+
+@pytest.mark.parametrize(("module", "never"), [("receiver.settings", "receiver.crypto"),
+                                               ("receiver.crypto", "receiver.settings")])
+def test_settings_and_crypto_do_not_import_each_other(module: str, never: str) -> None:
+    """Both depend on receiver.secret; settings check a key's format without the cipher code, and back."""
+    done = subprocess.run([sys.executable, "-c", f"import sys, {module}; print({never!r} in sys.modules)"],
+                          capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout == "False\n"

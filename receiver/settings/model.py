@@ -1,0 +1,192 @@
+"""The settings as pdrelay uses them: frozen, typed values, with every default.
+
+:mod:`receiver.settings.checks` builds them from what the file says
+(:mod:`receiver.settings.schema`), taking a key the file leaves out from the defaults here
+(the rate limit's from :class:`~receiver.limiter.RateLimit`). Code and tests also build them
+directly: ``Settings(outbox=OutboxSettings(path=…))``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from receiver.limiter import RateLimit
+from receiver.secret import Secret
+
+__all__ = [
+    "AUTH_METHODS",
+    "DEFAULT_ALLOWED_HOSTS",
+    "DEFAULT_EVENTS_URL",
+    "ENDPOINT_GROUPS",
+    "AuditSettings",
+    "AuthSettings",
+    "BasicCredential",
+    "JWTSettings",
+    "MTLSSettings",
+    "OutboxSettings",
+    "PagerDutySettings",
+    "RulesSettings",
+    "SecuritySettings",
+    "ServerSettings",
+    "Settings",
+    "TLSSettings",
+]
+
+DEFAULT_EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
+DEFAULT_ALLOWED_HOSTS = ("events.pagerduty.com", "events.eu.pagerduty.com")
+
+
+
+@dataclass(frozen=True, slots=True)
+class TLSSettings:
+    """Server TLS; with ``client_ca_file`` clients present certificates (mTLS)."""
+
+    cert_file: Path
+    key_file: Path
+    client_ca_file: Path | None = None
+    client_auth: str = "none"  # "none" | "optional" | "require" ("require" by default with a client CA)
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    host: str = "127.0.0.1"
+    port: int = 9095
+    body_limit: int = 10 * 1024 * 1024
+    allow_unauthenticated: bool = False
+    tls: TLSSettings | None = None
+    max_header_bytes: int = 8190  # one request line or header field
+    max_alerts: int = 10_000  # per body; set Alertmanager's webhook max_alerts below it
+    max_label_bytes: int = 16 * 1024  # one label's name + value
+    max_annotation_bytes: int = 256 * 1024  # one annotation's name + value
+
+    @property
+    def listen(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class PagerDutySettings:
+    events_url: str = DEFAULT_EVENTS_URL
+    allowed_hosts: tuple[str, ...] = DEFAULT_ALLOWED_HOSTS
+    routing_keys: Mapping[str, Secret] = field(default_factory=dict)
+    dry_run: bool = False
+    api_timeout: float = 10.0
+    connect_timeout: float = 5.0
+    retry_attempts: int = 20
+    max_age: float = 24 * 3600.0
+    initial_backoff: float = 1.0
+    max_backoff: float = 300.0
+    resend_interval: float = 4 * 3600.0
+    concurrency: int = 16
+    rate_limit: RateLimit = field(default_factory=RateLimit)
+    backoff_on_429: float = 30.0  # PagerDuty suggests retrying a 429 tens of seconds later
+    skip_superseded_triggers: bool = False  # off: PagerDuty hears everything, even a storm's past
+    settle_delay: float = 60.0  # a resolve is re-sent this long after, when its trigger ever timed out
+    failure_threshold: int = 5
+    recovery_timeout: float = 60.0
+
+    @property
+    def effective_dry_run(self) -> bool:
+        """Dry-run when asked for, or when no routing key is configured at all."""
+        return self.dry_run or not self.routing_keys
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxSettings:
+    backend: str = "sqlite"
+    path: Path = Path("data/outbox.db")
+
+
+@dataclass(frozen=True, slots=True)
+class RulesSettings:
+    paths: tuple[Path, ...] = (Path("rules"),)
+    watch: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class BasicCredential:
+    username: str
+    password: Secret
+
+
+@dataclass(frozen=True, slots=True)
+class JWTSettings:
+    """JWT bearer tokens: HS* with ``security.jwt_secret``, RS*/ES* with a public key file."""
+
+    algorithms: tuple[str, ...] = ("HS256",)
+    audience: str | None = None
+    issuer: str | None = None
+    public_key: str | None = None  # PEM text, read from public_key_file
+    leeway: float = 30.0  # clock skew allowed on exp / nbf / iat
+    scope_claim: str = "scope"  # space-separated string or list naming endpoint groups
+
+
+@dataclass(frozen=True, slots=True)
+class MTLSSettings:
+    """Client certificates as identities: the subject's CN (or the whole subject) names the client."""
+
+    subjects: tuple[str, ...] = ()  # may use intake and events; empty: any certificate the CA signed
+    admin_subjects: tuple[str, ...] = ()  # may also use admin endpoints
+
+
+ENDPOINT_GROUPS = ("intake", "events", "admin")
+AUTH_METHODS = ("bearer", "basic", "jwt", "mtls", "admin_token")
+
+
+@dataclass(frozen=True, slots=True)
+class AuthSettings:
+    """Inbound authentication. Empty (the default): no auth, loopback only."""
+
+    bearer_tokens: tuple[Secret, ...] = ()
+    basic: tuple[BasicCredential, ...] = ()
+    jwt: JWTSettings | None = None
+    mtls: MTLSSettings | None = None
+    admin_tokens: tuple[Secret, ...] = ()
+    # endpoint group → the methods it accepts; a group not named accepts every configured method
+    endpoints: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.bearer_tokens or self.basic or self.jwt or self.mtls or self.admin_tokens)
+
+
+@dataclass(frozen=True, slots=True)
+class SecuritySettings:
+    encryption_keys: tuple[Secret, ...] = ()  # first encrypts, any decrypts
+    jwt_secret: Secret | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditSettings:
+    path: Path | None = None  # None: next to the outbox, ``audit.jsonl``
+    enabled: bool = True
+    max_size: int = 10 * 1024 * 1024
+    backups: int = 10
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    server: ServerSettings = field(default_factory=ServerSettings)
+    pagerduty: PagerDutySettings = field(default_factory=PagerDutySettings)
+    outbox: OutboxSettings = field(default_factory=OutboxSettings)
+    rules: RulesSettings = field(default_factory=RulesSettings)
+    auth: AuthSettings = field(default_factory=AuthSettings)
+    security: SecuritySettings = field(default_factory=SecuritySettings)
+    audit: AuditSettings = field(default_factory=AuditSettings)
+    source: str = "<embedded defaults>"
+
+    @property
+    def audit_path(self) -> Path:
+        return self.audit.path if self.audit.path is not None else self.outbox.path.parent / "audit.jsonl"
+
+    def secrets(self) -> list[str]:
+        """Every secret value, for redaction and leak checks."""
+        found = [s.reveal() for s in self.pagerduty.routing_keys.values()]
+        found += [s.reveal() for s in (*self.auth.bearer_tokens, *self.auth.admin_tokens)]
+        found += [b.password.reveal() for b in self.auth.basic]
+        found += [s.reveal() for s in self.security.encryption_keys]
+        if self.security.jwt_secret is not None:
+            found.append(self.security.jwt_secret.reveal())
+        return found
