@@ -31,9 +31,7 @@ from receiver.errors import Reason
 from receiver.limiter import RateLimiter
 from receiver.metrics import Metrics
 from receiver.models import Limits
-from receiver.outbox import Outbox
-from receiver.outbox.sealing import Sealer
-from receiver.outbox.sqlite import SQLiteOutbox
+from receiver.outbox import build_outbox
 from receiver.pagerduty.events import DryRunSender, EventsSender, Sender
 from receiver.rulebook import Rulebook
 from receiver.settings import ENDPOINT_GROUPS, Settings
@@ -50,7 +48,6 @@ class Deps:
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("pdrelay"))
     sender: Sender | None = None
-    outbox: Outbox | None = None
     audit: AuditSink | None = None  # default: the file at settings.audit_path (NullAudit if audit.enabled is false)
 
 
@@ -69,8 +66,9 @@ def create_app(settings: Settings, deps: Deps | None = None) -> web.Application:
     ), audit_failed)
     rulebook = Rulebook(settings.rules.paths, metrics, d.log, audit)
     keyring = Keyring.from_secrets(settings.security.encryption_keys)
-    outbox = d.outbox or SQLiteOutbox(settings.outbox.path, clock=d.clock, sealer=Sealer(keyring),
-                                      keep_sends_for=pd.rate_limit.longest_window)
+    outbox = build_outbox(settings.outbox.backend, settings.outbox.path, keyring=keyring, clock=d.clock,
+                          keep_sends_for=pd.rate_limit.longest_window,
+                          on_unreadable=_unreadable_reporter(metrics, d.log, audit))
     sender: Sender = d.sender or (
         DryRunSender() if dry_run
         else EventsSender(pd.events_url, timeout=pd.api_timeout, connect_timeout=pd.connect_timeout)
@@ -85,8 +83,6 @@ def create_app(settings: Settings, deps: Deps | None = None) -> web.Application:
         outbox, sender, pd.routing_keys, pd, metrics=metrics, clock=d.clock, log=d.log,
         limiter=limiter, breaker=breaker, dry_run=dry_run, audit=audit,
     )
-    if isinstance(outbox, SQLiteOutbox):
-        outbox.on_set_aside = _set_aside_reporter(metrics, d.log, audit)
     metrics.track_depth(lambda: (outbox.depth().queued, outbox.depth().dead))
 
     app = web.Application(client_max_size=settings.server.body_limit)
@@ -109,9 +105,8 @@ def create_app(settings: Settings, deps: Deps | None = None) -> web.Application:
         audit.close()  # last: the dispatcher's final settles are recorded first
 
     async def outbox_ctx(_: web.Application) -> AsyncIterator[None]:
-        await outbox.open()
-        if isinstance(outbox, SQLiteOutbox) and outbox.sealed_at_open.encrypted_now:
-            done = outbox.sealed_at_open
+        done = await outbox.open()
+        if done.encrypted_now:
             d.log.warning("the outbox was stored in clear: encrypted it in place",
                           extra={"events": done.events, "notifications": done.notifications, "states": done.states})
         yield
@@ -167,7 +162,7 @@ def _audit_failed(metrics: Metrics, log: logging.Logger) -> Callable[[str, BaseE
     return failed
 
 
-def _set_aside_reporter(metrics: Metrics, log: logging.Logger, audit: AuditSink) -> Callable[[int, str], None]:
+def _unreadable_reporter(metrics: Metrics, log: logging.Logger, audit: AuditSink) -> Callable[[int, str], None]:
     """A queued row whose stored value failed authentication was dead-lettered: count, log, audit it."""
 
     def report(item_id: int, error: str) -> None:

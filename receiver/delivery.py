@@ -40,6 +40,7 @@ from typing import Literal
 
 __all__ = [
     "Incoming",
+    "Key",
     "KeyState",
     "Ledger",
     "Outcome",

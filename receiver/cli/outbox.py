@@ -7,50 +7,76 @@ audit log the server writes to.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import getpass
 import json
 import os
-import sqlite3
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
-from typing import TextIO
+from typing import Any, TextIO
 
 from receiver.audit import AuditLog, AuditSink, NullAudit
 from receiver.cli.common import load_rules_or_report, load_settings_or_report
+from receiver.clock import SystemClock
 from receiver.crypto import Keyring
-from receiver.errors import ConfigError
-from receiver.outbox.admin import AdminItem, NoSuchItem, OutboxAdmin
-from receiver.outbox.sealing import Sealer
+from receiver.errors import ConfigError, OutboxUnavailable
+from receiver.outbox import NoSuchItem, OpenReport, Outbox, OutboxItem, build_outbox
 from receiver.settings import Settings
 
 __all__ = ["list_", "purge", "rekey", "replay", "show"]
 
 
-def _open_outbox(
-    args: argparse.Namespace, settings: Settings | None = None, *, encrypt_plain: bool = False
-) -> OutboxAdmin | None:
-    """The configured SQLite outbox, or ``None`` after reporting why not."""
-    settings = settings or load_settings_or_report(args)
-    if settings is None:
-        return None
-    if settings.outbox.backend != "sqlite":
-        print(f"pdrelay: outbox commands need outbox.backend sqlite, not {settings.outbox.backend}", file=sys.stderr)
-        return None
+class _CannotOpen(Exception):
+    """Already reported on stderr."""
+
+
+@contextlib.asynccontextmanager
+async def _opened(settings: Settings, *, encrypt_plain: bool = False) -> AsyncIterator[tuple[Outbox, OpenReport]]:
+    """The configured outbox, opened for an operator beside a possibly running server."""
     path = settings.outbox.path
     if not path.exists():
         print(f"pdrelay: no outbox at {path}", file=sys.stderr)
-        return None
+        raise _CannotOpen
+    keyring = Keyring.from_secrets(settings.security.encryption_keys)
+    box = build_outbox(settings.outbox.backend, path, keyring=keyring, clock=SystemClock(),
+                       keep_sends_for=settings.pagerduty.rate_limit.longest_window, operator=True,
+                       encrypt_plain=encrypt_plain)
     try:
-        sealer = Sealer(Keyring.from_secrets(settings.security.encryption_keys))
-        return OutboxAdmin(path, sealer=sealer, encrypt_plain=encrypt_plain)
-    except sqlite3.Error as exc:
-        print(f"pdrelay: cannot open outbox {path}: {exc}", file=sys.stderr)
-        return None
-    except ConfigError as exc:
+        report = await box.open()
+    except (OutboxUnavailable, ConfigError) as exc:
         print(f"pdrelay: {exc}", file=sys.stderr)
-        return None
+        raise _CannotOpen from None
+    try:
+        yield box, report
+    finally:
+        await box.close()
+
+
+def _run(settings: Settings | None, work: Any) -> int:
+    """Run an outbox command; 2 when the config or the outbox cannot be opened."""
+    if settings is None:
+        return 2
+    try:
+        code: int = asyncio.run(work(settings))
+    except _CannotOpen:
+        return 2
+    return code
+
+
+def _to_json(it: OutboxItem, now: float, *, with_body: bool = True) -> dict[str, Any]:
+    """An item as the CLI prints it in JSON (``state`` rather than ``status``)."""
+    out: dict[str, Any] = {
+        "id": it.id, "state": it.status, "routing_key": it.routing_key, "action": it.action,
+        "dedup_key": it.dedup_key, "attempts": it.attempts, "reason": it.reason,
+        "last_status": it.last_status, "last_error": it.last_error, "rules": list(it.rules),
+        "created_at": it.created_at, "next_attempt_at": it.next_attempt_at,
+        "age_seconds": round(max(0.0, now - it.created_at), 3),
+    }
+    if with_body:
+        out["body"] = it.body
+    return out
 
 
 def rekey(args: argparse.Namespace) -> int:
@@ -61,12 +87,15 @@ def rekey(args: argparse.Namespace) -> int:
     if keyring is None:
         print("pdrelay: outbox rekey needs security.encryption_key in the config", file=sys.stderr)
         return 2
-    admin = _open_outbox(args, settings, encrypt_plain=True)
-    if admin is None:
+
+    async def work(settings: Settings) -> OpenReport:
+        async with _opened(settings, encrypt_plain=True) as (box, first):
+            return first if first.encrypted_now else await box.rekey()
+
+    try:
+        report = asyncio.run(work(settings))
+    except _CannotOpen:
         return 2
-    with admin:
-        first = admin.encrypted_now
-        report = first if first.encrypted_now else admin.rekey()
     with _cli_audit(settings) as audit:
         audit.record("admin.rekey", actor=_cli_actor(), encrypted_now=report.encrypted_now, events=report.events,
                      notifications=report.notifications, states=report.states,
@@ -92,15 +121,22 @@ def _when(ts: float) -> str:
 
 
 def list_(args: argparse.Namespace) -> int:
-    admin = _open_outbox(args)
-    if admin is None:
+    async def work(settings: Settings) -> list[OutboxItem]:
+        async with _opened(settings) as (box, _):
+            return await box.items(status=args.state, routing_key=args.routing_key, reason=args.reason,
+                                   limit=args.limit)
+
+    settings = load_settings_or_report(args)
+    if settings is None:
         return 2
-    with admin:
-        items = admin.items(args.state, args.routing_key, args.reason, args.limit)
-        now = admin.clock()
+    try:
+        items = asyncio.run(work(settings))
+    except _CannotOpen:
+        return 2
+    now = SystemClock().now()
     if args.json:
         for it in items:
-            print(json.dumps(it.to_json(now, with_body=False), ensure_ascii=False, sort_keys=True))
+            print(json.dumps(_to_json(it, now, with_body=False), ensure_ascii=False, sort_keys=True))
         return 0
     header = ("ID", "STATE", "ROUTING_KEY", "ACTION", "DEDUP_KEY", "ATTEMPTS", "REASON", "AGE", "LAST_STATUS")
     rows = [header] + [
@@ -115,18 +151,23 @@ def list_(args: argparse.Namespace) -> int:
 
 
 def show(args: argparse.Namespace) -> int:
-    admin = _open_outbox(args)
-    if admin is None:
+    async def work(settings: Settings) -> OutboxItem:
+        async with _opened(settings) as (box, _):
+            return await box.get(args.id)
+
+    settings = load_settings_or_report(args)
+    if settings is None:
         return 2
-    with admin:
-        try:
-            it = admin.get(args.id)
-        except NoSuchItem as exc:
-            print(f"pdrelay: {exc}", file=sys.stderr)
-            return 1
-        now = admin.clock()
+    try:
+        it = asyncio.run(work(settings))
+    except _CannotOpen:
+        return 2
+    except NoSuchItem as exc:
+        print(f"pdrelay: {exc}", file=sys.stderr)
+        return 1
+    now = SystemClock().now()
     if args.json:
-        print(json.dumps(it.to_json(now), ensure_ascii=False, sort_keys=True, indent=2))
+        print(json.dumps(_to_json(it, now), ensure_ascii=False, sort_keys=True, indent=2))
         return 0
     fields = [
         ("id", str(it.id)), ("state", it.status), ("routing_key", it.routing_key), ("action", it.action),
@@ -143,10 +184,10 @@ def show(args: argparse.Namespace) -> int:
     return 0
 
 
-def _selected(admin: OutboxAdmin, ids: list[int]) -> list[AdminItem] | None:
+async def _selected(box: Outbox, ids: list[int]) -> list[OutboxItem] | None:
     """The items with these ids, or ``None`` after naming the first unknown one."""
     try:
-        return [admin.get(i) for i in dict.fromkeys(ids)]
+        return [await box.get(i) for i in dict.fromkeys(ids)]
     except NoSuchItem as exc:
         print(f"pdrelay: {exc}", file=sys.stderr)
         return None
@@ -190,37 +231,48 @@ class _Progress:
 
 
 def replay(args: argparse.Namespace) -> int:
+    """Re-render dead letters with the current rules (routing key included) and requeue them; exit 1 naming
+    every item that could not be (still invalid, not produced, an unconfigured routing key name, …)."""
+    from receiver.replay import replay as replay_one
+
     settings = load_settings_or_report(args)
     if settings is None:
         return 2
-    admin = _open_outbox(args, settings)
-    if admin is None:
+    rules = load_rules_or_report(settings.rules.paths)
+    if rules is None:
         return 2
-    with admin:
-        if args.ids:
-            chosen = _selected(admin, args.ids)
-            if chosen is None:
-                return 1
-            ids = [it.id for it in chosen]
-        else:
-            ids = admin.ids("dead", args.reason)
-        rules = load_rules_or_report(settings.rules.paths)
-        if rules is None:
-            return 2
-        progress = _Progress(len(ids), "replay")
-        replayed = 0
-        with _cli_audit(settings) as audit:
-            try:
-                for item_id in ids:
-                    outcome = admin.replay(item_id, rules)
-                    replayed += outcome.result == "replayed"
-                    audit.record("event.replayed", actor=_cli_actor(), item_id=item_id, result=outcome.result,
-                                 detail=outcome.detail, rules_sha256=rules.sha256)
-                    progress.line(outcome.line())
-                    progress.advance()
-            finally:
-                progress.close()
-    return 0 if replayed == len(ids) else 1
+    pd = settings.pagerduty
+
+    async def work(settings: Settings) -> int:
+        async with _opened(settings) as (box, _):
+            if args.ids:
+                chosen = await _selected(box, args.ids)
+                if chosen is None:
+                    return 1
+                ids = [it.id for it in chosen]
+            else:
+                ids = [it.id for it in await box.items(status="dead", reason=args.reason)]
+            progress = _Progress(len(ids), "replay")
+            failed = []
+            with _cli_audit(settings) as audit:
+                try:
+                    for item_id in ids:
+                        outcome = await replay_one(box, item_id, rules, routing_keys=set(pd.routing_keys),
+                                                   resend_interval=pd.resend_interval)
+                        if not outcome.settled:
+                            failed.append(item_id)
+                        audit.record("event.replayed", actor=_cli_actor(), item_id=item_id, result=outcome.result,
+                                     detail=outcome.detail, queued_as=list(outcome.ids),
+                                     routing_key=outcome.routing_key or None, rules_sha256=rules.sha256)
+                        progress.line(outcome.line())
+                        progress.advance()
+                finally:
+                    progress.close()
+            if failed:
+                print(f"pdrelay: {len(failed)} item(s) not requeued: {', '.join(map(str, failed))}", file=sys.stderr)
+            return 1 if failed else 0
+
+    return _run(settings, work)
 
 
 @contextlib.contextmanager
@@ -247,33 +299,35 @@ def purge(args: argparse.Namespace) -> int:
     settings = load_settings_or_report(args)
     if settings is None:
         return 2
-    admin = _open_outbox(args, settings)
-    if admin is None:
-        return 2
-    with admin:
-        if args.ids:
-            chosen = _selected(admin, args.ids)
-            if chosen is None:
-                return 1
-            queued = [str(it.id) for it in chosen if it.status == "queued"]
-            if queued and not args.force:
-                print(f"pdrelay: refusing to purge queued item(s) {', '.join(queued)} without --force", file=sys.stderr)
-                return 1
-            ids = [it.id for it in chosen]
-        else:
-            ids = admin.ids("dead", args.reason)
-        if ids and not args.yes:
-            if not sys.stdin.isatty():
-                print(f"pdrelay: refusing to purge {len(ids)} item(s) without --yes: stdin is not a terminal",
-                      file=sys.stderr)
-                return 1
-            answer = input(f"purge {len(ids)} item(s)? [y/N] ")
-            if answer.strip().lower() not in ("y", "yes"):
-                print("pdrelay: nothing purged", file=sys.stderr)
-                return 1
-        purged = admin.purge(ids, include_queued=bool(args.ids) and args.force)
-    with _cli_audit(settings) as audit:
-        audit.record("event.purged", actor=_cli_actor(), purged=purged, requested=len(ids), item_ids=ids[:1000],
-                     reason_filter=args.reason, forced=bool(args.force))
-    print(f"purged {purged}")
-    return 0
+
+    async def work(settings: Settings) -> int:
+        async with _opened(settings) as (box, _):
+            if args.ids:
+                chosen = await _selected(box, args.ids)
+                if chosen is None:
+                    return 1
+                queued = [str(it.id) for it in chosen if it.status == "queued"]
+                if queued and not args.force:
+                    print(f"pdrelay: refusing to purge queued item(s) {', '.join(queued)} without --force",
+                          file=sys.stderr)
+                    return 1
+                ids = [it.id for it in chosen]
+            else:
+                ids = [it.id for it in await box.items(status="dead", reason=args.reason)]
+            if ids and not args.yes:
+                if not sys.stdin.isatty():
+                    print(f"pdrelay: refusing to purge {len(ids)} item(s) without --yes: stdin is not a terminal",
+                          file=sys.stderr)
+                    return 1
+                answer = input(f"purge {len(ids)} item(s)? [y/N] ")
+                if answer.strip().lower() not in ("y", "yes"):
+                    print("pdrelay: nothing purged", file=sys.stderr)
+                    return 1
+            purged = await box.purge(ids, include_queued=bool(args.ids) and args.force)
+        with _cli_audit(settings) as audit:
+            audit.record("event.purged", actor=_cli_actor(), purged=purged, requested=len(ids), item_ids=ids[:1000],
+                         reason_filter=args.reason, forced=bool(args.force))
+        print(f"purged {purged}")
+        return 0
+
+    return _run(settings, work)

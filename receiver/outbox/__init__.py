@@ -1,106 +1,59 @@
 """The ``Outbox`` seam: durable storage of events between intake and PagerDuty.
 
-Intake commits a notification's events (and the per-``(routing_key, dedup_key)`` state
-that makes intake idempotent) in one transaction before answering 2xx. The dispatcher
-claims the head of each dedup_key's queue, oldest first, and acks, reschedules or
-dead-letters it. Implementations: :class:`~receiver.outbox.sqlite.SQLiteOutbox`.
+This package is the whole contract that the app, the dispatcher, the handlers and the CLI
+use; nothing outside it names a backend. The Protocol and its values are defined in
+:mod:`receiver.outbox.contract`; :func:`build_outbox` picks the configured backend.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-from receiver.errors import Reason
-from transforms.base import InvalidEvent, RenderedEvent
+from receiver.clock import Clock
+from receiver.outbox.contract import (
+    Depth,
+    EnqueueResult,
+    NoSuchItem,
+    OpenReport,
+    Outbox,
+    OutboxItem,
+    RequeueResult,
+)
 
-__all__ = ["Depth", "EnqueueResult", "Outbox", "OutboxItem"]
+if TYPE_CHECKING:
+    from receiver.crypto import Keyring
 
-
-@dataclass(frozen=True, slots=True)
-class OutboxItem:
-    """One stored event: queued for delivery, or dead-lettered with a reason."""
-
-    id: int
-    routing_key: str  # the configured key's name, never the secret
-    dedup_key: str
-    action: str
-    body: dict[str, Any]
-    status: str  # "queued" | "dead"
-    attempts: int
-    created_at: float
-    next_attempt_at: float
-    payload_hash: str
-    rules: tuple[str, ...] = ()
-    reason: str | None = None
-    last_status: int | None = None
-    last_error: str | None = None
-    superseded: bool = False  # a trigger whose resolve is already queued behind it (set by claim)
-
-
-@dataclass(frozen=True, slots=True)
-class EnqueueResult:
-    queued: int = 0
-    duplicates: int = 0  # identical to what PagerDuty was already told: not queued again
-    dead_lettered: int = 0  # could not be made valid: stored as dead letters
-    rerouted: int = 0  # resolves sent with the routing key of their trigger
+__all__ = [
+    "Depth",
+    "EnqueueResult",
+    "NoSuchItem",
+    "OpenReport",
+    "Outbox",
+    "OutboxItem",
+    "RequeueResult",
+    "build_outbox",
+]
 
 
-@dataclass(frozen=True, slots=True)
-class Depth:
-    queued: int
-    dead: int
+def build_outbox(
+    backend: str,
+    path: Path,
+    *,
+    keyring: Keyring | None,
+    clock: Clock,
+    keep_sends_for: float,
+    on_unreadable: Callable[[int, str], None] | None = None,
+    operator: bool = False,
+    encrypt_plain: bool | None = None,
+) -> Outbox:
+    """The configured backend. ``operator``: for a command beside a possibly running server — an
+    existing outbox only, waiting longer for locks, and (unless ``encrypt_plain``) refusing a plain
+    outbox when keys are configured instead of encrypting it."""
+    if backend == "sqlite":
+        from receiver.outbox.sqlite import SQLiteOutbox
 
-
-class Outbox(Protocol):
-    async def open(self) -> None: ...
-
-    async def close(self) -> None: ...
-
-    async def enqueue(
-        self,
-        source: bytes,
-        events: Sequence[RenderedEvent],
-        invalid: Sequence[InvalidEvent],
-        *,
-        resend_interval: float,
-    ) -> EnqueueResult:
-        """Commit events durably; returns once they are on disk."""
-        ...
-
-    async def claim(
-        self, limit: int, exclude: Collection[int], exclude_keys: Collection[str] = ()
-    ) -> list[OutboxItem]:
-        """Due queue heads (at most one per dedup_key), resolves and critical triggers first, then
-        oldest first; skipping the item ids ``exclude`` and the routing key names ``exclude_keys``."""
-        ...
-
-    async def ack(self, item: OutboxItem, settle_delay: float = 0.0) -> bool:
-        """Forget a delivered item; a resolve for a key whose trigger timed out is kept and sent
-        once more after ``settle_delay`` (returns True then)."""
-        ...
-
-    async def retry_later(
-        self, item: OutboxItem, at: float, reason: Reason, status: int | None, error: str
-    ) -> None: ...
-
-    async def dead_letter(self, item: OutboxItem, reason: Reason, status: int | None, error: str) -> None: ...
-
-    async def next_due(self) -> float | None:
-        """The next moment (epoch seconds, in the future) when a queued item becomes due, or ``None``."""
-        ...
-
-    def note_send(self, routing_key: str, at: float) -> None:
-        """PagerDuty answered a send for ``routing_key`` at wall time ``at``; kept with the next write."""
-        ...
-
-    async def recent_sends(self, since: float) -> list[tuple[str, float]]:
-        """``(routing_key, wall time)`` of the sends noted at or after ``since``, oldest first."""
-        ...
-
-    async def check(self) -> None:
-        """Raise :class:`~receiver.errors.OutboxUnavailable` unless a write would succeed."""
-        ...
-
-    def depth(self) -> Depth: ...
+        return SQLiteOutbox(path, clock=clock, keyring=keyring, keep_sends_for=keep_sends_for,
+                            on_unreadable=on_unreadable, operator=operator, encrypt_plain=encrypt_plain)
+    raise ValueError(f"unknown outbox backend {backend!r}")

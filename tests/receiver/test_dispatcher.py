@@ -112,7 +112,7 @@ async def test_server_error_is_retried_after_backoff(rig: Rig, answers: list[Sen
     await put(rig, ev("a"))
     await until(lambda: len(rig.sender.calls) == 1)
     await until(lambda: rig.value("pdrelay_events_failed_total", {"reason": "server_error"}) == 1)
-    (item,) = await rig.outbox.items("queued")
+    (item,) = await rig.outbox.items(status="queued")
     assert (item.attempts, item.reason, item.next_attempt_at) == (1, "server_error", rig.clock.now() + 1.0)
     rig.clock.advance(1.0)
     rig.dispatcher.wake()
@@ -126,7 +126,7 @@ async def test_invalid_event_is_dead_lettered_and_the_key_moves_on(rig: Rig, ans
                                  b'"errors":["bad severity"]}'))
     await put(rig, ev("a"), ev("a", "resolve"))
     await until(lambda: rig.outbox.depth().queued == 0)
-    (dead,) = await rig.outbox.items("dead")
+    (dead,) = await rig.outbox.items(status="dead")
     assert (dead.action, dead.reason, dead.last_status, dead.last_error) == (
         "trigger", "invalid_event", 400, "invalid event: Event object is invalid: bad severity")
     assert [b["event_action"] for _, b in rig.sender.calls] == ["trigger", "resolve"]
@@ -137,7 +137,7 @@ async def test_unknown_routing_key_name_is_dead_lettered_without_sending(rig: Ri
     """A rule naming a key the config lacks never reaches PagerDuty."""
     await put(rig, ev("a", key="nobody"))
     await until(lambda: rig.outbox.depth().dead == 1)
-    (dead,) = await rig.outbox.items("dead")
+    (dead,) = await rig.outbox.items(status="dead")
     assert (dead.reason, dead.last_error) == ("unknown_routing_key", "routing key 'nobody' is not configured")
     assert rig.sender.calls == []
 
@@ -152,7 +152,7 @@ async def test_retries_end_in_a_dead_letter_after_retry_attempts(rig: Rig, answe
         rig.clock.advance(8)
         rig.dispatcher.wake()
     await until(lambda: rig.outbox.depth().dead == 1)
-    (dead,) = await rig.outbox.items("dead")
+    (dead,) = await rig.outbox.items(status="dead")
     assert (dead.reason, dead.attempts, dead.last_error) == (
         "expired", 3, "gave up after 3 attempts; last: server_error: bad gateway")
 
@@ -212,7 +212,7 @@ async def test_429_pauses_the_key_keeps_its_queue_and_does_not_use_up_attempts(
         await until(lambda n=n: rig.value("pdrelay_events_failed_total", {"reason": "rate_limited"}) == n)  # type: ignore[misc]
         # The failure is counted before its reschedule commits: wait for the commit, bounded.
         for _ in range(500):
-            (item,) = await rig.outbox.items("queued")
+            (item,) = await rig.outbox.items(status="queued")
             if item.attempts == n:
                 break
             await asyncio.sleep(0.005)
@@ -261,7 +261,7 @@ async def test_resolve_is_sent_again_after_the_settle_delay_when_a_trigger_timed
     await put(rig, ev("a", "resolve"))
     await until(lambda: [b["event_action"] for _, b in rig.sender.calls] == ["trigger", "trigger", "resolve"])
     await until(lambda: rig.value("pdrelay_events_sent_total") == 2)  # the first trigger attempt failed
-    (again,) = await rig.outbox.items("queued")
+    (again,) = await rig.outbox.items(status="queued")
     assert (again.action, again.attempts, again.next_attempt_at) == ("resolve", 0, rig.clock.now() + 60)
     assert again.last_error is not None and again.last_error.startswith(
         "settle: sending the resolve once more because a trigger attempt timed out")

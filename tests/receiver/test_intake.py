@@ -186,8 +186,8 @@ async def test_outbox_that_cannot_commit_gives_503(make_client: Any) -> None:
     """When the outbox cannot store the events, intake answers 503 so Alertmanager retries."""
     client = await make_client()
     outbox = client.app[STATE].outbox
-    conn = outbox._conn  # the test caps the file at its current size: SQLite's own "disk full"
-    await outbox._call(lambda: conn.execute("PRAGMA max_page_count = 1"))
+    # The test caps the file at its current size: SQLite's own "disk full".
+    await outbox._db.run_alone(lambda conn: conn.execute("PRAGMA max_page_count = 1"))
     many = [dict(valid_body()["alerts"][0], fingerprint=f"{i:016x}") for i in range(400)]
     resp = await client.post("/v1/alertmanager", json=valid_body(alerts=many))
     assert resp.status == 503

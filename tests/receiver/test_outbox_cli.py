@@ -136,8 +136,8 @@ def test_replay_requeues_what_the_current_rules_render(tmp_path: Path) -> None:
     """`replay --all` re-renders dead items with the current rules; a dropped alert stays dead; exit 1."""
     d = prepare(tmp_path, dead=(DB1, DB2))
     done = pdrelay("replay", "--all", cwd=d)
-    assert (done.returncode, done.stderr) == (1, "")
-    assert done.stdout == "replayed 1\nnot produced by the current rules 2\n"
+    assert (done.returncode, done.stderr) == (1, "pdrelay: 1 item(s) not requeued: 2\n")
+    assert done.stdout == "replayed 1 (routing key default)\nnot produced by the current rules 2\n"
     item = json.loads(pdrelay("show", "1", "--json", cwd=d).stdout)
     assert (item["state"], item["attempts"], item["reason"], item["last_status"], item["last_error"]) == (
         "queued", 0, None, None, None)
@@ -146,7 +146,8 @@ def test_replay_requeues_what_the_current_rules_render(tmp_path: Path) -> None:
     assert time.time() - 60 < item["next_attempt_at"] <= time.time()
     assert rows(d, "SELECT id, status, attempts, reason FROM events ORDER BY id") == [
         (1, "queued", 0, None), (2, "dead", 1, "invalid_event")]
-    assert rows(d, "SELECT routing_key, dedup_key, action FROM state") == [("default", DB1, "trigger")]
+    assert rows(d, "SELECT routing_key, dedup_key, tail_action, tail_id FROM key_state ORDER BY dedup_key") == [
+        ("default", DB2, None, None), ("default", DB1, "trigger", 1)]
     replays = [json.loads(line) for line in (d / "audit.jsonl").read_text().splitlines()]
     assert [(e["event"], e["item_id"], e["result"]) for e in replays] == [
         ("event.replayed", 1, "replayed"), ("event.replayed", 2, "not_produced")]
@@ -157,7 +158,8 @@ def test_replay_never_touches_queued_items(tmp_path: Path) -> None:
     d = prepare(tmp_path, dead=())
     before = rows(d, "SELECT * FROM events")
     done = pdrelay("replay", "1", cwd=d)
-    assert (done.returncode, done.stdout, done.stderr) == (1, "not dead 1: queued\n", "")
+    assert (done.returncode, done.stdout, done.stderr) == (1, "not dead 1: queued\n",
+                                                           "pdrelay: 1 item(s) not requeued: 1\n")
     assert rows(d, "SELECT * FROM events") == before
 
 
@@ -179,7 +181,7 @@ def test_purge_deletes_dead_items_and_releases_their_notification(tmp_path: Path
     assert (done.returncode, done.stdout, done.stderr) == (0, "purged 1\n", "")
     assert rows(d, "SELECT COUNT(*) FROM events") == [(0,)]
     assert rows(d, "SELECT COUNT(*) FROM notifications") == [(0,)]
-    assert rows(d, "SELECT COUNT(*) FROM state") == [(0,)]
+    assert rows(d, "SELECT COUNT(*) FROM key_state WHERE tail_id IS NOT NULL") == [(0,)]
     # Both purges are in the audit log beside the outbox, by whom, in one verified chain.
     audit = d / "audit.jsonl"
     entries = [json.loads(line) for line in audit.read_text().splitlines()]

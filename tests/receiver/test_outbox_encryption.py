@@ -11,8 +11,7 @@ import pytest
 
 from receiver.crypto import Keyring, generate_key
 from receiver.errors import ConfigError, Reason
-from receiver.outbox.admin import OutboxAdmin
-from receiver.outbox.sealing import Sealer
+from receiver.outbox import OpenReport
 from receiver.outbox.sqlite import SQLiteOutbox
 from tests.fakes import FakeClock
 from transforms.base import InvalidEvent, RenderedEvent
@@ -30,8 +29,8 @@ def ev(dedup: str, action: str = "trigger", h: str = "h1") -> RenderedEvent:
                          body=body, payload_hash=h, rules=("r1",), fingerprints=(dedup,))
 
 
-def sealer(*keys: str) -> Sealer:
-    return Sealer(Keyring.from_keys(list(keys)))
+def sealer(*keys: str) -> Keyring:
+    return Keyring.from_keys(list(keys))
 
 
 def on_disk(path: Path) -> bytes:
@@ -39,10 +38,16 @@ def on_disk(path: Path) -> bytes:
     return b"".join(p.read_bytes() for p in (path, path.with_name(path.name + "-wal")) if p.exists())
 
 
-async def opened(path: Path, seal: Sealer | None, clock: FakeClock) -> SQLiteOutbox:
-    box = SQLiteOutbox(path, clock=clock, sealer=seal)
-    await box.open()
+async def opened(path: Path, keyring: Keyring | None, clock: FakeClock, *, operator: bool = False,
+                 told: list[tuple[int, str]] | None = None) -> SQLiteOutbox:
+    box = SQLiteOutbox(path, clock=clock, keyring=keyring, operator=operator,
+                       on_unreadable=None if told is None else lambda item_id, error: told.append((item_id, error)))
+    box.opened = await box.open()  # type: ignore[attr-defined]
     return box
+
+
+def report(box: SQLiteOutbox) -> OpenReport:
+    return box.opened  # type: ignore[attr-defined,no-any-return]
 
 
 async def test_nothing_of_the_alert_is_readable_on_disk_and_delivery_works(tmp_path: Path) -> None:
@@ -97,9 +102,10 @@ async def test_rotation_then_rekey_retires_the_old_key(tmp_path: Path) -> None:
     id_a = Keyring.from_keys([KEY_A]).ids[0]
     with pytest.raises(ConfigError, match=f"key id\\(s\\) {id_a}, which are not configured"):
         await opened(path, sealer(KEY_B), clock)
-    with OutboxAdmin(path, sealer=sealer(KEY_B, KEY_A)) as admin:
-        report = admin.rekey()
-    assert (report.events, report.notifications) == (1, 1)
+    admin = await opened(path, sealer(KEY_B, KEY_A), clock, operator=True)
+    done = await admin.rekey()
+    await admin.close()
+    assert (done.events, done.notifications) == (1, 1)
     box = await opened(path, sealer(KEY_B), clock)
     assert sorted(i.dedup_key for i in await box.claim(10, ())) == ["new", "old"]
     await box.close()
@@ -112,9 +118,9 @@ async def test_a_plain_outbox_is_encrypted_in_place_when_keys_arrive(tmp_path: P
     await box.close()
     assert b"plain-secret" in on_disk(path)
     with pytest.raises(ConfigError, match="is not encrypted yet"):
-        OutboxAdmin(path, sealer=sealer(KEY_A))  # the CLI never encrypts behind the server's back
+        await opened(path, sealer(KEY_A), clock, operator=True)  # the CLI never encrypts behind the server's back
     box = await opened(path, sealer(KEY_A), clock)
-    assert (box.sealed_at_open.encrypted_now, box.sealed_at_open.events) == (True, 1)
+    assert (report(box).encrypted_now, report(box).events) == (True, 1)
     assert [i.dedup_key for i in await box.claim(10, ())] == ["plain-secret"]
     assert (await box.enqueue(SOURCE, [ev("plain-secret")], [], resend_interval=HOUR)).duplicates == 1
     await box.close()
@@ -138,15 +144,14 @@ async def test_tampered_rows_are_set_aside_as_dead_letters_and_reported(tmp_path
         else:
             conn.execute("UPDATE events SET body = ? WHERE id = ?", (rows[1][1], rows[0][0]))
             conn.execute("UPDATE events SET body = ? WHERE id = ?", (rows[0][1], rows[1][0]))
-    box = await opened(path, sealer(KEY_A), clock)
     told: list[tuple[int, str]] = []
-    box.on_set_aside = lambda item_id, error: told.append((item_id, error))
+    box = await opened(path, sealer(KEY_A), clock, told=told)
     claimed = await box.claim(10, ())
     bad_ids = {rows[0][0]} if tamper == "flip" else {rows[0][0], rows[1][0]}
     assert {i.id for i in claimed} == {r[0] for r in rows} - bad_ids
     assert {i for i, _ in told} == bad_ids
     assert all("authentication failed" in e and "moved from another row" in e for _, e in told)
-    dead = await box.items("dead")
+    dead = await box.items(status="dead")
     assert {(i.id, i.reason) for i in dead} == {(i, Reason.UNDECRYPTABLE.value) for i in bad_ids}
     assert box.depth().dead == len(bad_ids)
     await box.close()

@@ -28,23 +28,15 @@ import hashlib
 import hmac
 import os
 import sqlite3
-from dataclasses import dataclass
 
 from receiver.crypto import OVERHEAD, DecryptError, Keyring, blob_key_id
 from receiver.errors import ConfigError
+from receiver.outbox.contract import OpenReport
 
-__all__ = ["RekeyReport", "Sealer"]
+__all__ = ["Sealer"]
 
 _INDEX_KEY_AAD = b"pdrelay.outbox.meta.index_key"
 _META = "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL)"
-
-
-@dataclass(frozen=True, slots=True)
-class RekeyReport:
-    events: int = 0
-    notifications: int = 0
-    states: int = 0
-    encrypted_now: bool = False  # a plain outbox was encrypted for the first time
 
 
 class Sealer:
@@ -60,7 +52,7 @@ class Sealer:
 
     # ------------------------------------------------------------------ start-up
 
-    def attach(self, conn: sqlite3.Connection, where: str, *, encrypt_plain: bool = True) -> RekeyReport:
+    def attach(self, conn: sqlite3.Connection, where: str, *, encrypt_plain: bool = True) -> OpenReport:
         """Check the file against the configured keys, load the index key, encrypt a plain file
         (unless ``encrypt_plain`` is false: then a plain file with keys configured is refused).
 
@@ -73,7 +65,7 @@ class Sealer:
                 raise ConfigError(
                     f"config: security.encryption_key: the outbox {where} is encrypted; configure the key(s) "
                     "it was written with")
-            return RekeyReport()
+            return OpenReport()
         if row is None:
             if not encrypt_plain:
                 raise ConfigError(
@@ -90,7 +82,7 @@ class Sealer:
             self._set_index_key(self._keyring.decrypt_bytes(bytes(row[0]), _INDEX_KEY_AAD))
         except DecryptError as exc:
             raise ConfigError(f"config: security.encryption_key: cannot open the outbox {where}: {exc}") from None
-        return RekeyReport()
+        return OpenReport()
 
     @staticmethod
     def key_ids_in_use(conn: sqlite3.Connection) -> set[str]:
@@ -106,7 +98,7 @@ class Sealer:
     def _set_index_key(self, key: bytes) -> None:
         self._index = hmac.new(key, digestmod=hashlib.sha256)
 
-    def _encrypt_plain_file(self, conn: sqlite3.Connection) -> RekeyReport:
+    def _encrypt_plain_file(self, conn: sqlite3.Connection) -> OpenReport:
         """First start with keys: make the index key and seal every row already stored, in one transaction."""
         assert self._keyring is not None
         index_key = os.urandom(32)
@@ -126,8 +118,8 @@ class Sealer:
                 ref = self.index(dk)
                 updates.append((ref, self.seal_event(bytes(body), rk, ref, action, phash), eid))
             conn.executemany("UPDATE events SET dedup_key = ?, body = ? WHERE id = ?", updates)
-            states = conn.execute("SELECT routing_key, dedup_key FROM state").fetchall()
-            conn.executemany("UPDATE state SET dedup_key = ? WHERE routing_key = ? AND dedup_key = ?",
+            states = conn.execute("SELECT routing_key, dedup_key FROM key_state").fetchall()
+            conn.executemany("UPDATE key_state SET dedup_key = ? WHERE routing_key = ? AND dedup_key = ?",
                              [(self.index(dk), rk, dk) for rk, dk in states])
             conn.execute("COMMIT")
         except BaseException:
@@ -136,9 +128,9 @@ class Sealer:
         finally:
             conn.execute("PRAGMA secure_delete=OFF")
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # and the WAL that held the new pages is emptied
-        return RekeyReport(events=len(events), notifications=len(notes), states=len(states), encrypted_now=True)
+        return OpenReport(events=len(events), notifications=len(notes), states=len(states), encrypted_now=True)
 
-    def rekey(self, conn: sqlite3.Connection) -> RekeyReport:
+    def rekey(self, conn: sqlite3.Connection) -> OpenReport:
         """Re-encrypt with the primary key every value made with another key (and the index key)."""
         keyring = self._keyring
         if keyring is None:
@@ -162,7 +154,7 @@ class Sealer:
         except BaseException:
             conn.execute("ROLLBACK")
             raise
-        return RekeyReport(events=n_events, notifications=n_notes)
+        return OpenReport(events=n_events, notifications=n_notes)
 
     # ------------------------------------------------------------------ values
 

@@ -1,0 +1,443 @@
+"""The embedded outbox: one SQLite file in WAL mode with ``synchronous=FULL``.
+
+Writes are group-committed (:mod:`.committer`); the tables are described in
+:mod:`.schema`; what each event becomes, and how a key's state changes after each send,
+is decided by :mod:`receiver.delivery` inside the write transaction. The operators'
+commands (list, show, requeue, purge) are in :mod:`.admin`.
+
+All of an intake batch's enqueues run together: one read of the states of every dedup
+key involved and one ``executemany`` per table, whatever the number of requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import sqlite3
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from receiver import delivery
+from receiver.clock import Clock, SystemClock
+from receiver.crypto import DecryptError, Keyring
+from receiver.delivery import Incoming, Ledger, Verdict
+from receiver.errors import ConfigError, OutboxUnavailable, Reason
+from receiver.outbox.contract import Depth, EnqueueResult, OpenReport, OutboxItem, RequeueResult
+from receiver.outbox.sqlite import admin
+from receiver.outbox.sqlite.committer import GroupCommitter
+from receiver.outbox.sqlite.schema import EVENT_COLUMNS, IdAllocator, load_states, migrate, store_states
+from receiver.outbox.sqlite.sealing import Sealer
+from transforms.base import InvalidEvent, RenderedEvent
+
+__all__ = ["SQLiteOutbox"]
+
+# Heads of each dedup_key's queue: no older queued event for the same key exists,
+# so a resolve never overtakes its trigger.
+_CLAIM = f"""
+SELECT {EVENT_COLUMNS}, e.action = 'trigger' AND EXISTS (
+    SELECT 1 FROM events r
+    WHERE r.status = 'queued' AND r.routing_key = e.routing_key
+      AND r.dedup_key = e.dedup_key AND r.action = 'resolve' AND r.id > e.id) AS superseded
+FROM events e
+WHERE e.status = 'queued' AND NOT EXISTS (
+    SELECT 1 FROM events p
+    WHERE p.status = 'queued' AND p.routing_key = e.routing_key
+      AND p.dedup_key = e.dedup_key AND p.id < e.id)
+  AND e.next_attempt_at <= ? AND e.routing_key NOT IN (SELECT value FROM json_each(?))
+ORDER BY e.priority, e.next_attempt_at, e.id
+LIMIT ?
+"""
+_INSERT_NOTIFICATIONS = "INSERT INTO notifications (id, body, created_at, refs) VALUES (?, ?, ?, ?)"
+_INSERT_EVENTS = """
+INSERT INTO events (id, notification_id, routing_key, dedup_key, action, status, body,
+                    payload_hash, priority, rules, created_at, next_attempt_at, reason, last_error)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+"""
+
+_ENCODER = msgspec.json.Encoder()
+_RECOUNT_EVERY = 10.0  # seconds between re-counting queued and dead items from the file
+
+
+@dataclass(frozen=True, slots=True)
+class _Enqueue:
+    """One notification's events, already encoded, waiting for the next group commit."""
+
+    source: bytes
+    events: list[tuple[RenderedEvent, bytes]]
+    invalid: list[tuple[InvalidEvent, bytes]]
+    now: float
+    resend_interval: float
+
+
+class SQLiteOutbox:
+    """The :class:`~receiver.outbox.Outbox` on one SQLite file."""
+
+    def __init__(
+        self, path: Path, clock: Clock | None = None, *, keep_sends_for: float = 3600.0,
+        keyring: Keyring | None = None, on_unreadable: Callable[[int, str], None] | None = None,
+        operator: bool = False, encrypt_plain: bool | None = None,
+    ) -> None:
+        self._path = path
+        self._clock = clock or SystemClock()
+        self._sealer = Sealer(keyring)
+        self._encrypt_plain = not operator if encrypt_plain is None else encrypt_plain
+        self._db = GroupCommitter(path, busy_timeout_ms=5000 if operator else 1000, create=not operator)
+        self._db.after_commit = self._after_commit
+        self._keep_sends_for = keep_sends_for
+        self._sends: list[tuple[str, float]] = []  # noted sends, written with the next commit
+        self._sends_pruned_at = float("-inf")
+        self._on_unreadable = on_unreadable or (lambda item_id, error: None)
+        self._intake: list[tuple[_Enqueue, asyncio.Future[EnqueueResult]]] = []
+        self._intake_pending = False
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._queued = self._dead = 0
+        self._delta = [0, 0]  # what the batch being written does to (queued, dead), applied once committed
+        self._counted_at = float("-inf")
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def open(self) -> OpenReport:
+        def prepare(conn: sqlite3.Connection) -> OpenReport:
+            migrate(conn)
+            report = self._sealer.attach(conn, str(self._path), encrypt_plain=self._encrypt_plain)
+            self._count(conn)
+            return report
+
+        try:
+            return await self._db.open(prepare)
+        except ConfigError:
+            raise
+        except (OSError, sqlite3.Error) as exc:
+            raise OutboxUnavailable(f"cannot open outbox {self._path}: {exc}") from exc
+
+    async def close(self) -> None:
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._db.close()
+
+    # ------------------------------------------------------------------ counts
+
+    def _count(self, conn: sqlite3.Connection) -> None:
+        counts = dict(conn.execute("SELECT status, COUNT(*) FROM events GROUP BY status").fetchall())
+        self._queued, self._dead = counts.get("queued", 0), counts.get("dead", 0)
+        self._counted_at = self._clock.monotonic()
+
+    def _moved(self, queued: int, dead: int) -> None:
+        """A write of the batch being applied changes the counts by this, once committed."""
+        self._delta[0] += queued
+        self._delta[1] += dead
+
+    def _after_commit(self, committed: bool) -> None:
+        if committed:
+            self._queued += self._delta[0]
+            self._dead += self._delta[1]
+        self._delta = [0, 0]
+        # Now and then take the counts from the file: operators' commands change it behind the
+        # server's back. Between commits, so no batch is counted twice.
+        if committed and self._clock.monotonic() - self._counted_at >= _RECOUNT_EVERY:
+            with contextlib.suppress(sqlite3.Error, OutboxUnavailable):
+                self._count(self._db.writer)
+
+    def depth(self) -> Depth:
+        return Depth(queued=self._queued, dead=self._dead)
+
+    async def check(self) -> None:
+        await self._db.write(lambda conn: conn.execute("SELECT 1 FROM events LIMIT 1").fetchall())
+
+    # ------------------------------------------------------------------ intake
+
+    async def enqueue(
+        self,
+        source: bytes,
+        events: Sequence[RenderedEvent],
+        invalid: Sequence[InvalidEvent],
+        *,
+        resend_interval: float,
+    ) -> EnqueueResult:
+        # Encoding happens here, on the event loop, before the batch is written.
+        op = _Enqueue(source=source, events=[(ev, _ENCODER.encode(ev.body)) for ev in events],
+                      invalid=[(bad, _ENCODER.encode(bad.body)) for bad in invalid],
+                      now=self._clock.now(), resend_interval=resend_interval)
+        fut: asyncio.Future[EnqueueResult] = asyncio.get_running_loop().create_future()
+        self._intake.append((op, fut))
+        if not self._intake_pending:
+            self._intake_pending = True
+            task = asyncio.create_task(self._write_intake())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return await fut
+
+    async def _write_intake(self) -> None:
+        """One write for every enqueue that arrived before the batch it joins is applied."""
+        taken: list[tuple[_Enqueue, asyncio.Future[EnqueueResult]]] = []
+
+        def apply(conn: sqlite3.Connection) -> list[EnqueueResult]:
+            nonlocal taken
+            taken, self._intake, self._intake_pending = self._intake, [], False
+            return self._enqueue_batch(conn, [op for op, _ in taken])
+
+        try:
+            results = await self._db.write(apply)
+        except Exception as exc:
+            if not taken:
+                taken, self._intake, self._intake_pending = self._intake, [], False
+            for _, fut in taken:
+                if not fut.done():
+                    fut.set_exception(exc)
+            return
+        for (_, fut), result in zip(taken, results, strict=True):
+            if not fut.done():
+                fut.set_result(result)
+
+    def _enqueue_batch(self, conn: sqlite3.Connection, ops: Sequence[_Enqueue]) -> list[EnqueueResult]:
+        self._write_sends(conn)
+        ix = self._sealer.index
+        refs = {ev.dedup_key: ix(ev.dedup_key) for op in ops for ev, _ in op.events}  # each computed once
+        refs.update((bad.dedup_key, ix(bad.dedup_key)) for op in ops for bad, _ in op.invalid)
+        ids = IdAllocator(conn)
+        ledger = Ledger(load_states(conn, refs.values(), _ENCODER.encode), ids)
+        notifications: list[tuple[int, bytes, float, int]] = []
+        rows: list[tuple[Any, ...]] = []
+        results = []
+        # Internal: a notification lives while an event refers to it, so its id may be used again later.
+        nid = conn.execute("SELECT COALESCE(MAX(id), 0) FROM notifications").fetchone()[0]
+        for op in ops:
+            result, op_rows = self._plan(op, ledger, refs)
+            results.append(result)
+            if op_rows:
+                nid += 1
+                notifications.append((nid, self._sealer.seal_notification(op.source, nid), op.now, len(op_rows)))
+                rows.extend((r[0], nid, *r[1:]) for r in op_rows)
+        store_states(conn, ((key, ledger.states[key]) for key in ledger.changed))
+        ids.save()
+        if notifications:
+            conn.executemany(_INSERT_NOTIFICATIONS, notifications)
+            conn.executemany(_INSERT_EVENTS, rows)
+        self._moved(sum(r.queued for r in results), sum(r.dead_lettered for r in results))
+        return results
+
+    def _plan(self, op: _Enqueue, ledger: Ledger, refs: dict[str, str]) -> tuple[EnqueueResult, list[tuple[Any, ...]]]:
+        """The delivery rules' decision for each of one notification's events, as rows to insert."""
+        now, seal = op.now, self._sealer.seal_event
+        queued = duplicates = rerouted = 0
+        rows: list[tuple[Any, ...]] = []
+        for ev, body in op.events:
+            ref = refs[ev.dedup_key]
+            incoming = Incoming(ev.routing_key, ref, ev.action, ev.payload_hash, critical=_critical(ev.body))
+            outcomes = ledger.intake(incoming, now, op.resend_interval)
+            stored = [o for o in outcomes if o.verdict is Verdict.QUEUE]
+            duplicates += not stored
+            for o in stored:
+                queued += 1
+                rerouted += o.rerouted
+                rows.append((o.item_id, o.routing_key, ref, ev.action, "queued",
+                             seal(body, o.routing_key, ref, ev.action, ev.payload_hash),
+                             ev.payload_hash, o.priority, ",".join(ev.rules), now, now, None, None))
+        for bad, body in op.invalid:
+            ref, phash = refs[bad.dedup_key], hashlib.sha256(body).hexdigest()
+            [o] = ledger.intake(Incoming(bad.routing_key, ref, bad.action, phash, valid=False), now,
+                                op.resend_interval)
+            rows.append((o.item_id, bad.routing_key, ref, bad.action, "dead",
+                         seal(body, bad.routing_key, ref, bad.action, phash),
+                         phash, 1, ",".join(bad.rules), now, now, Reason.INVALID_EVENT.value, bad.reason))
+        return EnqueueResult(queued=queued, duplicates=duplicates, dead_lettered=len(op.invalid),
+                             rerouted=rerouted), rows
+
+    # ------------------------------------------------------------------ delivery
+
+    async def claim(
+        self, limit: int, exclude: Collection[int], exclude_keys: Collection[str] = ()
+    ) -> list[OutboxItem]:
+        now = self._clock.now()
+        keys = _ENCODER.encode(sorted(exclude_keys))
+
+        def read(conn: sqlite3.Connection) -> tuple[list[OutboxItem], list[tuple[int, str]]]:
+            rows = conn.execute(_CLAIM, (now, keys, limit + len(exclude))).fetchall()
+            items, unreadable = [], []
+            for r in rows:
+                if r[0] in exclude:
+                    continue
+                try:
+                    items.append(admin.item(r, self._sealer))
+                except DecryptError as exc:
+                    unreadable.append((r[0], str(exc)))
+            return items[:limit], unreadable
+
+        items, unreadable = await self._db.read(read)
+        if unreadable:
+            await self._set_aside(unreadable)
+        return items
+
+    async def _set_aside(self, rows: list[tuple[int, str]]) -> None:
+        """Dead-letter queued rows whose stored value fails authentication: altered on disk, or moved
+        from another row. Nothing else can be done with them; they stay visible in ``outbox list``."""
+
+        def work(conn: sqlite3.Connection) -> None:
+            for item_id, error in rows:
+                self._settle(conn, item_id, "dead", (Reason.UNDECRYPTABLE.value, None, error))
+
+        await self._db.write(work)
+        for item_id, error in rows:
+            self._on_unreadable(item_id, error)
+
+    def _settle(self, conn: sqlite3.Connection, item_id: int, how: str, why: tuple[Any, ...] = ()) -> bool:
+        """Delete (``acked``) or dead-letter (``dead``) a queued row and update its key's state; False if
+        the row is no longer queued (settled twice)."""
+        row = conn.execute("SELECT routing_key, dedup_key, notification_id FROM events WHERE id = ? "
+                           "AND status = 'queued'", (item_id,)).fetchone()
+        if row is None:
+            return False
+        key = (row[0], row[1])
+        state = load_states(conn, [row[1]], _ENCODER.encode).get(key, delivery.KeyState())
+        if how == "dead":
+            conn.execute("UPDATE events SET status = 'dead', attempts = attempts + 1, reason = ?, last_status = ?, "
+                         "last_error = ? WHERE id = ?", (*why, item_id))
+            store_states(conn, [(key, delivery.on_dead(state, item_id))])
+            self._moved(-1, 1)
+        else:
+            conn.execute("DELETE FROM events WHERE id = ?", (item_id,))
+            admin.release_notification(conn, row[2])
+            self._moved(-1, 0)
+        return True
+
+    async def ack(self, item: OutboxItem, settle_delay: float = 0.0) -> bool:
+        now = self._clock.now()
+
+        def work(conn: sqlite3.Connection) -> bool:
+            self._write_sends(conn)
+            row = conn.execute("SELECT routing_key, dedup_key FROM events WHERE id = ? AND status = 'queued'",
+                               (item.id,)).fetchone()
+            if row is None:
+                return False  # settled twice
+            key = (row[0], row[1])
+            state = load_states(conn, [row[1]], _ENCODER.encode).get(key, delivery.KeyState())
+            new, again = delivery.on_sent(state, item.id, item.action, item.payload_hash, now)  # type: ignore[arg-type]
+            store_states(conn, [(key, new)])
+            if not again:
+                self._settle(conn, item.id, "acked")
+                return False
+            # Keep the row (and its notification): send the same resolve again later.
+            conn.execute(
+                "UPDATE events SET attempts = 0, next_attempt_at = ?, reason = NULL, last_status = NULL, "
+                "last_error = ? WHERE id = ?",
+                (now + settle_delay, f"settle: sending the resolve once more because {state.uncertain}", item.id),
+            )
+            return True
+
+        resent: bool = await self._db.write(work)
+        return resent
+
+    async def retry_later(
+        self, item: OutboxItem, at: float, reason: Reason, status: int | None, error: str
+    ) -> None:
+        when = self._clock.now()
+
+        def work(conn: sqlite3.Connection) -> None:
+            self._write_sends(conn)
+            row = conn.execute("SELECT routing_key, dedup_key FROM events WHERE id = ?", (item.id,)).fetchone()
+            conn.execute(
+                "UPDATE events SET attempts = attempts + 1, next_attempt_at = ?, reason = ?, "
+                "last_status = ?, last_error = ? WHERE id = ?",
+                (at, reason.value, status, error, item.id),
+            )
+            if reason is Reason.TIMEOUT and row is not None:
+                key = (row[0], row[1])
+                state = load_states(conn, [row[1]], _ENCODER.encode).get(key, delivery.KeyState())
+                why = f"a {item.action} attempt timed out (epoch {when:.0f})"
+                store_states(conn, [(key, delivery.on_retry_timeout(state, why))])
+
+        await self._db.write(work)
+
+    async def dead_letter(self, item: OutboxItem, reason: Reason, status: int | None, error: str) -> None:
+        def work(conn: sqlite3.Connection) -> None:
+            self._write_sends(conn)
+            self._settle(conn, item.id, "dead", (reason.value, status, error))
+
+        await self._db.write(work)
+
+    async def next_due(self) -> float | None:
+        now = self._clock.now()
+
+        def read(conn: sqlite3.Connection) -> float | None:
+            # One step down the (status, next_attempt_at) index. Items already due are not
+            # looked at: they are claimable now or wait behind an in-flight head, whose
+            # settling wakes the dispatcher anyway.
+            row = conn.execute(
+                "SELECT MIN(next_attempt_at) FROM events WHERE status = 'queued' AND next_attempt_at > ?", (now,),
+            ).fetchone()
+            return None if row is None or row[0] is None else float(row[0])
+
+        return await self._db.read(read)
+
+    def note_send(self, routing_key: str, at: float) -> None:
+        """Written with the next commit (the send's own ack, retry or dead letter), not on its own."""
+        self._sends.append((routing_key, at))
+
+    def _write_sends(self, conn: sqlite3.Connection) -> None:
+        """Write the noted send times (lost, harmlessly, if this commit fails) and prune old ones."""
+        if self._sends:
+            sends, self._sends = self._sends, []
+            conn.executemany("INSERT INTO sends (routing_key, sent_at) VALUES (?, ?)", sends)
+        now = self._clock.now()
+        if now - self._sends_pruned_at >= 60.0:
+            self._sends_pruned_at = now
+            conn.execute("DELETE FROM sends WHERE sent_at < ?", (now - self._keep_sends_for,))
+
+    async def recent_sends(self, since: float) -> list[tuple[str, float]]:
+        def read(conn: sqlite3.Connection) -> list[tuple[str, float]]:
+            rows = conn.execute("SELECT routing_key, sent_at FROM sends WHERE sent_at >= ? ORDER BY sent_at",
+                                (since,)).fetchall()
+            return [(str(k), float(t)) for k, t in rows]
+
+        return await self._db.read(read)
+
+    # ------------------------------------------------------------------ operators
+
+    async def items(
+        self, *, status: str | None = None, routing_key: str | None = None, reason: str | None = None,
+        limit: int | None = None,
+    ) -> list[OutboxItem]:
+        return await self._db.read(lambda conn: admin.select(conn, self._sealer, status, routing_key, reason, limit))
+
+    async def get(self, item_id: int) -> OutboxItem:
+        return await self._db.read(lambda conn: admin.get(conn, self._sealer, item_id))
+
+    async def notification(self, item_id: int) -> bytes | None:
+        return await self._db.read(lambda conn: admin.notification(conn, self._sealer, item_id))
+
+    async def requeue(
+        self, item_id: int, event: RenderedEvent | InvalidEvent, *, resend_interval: float
+    ) -> RequeueResult:
+        now = self._clock.now()
+        body = _ENCODER.encode(event.body)
+
+        def work(conn: sqlite3.Connection) -> RequeueResult:
+            result, delta = admin.requeue(conn, self._sealer, item_id, event, body, now, resend_interval)
+            self._moved(*delta)
+            return result
+
+        result: RequeueResult = await self._db.write(work)
+        return result
+
+    async def purge(self, ids: Sequence[int], *, include_queued: bool = False) -> int:
+        def work(conn: sqlite3.Connection) -> int:
+            purged, delta = admin.purge(conn, ids, include_queued=include_queued)
+            self._moved(*delta)
+            return purged
+
+        purged: int = await self._db.write(work)
+        return purged
+
+    async def rekey(self) -> OpenReport:
+        # Its own transaction, between batches: it rewrites every row.
+        return await self._db.run_alone(self._sealer.rekey)
+
+
+def _critical(body: Any) -> bool:
+    payload = body.get("payload") if isinstance(body, dict) else None
+    return isinstance(payload, dict) and payload.get("severity") == "critical"
