@@ -81,7 +81,6 @@ class Dispatcher:
         self._audit = audit or NullAudit()
         self._wakeup = asyncio.Event()
         self._inflight: dict[int, asyncio.Task[None]] = {}
-        self._blocked: dict[str, float] = {}  # routing key name -> monotonic time it has budget again
 
     def wake(self, routing_keys: Iterable[str] | None = None) -> None:
         """Look for work now (called after intake commits ``routing_keys``' events).
@@ -92,7 +91,7 @@ class Dispatcher:
             return
         if routing_keys is not None:
             now = self._clock.monotonic()
-            if all(self._blocked.get(k, 0.0) > now for k in routing_keys):
+            if all(self._limiter.next_allowed(k) > now for k in routing_keys):
                 return
         self._wakeup.set()
 
@@ -126,25 +125,20 @@ class Dispatcher:
         """Start a delivery for every due head that has budget and that the breaker lets through."""
         total = 0
         while (free := self._settings.concurrency - len(self._inflight)) > 0:
-            now = self._clock.monotonic()
-            self._blocked = {k: t for k, t in self._blocked.items() if t > now}
             if self._breaker.retry_in() is not None:  # open: everything waits for the trial time
                 return total
+            blocked, _ = self._limiter.blocked()
             # Snapshots: the claim runs on another thread, and a delivery finishing meanwhile must
             # still count as in flight for a query that may have read the outbox before its ack.
-            items = await self._outbox.claim(free, frozenset(self._inflight), frozenset(self._blocked))
+            items = await self._outbox.claim(free, frozenset(self._inflight), frozenset(blocked))
             started = 0
             for item in items:
                 if item.superseded and self._settings.skip_superseded_triggers:
                     self._start(item, self._skip_superseded(item))  # sends nothing: no budget, no breaker
                     started += 1
                     continue
-                if item.routing_key in self._blocked:
-                    continue  # an earlier item of this claim used the key's last slot
-                allowed_at = self._limiter.next_allowed(item.routing_key)
-                if allowed_at > self._clock.monotonic():
-                    self._blocked[item.routing_key] = allowed_at
-                    continue
+                if self._limiter.next_allowed(item.routing_key) > self._clock.monotonic():
+                    continue  # no budget: an earlier item of this claim used the key's last slot
                 if not self._breaker.allow():  # half-open with its single trial already out
                     return total + started
                 # Room now means room a moment later too (sends only leave the window): this records.
@@ -168,7 +162,10 @@ class Dispatcher:
         if due is not None:
             waits.append(due - self._clock.now())
         now = self._clock.monotonic()
-        waits.extend(t - now for t in self._blocked.values())
+        blocked, global_at = self._limiter.blocked()
+        waits.extend(t - now for t in blocked.values())
+        if global_at > now:
+            waits.append(global_at - now)
         if (retry_in := self._breaker.retry_in()) is not None:
             waits.append(retry_in)
         timeout = max(at_least, min(waits))
@@ -286,7 +283,6 @@ class Dispatcher:
             # and keep its queue. A 429 does not count towards retry_attempts; max_age does.
             pause = self._settings.backoff_on_429
             self._limiter.penalize(item.routing_key, pause)
-            self._blocked[item.routing_key] = self._clock.monotonic() + pause
             if now - item.created_at >= self._settings.max_age:
                 detail = f"gave up after {attempts} attempts; last: {result.reason.value}: {result.detail}"
                 await self._settle_dead(item, Reason.EXPIRED, result.status, detail)

@@ -3,7 +3,7 @@
 PagerDuty accepts about 120 events per minute per routing key, counted over a sliding
 60 s window looking back from now, with account limits on top; above that it answers
 429 and does not ingest the event. :class:`RateLimiter` keeps, per key, a log of the
-monotonic times of the sends it allowed (a deque, never longer than the key's limit)
+monotonic times of the sends it allowed (a deque of the sends still in the window)
 and allows a send only while fewer than ``limit`` of them fall in ``(now - window, now]``,
 both for the key and, optionally, for all keys together.
 
@@ -12,9 +12,11 @@ so pdrelay can use the whole budget and still never exceed it. A token bucket of
 rate either bursts past the window (120 at t=0, then 2/s refill gives a 121st send at
 t=0.5 inside the same 60 s window: a 429) or, sized to be safe, wastes most of the budget.
 
-The limiter schedules rather than rejects: :meth:`RateLimiter.reserve` records a send when
-one is allowed now, otherwise it records nothing and says how long to wait. It holds no
-queue (the outbox does) and never sleeps; it is pure and synchronous on an injected clock.
+The limiter schedules rather than rejects: :meth:`RateLimiter.take` records a send when one
+is allowed now, otherwise it records nothing, and :meth:`RateLimiter.next_allowed` and
+:meth:`RateLimiter.blocked` say when there is room again — including a key paused after a
+429 (:meth:`RateLimiter.penalize`). It is the only owner of that answer; it holds no queue
+(the outbox does) and never sleeps; it is pure and synchronous on an injected clock.
 A send at time ``s`` stops counting at exactly ``s + window``. If network jitter matters,
 configure a window slightly longer than PagerDuty's (e.g. 61 s).
 
@@ -33,8 +35,7 @@ from typing import Any
 
 from receiver.clock import MonotonicClock
 
-__all__ = ["MonotonicClock", "RateLimit", "RateLimiter"]
-
+__all__ = ["RateLimit", "RateLimiter"]
 
 
 def _check_limit(what: str, value: object) -> tuple[int, float]:
@@ -159,10 +160,6 @@ class RateLimiter:
     def settings(self) -> RateLimit:
         return self._settings
 
-    def __len__(self) -> int:
-        """How many keys the limiter currently remembers."""
-        return len(self._keys)
-
     def _state(self, key: str) -> _KeyState:
         st = self._keys.get(key)
         if st is None:
@@ -181,15 +178,6 @@ class RateLimiter:
     def next_allowed(self, key: str) -> float:
         """The absolute monotonic time at which a send for ``key`` is allowed (now if it is allowed now)."""
         return self._next_allowed(key, self._clock.monotonic())
-
-    def reserve(self, key: str) -> float:
-        """Record a send for ``key`` and return 0.0 if one is allowed now; else return the seconds to wait.
-
-        A refused reserve records nothing: call again after the delay.
-        """
-        now = self._clock.monotonic()
-        at = self.take(key)
-        return 0.0 if at is not None else self._next_allowed(key, now) - now
 
     def take(self, key: str) -> float | None:
         """Record a send for ``key`` if one is allowed now and return the time recorded, else ``None``."""
@@ -242,19 +230,18 @@ class RateLimiter:
         st = self._state(key)
         st.blocked_until = max(st.blocked_until, now + seconds)
 
-    def budget(self, key: str) -> int:
-        """How many sends ``key`` could make right now (0 while it is blocked)."""
+    def blocked(self) -> tuple[dict[str, float], float]:
+        """Who has no budget now: ``({key: monotonic time it has room again}, time the global limit has room)``.
+
+        The one answer to "when may this key send again" (its window, and a 429's pause): the
+        dispatcher leaves these keys out of its claims and sleeps until the earliest of them."""
         now = self._clock.monotonic()
-        st = self._keys.get(key)
-        if st is None:
-            room = self._settings.for_key(key)[0]
-        elif st.blocked_until > now:
-            return 0
-        else:
-            room = st.window.limit - st.window.used(now)
-        if self._global is not None:
-            room = min(room, self._global.limit - self._global.used(now))
-        return max(room, 0)
+        keys = {}
+        for key, st in self._keys.items():
+            at = max(st.blocked_until, st.window.next_allowed(now))
+            if at > now:
+                keys[key] = at
+        return keys, (self._global.next_allowed(now) if self._global is not None else now)
 
     def snapshot(self) -> dict[str, Any]:
         """A JSON-ready view for /status: per key its limit, window, sends in the window and any block."""

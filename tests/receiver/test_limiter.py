@@ -12,11 +12,34 @@ from tests.fakes import FakeClock
 T0 = 1000.0  # FakeClock's monotonic start
 
 
+def reserve(limiter: RateLimiter, key: str) -> float:
+    """Take a send for ``key`` now (0.0), or say how long until one is allowed (recording nothing)."""
+    if limiter.take(key) is not None:
+        return 0.0
+    return limiter.next_allowed(key) - limiter._clock.monotonic()
+
+
+def budget(limiter: RateLimiter, key: str) -> int:
+    """How many sends ``key`` could make now, from what the limiter shows on /status and says is blocked."""
+    snap = limiter.snapshot()
+    entry = snap["keys"].get(key)
+    if entry is not None and "blocked_until" in entry:
+        return 0
+    room = limiter.settings.for_key(key)[0] - (entry["used"] if entry else 0)
+    if snap["global"] is not None:
+        room = min(room, snap["global"]["limit"] - snap["global"]["used"])
+    return max(room, 0)
+
+
+def remembered(limiter: RateLimiter) -> int:
+    return len(limiter.snapshot()["keys"])
+
+
 def drive(limiter: RateLimiter, clock: FakeClock, keys: list[str]) -> list[tuple[str, float]]:
     """Send every key in order as a dispatcher would: reserve, sleep the delay, reserve again."""
     sent: list[tuple[str, float]] = []
     for key in keys:
-        while (delay := limiter.reserve(key)) > 0:
+        while (delay := reserve(limiter, key)) > 0:
             assert limiter.next_allowed(key) == clock.monotonic() + delay
             clock.advance(delay)
         sent.append((key, clock.monotonic() - T0))
@@ -56,7 +79,7 @@ def test_the_token_bucket_schedule_would_provoke_a_429() -> None:
     limiter = RateLimiter(RateLimit(), clock)
     drive(limiter, clock, ["k"] * 120)
     clock.advance(0.5)
-    assert limiter.reserve("k") == 59.5
+    assert reserve(limiter, "k") == 59.5
 
 
 def test_sends_leave_the_window_one_by_one_when_they_were_spread_out() -> None:
@@ -64,7 +87,7 @@ def test_sends_leave_the_window_one_by_one_when_they_were_spread_out() -> None:
     clock = FakeClock()
     limiter = RateLimiter(RateLimit(per_key=4, window_seconds=2.0), clock)
     for _ in range(4):
-        assert limiter.reserve("k") == 0.0
+        assert reserve(limiter, "k") == 0.0
         clock.advance(0.5)
     assert clock.monotonic() - T0 == 2.0
     times = [t for _, t in drive(limiter, clock, ["k"] * 6)]
@@ -75,17 +98,17 @@ def test_reserve_records_nothing_when_it_answers_a_delay() -> None:
     """A refused reserve leaves the budget and the next allowed time unchanged."""
     clock = FakeClock()
     limiter = RateLimiter(RateLimit(per_key=2, window_seconds=10.0), clock)
-    assert limiter.reserve("k") == 0.0
+    assert reserve(limiter, "k") == 0.0
     clock.advance(3.0)
-    assert limiter.reserve("k") == 0.0
+    assert reserve(limiter, "k") == 0.0
     for _ in range(5):
-        assert limiter.reserve("k") == 7.0
+        assert reserve(limiter, "k") == 7.0
     assert limiter.next_allowed("k") == T0 + 10.0
-    assert limiter.budget("k") == 0
+    assert budget(limiter, "k") == 0
     clock.advance(7.0)
-    assert limiter.budget("k") == 1
-    assert limiter.reserve("k") == 0.0
-    assert limiter.reserve("k") == 3.0
+    assert budget(limiter, "k") == 1
+    assert reserve(limiter, "k") == 0.0
+    assert reserve(limiter, "k") == 3.0
 
 
 def test_keys_are_independent() -> None:
@@ -93,23 +116,23 @@ def test_keys_are_independent() -> None:
     clock = FakeClock()
     limiter = RateLimiter(RateLimit(), clock)
     drive(limiter, clock, ["a"] * 120)
-    assert limiter.reserve("a") == 60.0
+    assert reserve(limiter, "a") == 60.0
     assert limiter.next_allowed("b") == T0
     assert [t for _, t in drive(limiter, clock, ["b"] * 120)] == [0.0] * 120
-    assert limiter.budget("a") == 0
-    assert limiter.budget("b") == 0
-    assert limiter.budget("c") == 120
+    assert budget(limiter, "a") == 0
+    assert budget(limiter, "b") == 0
+    assert budget(limiter, "c") == 120
 
 
 def test_overrides_apply_only_to_their_key() -> None:
     """An AIOps key with 10,000/60 s sends 10,000 at once while the default key stops at 120."""
     clock = FakeClock()
     limiter = RateLimiter(RateLimit(overrides={"aiops": (10_000, 60)}), clock)
-    assert limiter.budget("aiops") == 10_000
+    assert budget(limiter, "aiops") == 10_000
     sent = drive(limiter, clock, ["aiops"] * 10_000 + ["default"] * 121)
     assert {t for k, t in sent if k == "aiops"} == {0.0}
     assert [t for k, t in sent if k == "default"] == [0.0] * 120 + [60.0]
-    assert limiter.reserve("aiops") == 0.0  # the aiops window from 0 s closed at 60 s as well
+    assert reserve(limiter, "aiops") == 0.0  # the aiops window from 0 s closed at 60 s as well
 
 
 def test_override_with_its_own_window() -> None:
@@ -126,7 +149,7 @@ def test_global_limit_spans_all_keys() -> None:
     sent = drive(limiter, clock, ["a", "b", "c"] * 4)
     assert [t for _, t in sent] == [0.0] * 5 + [10.0] * 5 + [20.0] * 2
     assert max_in_window([t for _, t in sent], 10.0) == 5
-    assert limiter.budget("a") == 3  # key room 118, global room 3
+    assert budget(limiter, "a") == 3  # key room 118, global room 3
     assert limiter.next_allowed("z") == T0 + 20.0
 
 
@@ -143,32 +166,32 @@ def test_penalize_blocks_only_that_key() -> None:
     """After a 429, the key waits the penalty; other keys and its own window are untouched."""
     clock = FakeClock()
     limiter = RateLimiter(RateLimit(), clock)
-    assert limiter.reserve("a") == 0.0
+    assert reserve(limiter, "a") == 0.0
     limiter.penalize("a", 30.0)
-    assert limiter.reserve("a") == 30.0
+    assert reserve(limiter, "a") == 30.0
     assert limiter.next_allowed("a") == T0 + 30.0
-    assert limiter.budget("a") == 0
-    assert limiter.reserve("b") == 0.0
+    assert budget(limiter, "a") == 0
+    assert reserve(limiter, "b") == 0.0
     clock.advance(12.5)
-    assert limiter.reserve("a") == 17.5
+    assert reserve(limiter, "a") == 17.5
     limiter.penalize("a", 5.0)  # a shorter penalty does not shorten the block
-    assert limiter.reserve("a") == 17.5
+    assert reserve(limiter, "a") == 17.5
     clock.advance(17.5)
-    assert limiter.budget("a") == 119
-    assert limiter.reserve("a") == 0.0
+    assert budget(limiter, "a") == 119
+    assert reserve(limiter, "a") == 0.0
 
 
 def test_penalize_extends_and_combines_with_the_window() -> None:
     """A longer penalty extends the block, and a window that frees later than the block still governs."""
     clock = FakeClock()
     limiter = RateLimiter(RateLimit(per_key=1, window_seconds=60.0), clock)
-    assert limiter.reserve("a") == 0.0
+    assert reserve(limiter, "a") == 0.0
     limiter.penalize("a", 10.0)
-    assert limiter.reserve("a") == 60.0
+    assert reserve(limiter, "a") == 60.0
     limiter.penalize("a", 90.0)
-    assert limiter.reserve("a") == 90.0
+    assert reserve(limiter, "a") == 90.0
     limiter.penalize("fresh", 0.0)
-    assert limiter.reserve("fresh") == 0.0
+    assert reserve(limiter, "fresh") == 0.0
 
 
 def test_snapshot_shows_limits_usage_and_blocks() -> None:
@@ -196,12 +219,12 @@ def test_idle_keys_are_forgotten() -> None:
     clock = FakeClock()
     limiter = RateLimiter(RateLimit(), clock)
     for i in range(10_000):
-        assert limiter.reserve(f"k{i}") == 0.0
-    assert len(limiter) == 10_000
+        assert reserve(limiter, f"k{i}") == 0.0
+    assert remembered(limiter) == 10_000
     clock.advance(60.0)
-    assert limiter.reserve("busy") == 0.0
-    assert len(limiter) == 1
-    assert limiter.budget("k0") == 120
+    assert reserve(limiter, "busy") == 0.0
+    assert remembered(limiter) == 1
+    assert budget(limiter, "k0") == 120
 
 
 def test_a_blocked_key_is_not_forgotten_while_blocked() -> None:
@@ -210,12 +233,12 @@ def test_a_blocked_key_is_not_forgotten_while_blocked() -> None:
     limiter = RateLimiter(RateLimit(), clock)
     limiter.penalize("a", 300.0)
     clock.advance(120.0)
-    assert limiter.reserve("b") == 0.0
-    assert len(limiter) == 2
-    assert limiter.reserve("a") == 180.0
+    assert reserve(limiter, "b") == 0.0
+    assert remembered(limiter) == 2
+    assert reserve(limiter, "a") == 180.0
     clock.advance(180.0)
-    assert limiter.reserve("b") == 0.0
-    assert len(limiter) == 1
+    assert reserve(limiter, "b") == 0.0
+    assert remembered(limiter) == 1
 
 
 def test_memory_per_key_is_bounded_by_its_limit() -> None:
@@ -223,7 +246,7 @@ def test_memory_per_key_is_bounded_by_its_limit() -> None:
     clock = FakeClock()
     limiter = RateLimiter(RateLimit(per_key=5, window_seconds=1.0), clock)
     for _ in range(1_000):
-        limiter.reserve("k")
+        reserve(limiter, "k")
         clock.advance(0.01)
     assert max(len(st.window.sends) for st in limiter._keys.values()) == 5
 
@@ -283,9 +306,9 @@ def test_settle_counts_a_send_from_its_answer() -> None:
     clock.advance(0.3)
     limiter.settle("k", taken, clock.monotonic())
     clock.advance(0.8)  # 1.1 s after the take, 0.8 s after the answer
-    assert limiter.reserve("k") == pytest.approx(0.2)
+    assert reserve(limiter, "k") == pytest.approx(0.2)
     clock.advance(0.2)
-    assert limiter.reserve("k") == 0.0
+    assert reserve(limiter, "k") == 0.0
 
 
 def test_seeded_sends_fill_the_window_until_they_age_out() -> None:
@@ -294,12 +317,12 @@ def test_seeded_sends_fill_the_window_until_they_age_out() -> None:
     limiter = RateLimiter(RateLimit(per_key=3, window_seconds=60.0, global_limit=(4, 60.0)), clock)
     counted = limiter.seed([("a", 50.0), ("a", 10.0), ("a", 70.0), ("b", 5.0)])
     assert counted == 3  # the send 70 s ago is already out of the window
-    assert limiter.budget("a") == 1
-    assert limiter.budget("b") == 1  # global: 3 of 4 used
+    assert budget(limiter, "a") == 1
+    assert budget(limiter, "b") == 1  # global: 3 of 4 used
     assert limiter.take("a") is not None
     assert limiter.take("b") is None  # the global window is full now
     clock.advance(10.0)  # the send 50 s ago leaves the window at 60 s
-    assert limiter.budget("a") == 1
+    assert budget(limiter, "a") == 1
     assert limiter.next_allowed("b") == clock.monotonic()
 
 
@@ -309,3 +332,19 @@ def test_seed_ignores_future_times_as_now() -> None:
     limiter = RateLimiter(RateLimit(per_key=1, window_seconds=60.0), clock)
     assert limiter.seed([("a", -30.0)]) == 1
     assert limiter.next_allowed("a") == clock.monotonic() + 60.0
+
+
+def test_blocked_names_each_key_without_budget_and_when_it_has_room_again() -> None:
+    """A full window and a 429 pause both show in blocked(), with the time each key may send again."""
+    clock = FakeClock()
+    limiter = RateLimiter(RateLimit(per_key=2, window_seconds=10.0, global_limit=(3, 10.0)), clock)
+    assert limiter.blocked() == ({}, T0)
+    limiter.take("full")
+    clock.advance(1.0)
+    limiter.take("full")
+    limiter.penalize("paused", 30.0)
+    assert limiter.blocked() == ({"full": T0 + 10.0, "paused": T0 + 31.0}, T0 + 1.0)
+    limiter.take("other")  # the third send in the global window
+    assert limiter.blocked()[1] == T0 + 10.0
+    clock.advance(9.0)  # the send at T0 leaves both windows: room again, but not for the paused key
+    assert limiter.blocked() == ({"paused": T0 + 31.0}, T0 + 10.0)
