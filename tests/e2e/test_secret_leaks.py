@@ -128,11 +128,13 @@ def test_no_configured_secret_leaks_anywhere(tmp_path: Path, pd: PagerDutyStandI
     # Config errors quote neither a bad secret nor a good one.
     bad_key = "QUJD" * 6  # base64 of 18 bytes: a key of the wrong size
     broken = relay.workdir / "broken.yaml"
-    broken.write_text(f"security: {{encryption_key: ['{bad_key}']}}\nauth: {{bearer_tokens: ['{BEARER[:10]}']}}\n")
-    err = subprocess.run([sys.executable, "-m", "receiver", "serve", "--config", str(broken)], cwd=relay.workdir,
-                         capture_output=True, text=True, timeout=60)
-    assert err.returncode == 2 and "security.encryption_key[0]" in err.stderr
-    assert bad_key not in err.stderr and BEARER[:10] not in err.stderr
+    for text, key in ((f"security: {{encryption_key: ['{bad_key}']}}\n", "security.encryption_key[0]"),
+                      (f"auth: {{bearer_tokens: ['{BEARER[:10]}']}}\n", "auth.bearer_tokens[0]")):
+        broken.write_text(text)
+        err = subprocess.run([sys.executable, "-m", "receiver", "serve", "--config", str(broken)],
+                             cwd=relay.workdir, capture_output=True, text=True, timeout=60)
+        assert err.returncode == 2 and key in err.stderr, err.stderr
+        assert bad_key not in err.stderr and BEARER[:10] not in err.stderr
 
     relay.stop()
     scan("pdrelay log", relay.log(), exposed)
