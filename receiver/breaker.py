@@ -38,9 +38,8 @@ Two ways to use it:
 
 State changes are reported to listeners ``fn(name, old_state, new_state)`` (synchronous,
 called after the change; an exception in one is logged and does not stop the others).
-:class:`BreakerRegistry` hands out one breaker per key (pdrelay: per PagerDuty endpoint)
-with shared settings, clock and listeners. Breakers are meant for one event loop and are
-not thread-safe.
+pdrelay keeps one breaker for its PagerDuty events endpoint. Breakers are meant for one
+event loop and are not thread-safe.
 """
 
 from __future__ import annotations
@@ -50,7 +49,7 @@ import enum
 import functools
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
@@ -59,12 +58,10 @@ from receiver.clock import MonotonicClock, SystemClock
 from receiver.errors import PdrelayError
 
 __all__ = [
-    "BreakerRegistry",
     "BreakerState",
     "CircuitBreaker",
     "CircuitOpenError",
     "Listener",
-    "MonotonicClock",
 ]
 
 P = ParamSpec("P")
@@ -338,55 +335,3 @@ class CircuitBreaker:
             self.record_failure()
         else:
             self.record_ignored()
-
-
-class BreakerRegistry:
-    """One :class:`CircuitBreaker` per key, all with the same settings, clock and listeners."""
-
-    def __init__(
-        self,
-        failure_threshold: int = 5,
-        recovery_timeout: float = 60.0,
-        *,
-        is_failure: Callable[[Exception], bool] = _any_exception,
-        clock: MonotonicClock | None = None,
-        listeners: Iterable[Listener] = (),
-    ) -> None:
-        _validate(failure_threshold, recovery_timeout)
-        self.failure_threshold = failure_threshold
-        self.recovery_timeout = float(recovery_timeout)
-        self._is_failure = is_failure
-        self._clock: MonotonicClock = clock if clock is not None else SystemClock()
-        self._listeners: list[Listener] = []
-        for fn in listeners:
-            self.add_listener(fn)
-        self._breakers: dict[str, CircuitBreaker] = {}
-
-    def get(self, name: str) -> CircuitBreaker:
-        """The breaker for ``name``, created on first use."""
-        breaker = self._breakers.get(name)
-        if breaker is None:
-            breaker = CircuitBreaker(self.failure_threshold, self.recovery_timeout, name=name,
-                                     is_failure=self._is_failure, clock=self._clock, listeners=self._listeners)
-            self._breakers[name] = breaker
-        return breaker
-
-    def add_listener(self, fn: Listener) -> None:
-        """Listen to every breaker of this registry, existing and future."""
-        _check_listener(fn)
-        self._listeners.append(fn)
-        for breaker in self._breakers.values():
-            breaker.add_listener(fn)
-
-    def snapshot(self) -> list[dict[str, Any]]:
-        """Every breaker's snapshot, by name, for /status."""
-        return [self._breakers[name].snapshot() for name in sorted(self._breakers)]
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._breakers
-
-    def __iter__(self) -> Iterator[CircuitBreaker]:
-        return iter(list(self._breakers.values()))
-
-    def __len__(self) -> int:
-        return len(self._breakers)

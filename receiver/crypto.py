@@ -1,4 +1,4 @@
-"""Encryption at rest: AES-256-GCM with a rotating keyring, printable tokens and blind indexes.
+"""Encryption at rest: AES-256-GCM with a rotating keyring, and printable tokens for users' own secrets.
 
 A :class:`Keyring` is built once, at start, from ``security.encryption_key``
 (:meth:`Keyring.from_secrets`, ``None`` when no key is configured) — an ordered list of
@@ -19,7 +19,7 @@ Stored values (:meth:`Keyring.encrypt_bytes` / :meth:`Keyring.decrypt_bytes`)::
 
   The associated data authenticated by GCM is ``header ‖ aad``, where ``header`` is the
   first 5 bytes (version and key id) and ``aad`` is what the caller binds the value to
-  (the outbox passes ``b"events|<routing>|<dedup>|<action>"``), so a value copied to
+  (the outbox names the row: table, routing key, dedup key index, action, payload hash), so a value copied to
   another row, or re-labelled with another key id, fails to decrypt. Overhead: 33 bytes.
 
 Tokens (:meth:`Keyring.encrypt` / :meth:`Keyring.decrypt`), for users' own secrets::
@@ -29,14 +29,9 @@ Tokens (:meth:`Keyring.encrypt` / :meth:`Keyring.decrypt`), for users' own secre
   whose associated data is ``b"pdrelay token|" ‖ context`` (UTF-8): a token made for one
   context does not decrypt in another, nor as a stored value.
 
-Blind index (:meth:`Keyring.blind_index`)
-    ``HMAC-SHA256(k_idx, value)`` as 32 hex digits (the first 128 bits), where
-    ``k_idx = HKDF-SHA256(primary key, salt=None, info=b"pdrelay blind-index v1", L=32)``.
-    It lets the outbox find a row by an identifier (a dedup key) it does not store in
-    clear. It is derived from the *primary* key only, so it changes when the primary
-    key changes: a rekey must recompute every stored index. :attr:`Keyring.index_id`
-    (``SHA-256(b"pdrelay index-id v1\\x00" ‖ k_idx)[:4]`` in hex) names the index key, so
-    rows whose stored index id differs from it are the ones to recompute.
+The outbox finds rows by dedup keys it does not store in clear through a blind index with
+a random index key of its own (:mod:`receiver.outbox.sqlite.sealing`), so rotating keys
+never changes an index.
 
 Every failure to decrypt is a :class:`DecryptError` (a :class:`CryptoError`) whose
 :attr:`~DecryptError.failure` says why; a bad key in the configuration is a
@@ -52,14 +47,11 @@ import base64
 import binascii
 import enum
 import hashlib
-import hmac
 import os
 from collections.abc import Sequence
 
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from receiver.errors import ConfigError, PdrelayError
 from receiver.secret import KEY_SIZE, KeyFormatError, Secret, decode_keys
@@ -90,10 +82,7 @@ OVERHEAD = _BODY_OFFSET + _TAG_SIZE
 """Bytes an encrypted value adds to its plaintext (33)."""
 
 _KEY_ID_PREFIX = b"pdrelay key-id v1\x00"
-_INDEX_ID_PREFIX = b"pdrelay index-id v1\x00"
-_INDEX_INFO = b"pdrelay blind-index v1"
 _TOKEN_AAD_PREFIX = b"pdrelay token|"
-_INDEX_HEX_CHARS = 32
 
 # URL-safe → standard alphabet for the strict decoder; "+", "/" and "=" become "!", which it refuses.
 _TOKEN_TO_STD = bytes.maketrans(b"-_+/=", b"+/!!!")
@@ -156,7 +145,7 @@ def _check_header(blob: bytes) -> None:
 class Keyring:
     """Ordered AES-256-GCM keys: the first encrypts, any decrypts. Shows only key ids."""
 
-    __slots__ = ("_aeads", "_ids", "_index_hmac", "_index_id", "_primary", "_primary_raw_id", "_where")
+    __slots__ = ("_aeads", "_ids", "_primary", "_primary_raw_id", "_where")
 
     def __init__(self, keys: Sequence[bytes], *, where: str = "security.encryption_key") -> None:
         """Prefer :meth:`from_keys`; this takes decoded 32-byte keys (``where`` only names them in messages)."""
@@ -174,9 +163,6 @@ class Keyring:
         self._primary_raw_id = _key_id(keys[0])
         self._primary = aeads[self._primary_raw_id]
         self._ids = tuple(_key_id(key).hex() for key in keys)
-        index_key = HKDF(algorithm=hashes.SHA256(), length=KEY_SIZE, salt=None, info=_INDEX_INFO).derive(keys[0])
-        self._index_hmac = hmac.new(index_key, digestmod=hashlib.sha256)
-        self._index_id = hashlib.sha256(_INDEX_ID_PREFIX + index_key).digest()[:_ID_SIZE].hex()
 
     @classmethod
     def from_keys(cls, keys: Sequence[Secret | str], *, where: str = "security.encryption_key") -> Keyring:
@@ -215,11 +201,6 @@ class Keyring:
         """Ids of every configured key, primary first."""
         return self._ids
 
-    @property
-    def index_id(self) -> str:
-        """Id (8 hex digits) of the key :meth:`blind_index` uses; it changes with the primary key."""
-        return self._index_id
-
     # -- stored values -----------------------------------------------------------
 
     def encrypt_bytes(self, plaintext: bytes, aad: bytes) -> bytes:
@@ -249,7 +230,8 @@ class Keyring:
             ) from None
 
     def needs_rekey(self, blob: bytes) -> bool:
-        """Was ``blob`` made with a key other than the primary? Reads the header only (no decryption)."""
+        """Was ``blob`` made with a key other than the primary? Reads the header only (no decryption);
+        :meth:`rotate_blob` asks it first."""
         _check_header(blob)
         return blob[1:_HEADER_SIZE] != self._primary_raw_id
 
@@ -298,11 +280,3 @@ class Keyring:
                     exc.failure, exc.key_id,
                 ) from None
             raise
-
-    # -- blind index -------------------------------------------------------------
-
-    def blind_index(self, value: str) -> str:
-        """Keyed HMAC-SHA256 of ``value`` (32 hex digits) under the primary key's index key; see :attr:`index_id`."""
-        mac = self._index_hmac.copy()
-        mac.update(value.encode("utf-8"))
-        return mac.hexdigest()[:_INDEX_HEX_CHARS]

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from receiver.breaker import BreakerRegistry, BreakerState, CircuitBreaker, CircuitOpenError
+from receiver.breaker import BreakerState, CircuitBreaker, CircuitOpenError
 from receiver.errors import PdrelayError
 from tests.fakes import FakeClock
 
@@ -324,27 +324,6 @@ def test_snapshot_reports_state_for_status() -> None:
     assert breaker.snapshot()["trial_in_flight"] is True
 
 
-def test_registry_returns_one_breaker_per_name_with_shared_settings_and_listeners() -> None:
-    """`get` returns the same breaker for a name, a distinct one per name, all sharing settings and listeners."""
-    clock = FakeClock()
-    seen: list[Transition] = []
-    registry = BreakerRegistry(failure_threshold=1, recovery_timeout=5, clock=clock)
-    us = registry.get("events.pagerduty.com")
-    registry.add_listener(lambda *t: seen.append(t))
-    eu = registry.get("events.eu.pagerduty.com")
-    assert registry.get("events.pagerduty.com") is us
-    assert eu is not us
-    assert (eu.name, eu.failure_threshold, eu.recovery_timeout) == ("events.eu.pagerduty.com", 1, 5.0)
-    assert len(registry) == 2 and "events.pagerduty.com" in registry and list(registry) == [us, eu]
-    trip(us)
-    assert eu.state is CLOSED
-    trip(eu)
-    clock.advance(5)
-    assert [s["state"] for s in registry.snapshot()] == ["half_open", "half_open"]
-    assert seen == [("events.pagerduty.com", CLOSED, OPEN), ("events.eu.pagerduty.com", CLOSED, OPEN),
-                    ("events.eu.pagerduty.com", OPEN, HALF_OPEN), ("events.pagerduty.com", OPEN, HALF_OPEN)]
-
-
 @pytest.mark.parametrize(("kwargs", "message"), [
     ({"failure_threshold": 0}, "failure_threshold must be an integer >= 1, got 0"),
     ({"failure_threshold": 2.5}, "failure_threshold must be an integer >= 1, got 2.5"),
@@ -354,11 +333,8 @@ def test_registry_returns_one_breaker_per_name_with_shared_settings_and_listener
     ({"recovery_timeout": float("nan")}, "recovery_timeout must be a finite number of seconds > 0, got nan"),
     ({"recovery_timeout": float("inf")}, "recovery_timeout must be a finite number of seconds > 0, got inf"),
 ])
-@pytest.mark.parametrize("factory", [CircuitBreaker, BreakerRegistry])
-def test_invalid_arguments_are_refused_with_a_clear_message(
-    factory: type[CircuitBreaker] | type[BreakerRegistry], kwargs: dict[str, float], message: str
-) -> None:
+def test_invalid_arguments_are_refused_with_a_clear_message(kwargs: dict[str, float], message: str) -> None:
     """A threshold below 1 or a non-positive recovery timeout raises ValueError naming the argument."""
     with pytest.raises(ValueError) as info:
-        factory(**kwargs)  # type: ignore[arg-type]
+        CircuitBreaker(**kwargs)  # type: ignore[arg-type]
     assert str(info.value) == message

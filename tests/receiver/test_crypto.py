@@ -1,15 +1,12 @@
-"""Encryption at rest: keyring parsing, the stored-value and token formats, rotation and blind indexes."""
+"""Encryption at rest: keyring parsing, the stored-value and token formats, rotation."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import hmac
 import re
 
 import pytest
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from receiver.crypto import (
     OVERHEAD,
@@ -375,37 +372,6 @@ def test_key_ids_are_stable_and_short() -> None:
     assert Keyring.from_keys([KEY_A]).primary_id == Keyring.from_keys([KEY_A]).primary_id == ID_A
     assert re.fullmatch(r"[0-9a-f]{8}", ID_A)
     assert len({ID_A, ID_B, ID_C}) == 3
-
-
-# --------------------------------------------------------------------------- blind index
-
-
-def test_blind_index_is_stable_and_keyed() -> None:
-    a1, a2 = Keyring.from_keys([KEY_A]), Keyring.from_keys([KEY_A, KEY_B])
-    b = Keyring.from_keys([KEY_B, KEY_A])
-    value = "alertname=DiskFull/instance=db-1"
-    assert a1.blind_index(value) == a1.blind_index(value) == a2.blind_index(value)
-    assert re.fullmatch(r"[0-9a-f]{32}", a1.blind_index(value))
-    assert a1.blind_index(value) != a1.blind_index(value + " ")
-    assert b.blind_index(value) != a1.blind_index(value)  # only the primary key counts
-    assert a1.index_id == a2.index_id != b.index_id
-    assert a1.index_id not in (ID_A, ID_B)
-    assert value not in a1.blind_index(value)
-
-
-def test_blind_index_derivation_is_as_documented() -> None:
-    sub = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"pdrelay blind-index v1").derive(RAW_A)
-    ring = Keyring.from_keys([KEY_A])
-    value = "dedup-ü-1"
-    assert ring.blind_index(value) == hmac.new(sub, value.encode(), hashlib.sha256).hexdigest()[:32]
-    assert ring.index_id == hashlib.sha256(b"pdrelay index-id v1\x00" + sub).digest()[:4].hex()
-
-
-def test_blind_index_is_not_the_plain_hash_or_key_hmac() -> None:
-    ring = Keyring.from_keys([KEY_A])
-    value = "dedup-1"
-    assert ring.blind_index(value) != hashlib.sha256(value.encode()).hexdigest()[:32]
-    assert ring.blind_index(value) != hmac.new(RAW_A, value.encode(), hashlib.sha256).hexdigest()[:32]
 
 
 # --------------------------------------------------------------------------- generate_key
