@@ -5,18 +5,16 @@ Writes are group-committed (:mod:`.committer`); the tables are described in
 is decided by :mod:`receiver.delivery` inside the write transaction. The operators'
 commands (list, show, requeue, purge) are in :mod:`.admin`.
 
-All of an intake batch's enqueues run together: one read of the states of every dedup
-key involved and one ``executemany`` per table, whatever the number of requests.
+Every enqueue that arrives while a batch is being written joins the next one, which
+:mod:`.intake` writes in one go.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import sqlite3
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +23,12 @@ import msgspec
 from receiver import delivery
 from receiver.clock import Clock, SystemClock
 from receiver.crypto import DecryptError, Keyring
-from receiver.delivery import Incoming, Ledger, Verdict
 from receiver.errors import ConfigError, OutboxUnavailable, Reason
 from receiver.outbox.contract import Depth, EnqueueResult, OpenReport, OutboxItem, RequeueResult
 from receiver.outbox.sqlite import admin
 from receiver.outbox.sqlite.committer import GroupCommitter
-from receiver.outbox.sqlite.schema import EVENT_COLUMNS, IdAllocator, load_states, migrate, store_states
+from receiver.outbox.sqlite.intake import Enqueue, write_batch
+from receiver.outbox.sqlite.schema import EVENT_COLUMNS, load_states, migrate, store_states
 from receiver.outbox.sqlite.sealing import Sealer
 from transforms.base import InvalidEvent, RenderedEvent
 
@@ -52,26 +50,9 @@ WHERE e.status = 'queued' AND NOT EXISTS (
 ORDER BY e.priority, e.next_attempt_at, e.id
 LIMIT ?
 """
-_INSERT_NOTIFICATIONS = "INSERT INTO notifications (id, body, created_at, refs) VALUES (?, ?, ?, ?)"
-_INSERT_EVENTS = """
-INSERT INTO events (id, notification_id, routing_key, dedup_key, action, status, body,
-                    payload_hash, priority, rules, created_at, next_attempt_at, reason, last_error)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-"""
 
 _ENCODER = msgspec.json.Encoder()
 _RECOUNT_EVERY = 10.0  # seconds between re-counting queued and dead items from the file
-
-
-@dataclass(frozen=True, slots=True)
-class _Enqueue:
-    """One notification's events, already encoded, waiting for the next group commit."""
-
-    source: bytes
-    events: list[tuple[RenderedEvent, bytes]]
-    invalid: list[tuple[InvalidEvent, bytes]]
-    now: float
-    resend_interval: float
 
 
 class SQLiteOutbox:
@@ -92,7 +73,7 @@ class SQLiteOutbox:
         self._sends: list[tuple[str, float]] = []  # noted sends, written with the next commit
         self._sends_pruned_at = float("-inf")
         self._on_unreadable = on_unreadable or (lambda item_id, error: None)
-        self._intake: list[tuple[_Enqueue, asyncio.Future[EnqueueResult]]] = []
+        self._intake: list[tuple[Enqueue, asyncio.Future[EnqueueResult]]] = []
         self._intake_pending = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._queued = self._dead = 0
@@ -160,7 +141,7 @@ class SQLiteOutbox:
         resend_interval: float,
     ) -> EnqueueResult:
         # Encoding happens here, on the event loop, before the batch is written.
-        op = _Enqueue(source=source, events=[(ev, _ENCODER.encode(ev.body)) for ev in events],
+        op = Enqueue(source=source, events=[(ev, _ENCODER.encode(ev.body)) for ev in events],
                       invalid=[(bad, _ENCODER.encode(bad.body)) for bad in invalid],
                       now=self._clock.now(), resend_interval=resend_interval)
         fut: asyncio.Future[EnqueueResult] = asyncio.get_running_loop().create_future()
@@ -174,7 +155,7 @@ class SQLiteOutbox:
 
     async def _write_intake(self) -> None:
         """One write for every enqueue that arrived before the batch it joins is applied."""
-        taken: list[tuple[_Enqueue, asyncio.Future[EnqueueResult]]] = []
+        taken: list[tuple[Enqueue, asyncio.Future[EnqueueResult]]] = []
 
         def apply(conn: sqlite3.Connection) -> list[EnqueueResult]:
             nonlocal taken
@@ -194,59 +175,11 @@ class SQLiteOutbox:
             if not fut.done():
                 fut.set_result(result)
 
-    def _enqueue_batch(self, conn: sqlite3.Connection, ops: Sequence[_Enqueue]) -> list[EnqueueResult]:
+    def _enqueue_batch(self, conn: sqlite3.Connection, ops: Sequence[Enqueue]) -> list[EnqueueResult]:
         self._write_sends(conn)
-        ix = self._sealer.index
-        refs = {ev.dedup_key: ix(ev.dedup_key) for op in ops for ev, _ in op.events}  # each computed once
-        refs.update((bad.dedup_key, ix(bad.dedup_key)) for op in ops for bad, _ in op.invalid)
-        ids = IdAllocator(conn)
-        ledger = Ledger(load_states(conn, refs.values(), _ENCODER.encode), ids)
-        notifications: list[tuple[int, bytes, float, int]] = []
-        rows: list[tuple[Any, ...]] = []
-        results = []
-        # Internal: a notification lives while an event refers to it, so its id may be used again later.
-        nid = conn.execute("SELECT COALESCE(MAX(id), 0) FROM notifications").fetchone()[0]
-        for op in ops:
-            result, op_rows = self._plan(op, ledger, refs)
-            results.append(result)
-            if op_rows:
-                nid += 1
-                notifications.append((nid, self._sealer.seal_notification(op.source, nid), op.now, len(op_rows)))
-                rows.extend((r[0], nid, *r[1:]) for r in op_rows)
-        store_states(conn, ((key, ledger.states[key]) for key in ledger.changed))
-        ids.save()
-        if notifications:
-            conn.executemany(_INSERT_NOTIFICATIONS, notifications)
-            conn.executemany(_INSERT_EVENTS, rows)
+        results = write_batch(conn, ops, self._sealer)
         self._moved(sum(r.queued for r in results), sum(r.dead_lettered for r in results))
         return results
-
-    def _plan(self, op: _Enqueue, ledger: Ledger, refs: dict[str, str]) -> tuple[EnqueueResult, list[tuple[Any, ...]]]:
-        """The delivery rules' decision for each of one notification's events, as rows to insert."""
-        now, seal = op.now, self._sealer.seal_event
-        queued = duplicates = rerouted = 0
-        rows: list[tuple[Any, ...]] = []
-        for ev, body in op.events:
-            ref = refs[ev.dedup_key]
-            incoming = Incoming(ev.routing_key, ref, ev.action, ev.payload_hash, critical=_critical(ev.body))
-            outcomes = ledger.intake(incoming, now, op.resend_interval)
-            stored = [o for o in outcomes if o.verdict is Verdict.QUEUE]
-            duplicates += not stored
-            for o in stored:
-                queued += 1
-                rerouted += o.rerouted
-                rows.append((o.item_id, o.routing_key, ref, ev.action, "queued",
-                             seal(body, o.routing_key, ref, ev.action, ev.payload_hash),
-                             ev.payload_hash, o.priority, ",".join(ev.rules), now, now, None, None))
-        for bad, body in op.invalid:
-            ref, phash = refs[bad.dedup_key], hashlib.sha256(body).hexdigest()
-            [o] = ledger.intake(Incoming(bad.routing_key, ref, bad.action, phash, valid=False), now,
-                                op.resend_interval)
-            rows.append((o.item_id, bad.routing_key, ref, bad.action, "dead",
-                         seal(body, bad.routing_key, ref, bad.action, phash),
-                         phash, 1, ",".join(bad.rules), now, now, Reason.INVALID_EVENT.value, bad.reason))
-        return EnqueueResult(queued=queued, duplicates=duplicates, dead_lettered=len(op.invalid),
-                             rerouted=rerouted), rows
 
     # ------------------------------------------------------------------ delivery
 
@@ -436,8 +369,3 @@ class SQLiteOutbox:
     async def rekey(self) -> OpenReport:
         # Its own transaction, between batches: it rewrites every row.
         return await self._db.run_alone(self._sealer.rekey)
-
-
-def _critical(body: Any) -> bool:
-    payload = body.get("payload") if isinstance(body, dict) else None
-    return isinstance(payload, dict) and payload.get("severity") == "critical"
