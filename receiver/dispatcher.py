@@ -81,26 +81,34 @@ class Dispatcher:
         self._audit = audit or NullAudit()
         self._wakeup = asyncio.Event()
         self._inflight: dict[int, asyncio.Task[None]] = {}
+        self._wakes = 0
+        self.looked_after = 0  # the number of wake() calls made before the latest look at the queue began
 
-    def wake(self, routing_keys: Iterable[str] | None = None) -> None:
+    def wake(self, routing_keys: Iterable[str] | None = None) -> int:
         """Look for work now (called after intake commits ``routing_keys``' events).
 
         Free when nothing could come of it: every slot busy, or every key named still
-        without budget (a storm on one key must not make the dispatcher spin)."""
+        without budget (a storm on one key must not make the dispatcher spin). Returns this
+        call's number: once :attr:`looked_after` reaches it, the dispatcher has looked at
+        the queue since (what a caller that just changed the clock or the queue waits for)."""
+        self._wakes += 1
         if len(self._inflight) >= self._settings.concurrency:
-            return
+            return self._wakes
         if routing_keys is not None:
             now = self._clock.monotonic()
             if all(self._limiter.next_allowed(k) > now for k in routing_keys):
-                return
+                return self._wakes
         self._wakeup.set()
+        return self._wakes
 
     async def run(self) -> None:
         try:
             await self._restore_window()
             while True:
+                wakes = self._wakes
                 self._wakeup.clear()
                 started = await self._dispatch_due()
+                self.looked_after = wakes
                 if len(self._inflight) >= self._settings.concurrency:
                     await self._wakeup.wait()
                 else:

@@ -18,6 +18,7 @@ from receiver.dispatcher import Dispatcher, backoff_delay
 from receiver.errors import Reason
 from receiver.limiter import RateLimit, RateLimiter
 from receiver.metrics import Metrics
+from receiver.outbox import OutboxItem
 from receiver.outbox.sqlite import SQLiteOutbox
 from receiver.pagerduty.events import SendResult, classify
 from receiver.secret import Secret
@@ -36,6 +37,21 @@ async def until(pred: Callable[[], bool], timeout: float = 5.0) -> None:
     while not pred():
         assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
         await asyncio.sleep(0.005)
+
+
+async def until_item(rig: Rig, pred: Callable[[OutboxItem], bool], timeout: float = 5.0) -> None:
+    """Wait (bounded) until the one queued item satisfies ``pred`` (a settle commits just after it is counted)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not any(pred(i) for i in await rig.outbox.items(status="queued")):
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.005)
+
+
+async def look_again(rig: Rig) -> None:
+    """Wake the dispatcher and wait (bounded) until it has looked at the queue since: what it did not send
+    then, it did not send on purpose."""
+    n = rig.dispatcher.wake()
+    await until(lambda: rig.dispatcher.looked_after >= n)
 
 
 @dataclass
@@ -174,8 +190,7 @@ async def test_a_key_is_paced_to_its_budget_and_others_are_not_held_up(rig: Rig)
     assert [b["dedup_key"] for _, b in rig.sender.calls] == ["a0", "a1", "b0"]
     assert rig.outbox.depth().queued == 3
     rig.clock.advance(59.9)
-    rig.dispatcher.wake()
-    await asyncio.sleep(0.05)
+    await look_again(rig)
     assert len(rig.sender.calls) == 3  # the window has not moved yet
     rig.clock.advance(0.1)
     rig.dispatcher.wake()
@@ -211,15 +226,11 @@ async def test_429_pauses_the_key_keeps_its_queue_and_does_not_use_up_attempts(
         await until(lambda n=n: len(rig.sender.calls) == n)  # type: ignore[misc]
         await until(lambda n=n: rig.value("pdrelay_events_failed_total", {"reason": "rate_limited"}) == n)  # type: ignore[misc]
         # The failure is counted before its reschedule commits: wait for the commit, bounded.
-        for _ in range(500):
-            (item,) = await rig.outbox.items(status="queued")
-            if item.attempts == n:
-                break
-            await asyncio.sleep(0.005)
+        await until_item(rig, lambda item, n=n: item.attempts == n)  # type: ignore[misc]
+        (item,) = await rig.outbox.items(status="queued")
         assert (item.attempts, item.next_attempt_at) == (n, rig.clock.now() + 30)
         rig.clock.advance(29.9)
-        rig.dispatcher.wake()
-        await asyncio.sleep(0.02)
+        await look_again(rig)
         assert len(rig.sender.calls) == n
         rig.clock.advance(0.1)
         rig.dispatcher.wake()
@@ -238,8 +249,7 @@ async def test_breaker_opens_holds_events_and_closes_after_a_good_trial(
     assert len(rig.sender.calls) == 4
     assert rig.value("pdrelay_breaker_state", {"endpoint": "pd"}) == 0  # the rig wires no metrics listener
     rig.clock.advance(8)  # every event is due again, but the breaker is open
-    rig.dispatcher.wake()
-    await asyncio.sleep(0.05)
+    await look_again(rig)
     assert len(rig.sender.calls) == 4
     rig.clock.advance(52)
     rig.dispatcher.wake()
@@ -283,8 +293,7 @@ async def test_a_trigger_with_its_resolve_queued_behind_is_sent_unless_told_othe
     await put(rig, ev("a"), ev("a", "resolve"))
     for _ in range(len(sent)):
         rig.clock.advance(60)
-        rig.dispatcher.wake()
-        await asyncio.sleep(0.05)
+        await look_again(rig)
     await until(lambda: rig.value("pdrelay_events_sent_total") == 1 + len(sent))
     assert rig.outbox.depth().queued == 0
     assert [b["event_action"] for _, b in rig.sender.calls[1:]] == sent
