@@ -15,14 +15,8 @@ externalURL, truncatedAlerts, notification_reason, routeLabels).
   Jinja's silent empty string.
 - Every render failure is raised as :class:`RenderError`; the caller records it and
   falls back.
-
-Sandboxed rendering costs several microseconds, so expressions built only from plain
-variable paths (``labels.instance``, ``vars["host"]``), constants and the ``default``
-filter -- recognised on Jinja's parsed AST -- are evaluated by direct dict lookups, each
-compiled into a render function specialised to its shape (one key, a ``default`` chain,
-a name). The fast path gives up (and Jinja evaluates the template) whenever it would not be exactly
-Jinja's result: a value that is not a plain ``dict``, a key that is also a ``dict``
-attribute (``labels.items``) or starts with ``_``, or a path through a missing key.
+- Templates made of plain paths, constants and ``default`` take :mod:`transforms.fastpath`,
+  which gives Jinja's result without Jinja's per-render cost.
 """
 
 from __future__ import annotations
@@ -37,9 +31,9 @@ from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from transforms.base import Alert, AlertEvent, Group
+from transforms.fastpath import MISSING, Evaluate, Getter, Slow, expression, interpolation
 
 __all__ = [
-    "ROOT_NAMES",
     "RenderError",
     "Template",
     "TemplateError",
@@ -48,8 +42,6 @@ __all__ = [
     "group_dict",
     "template_context",
 ]
-
-ROOT_NAMES = ("labels", "annotations", "alert", "group", "vars")
 
 
 class TemplateError(ValueError):
@@ -69,30 +61,6 @@ class _Environment(ImmutableSandboxedEnvironment):
 
 # Configuration only (no loader, no globals added): sharing one instance is safe.
 _ENV = _Environment(autoescape=False)
-
-
-# The webhook's field names of ``alert`` and ``group`` and the dataclass attributes they read
-# (alert_dict and group_dict spell the same out as dict displays: several times faster).
-_ALERT_ATTRS = (
-    ("status", "status"),
-    ("labels", "labels"),
-    ("annotations", "annotations"),
-    ("startsAt", "starts_at"),
-    ("endsAt", "ends_at"),
-    ("generatorURL", "generator_url"),
-    ("fingerprint", "fingerprint"),
-)
-_GROUP_ATTRS = (
-    ("receiver", "receiver"),
-    ("status", "status"),
-    ("groupKey", "group_key"),
-    ("groupLabels", "group_labels"),
-    ("commonLabels", "common_labels"),
-    ("commonAnnotations", "common_annotations"),
-    ("externalURL", "external_url"),
-    ("truncatedAlerts", "truncated_alerts"),
-    ("routeLabels", "route_labels"),
-)  # then notification_reason, "" when absent (before 0.32)
 
 
 def alert_dict(alert: Alert) -> dict[str, Any]:
@@ -135,134 +103,36 @@ def template_context(event: AlertEvent) -> dict[str, Any]:
     }
 
 
-_Getter = Callable[[AlertEvent], Any]
-
-# Each name in scope, read from the work item (attrgetter: no Python frame per read).
-_ROOTS: dict[str, _Getter] = {
+# Each name in scope read from the work item, for the fast path; "alert.x" / "group.x" read
+# one field without building the whole map (the dicts above spell the same names out).
+_ROOTS: dict[str, Getter] = {
     "labels": attrgetter("alert.labels"),
     "annotations": attrgetter("alert.annotations"),
-    "alert": lambda e: alert_dict(e.alert),
-    "group": lambda e: group_dict(e.group),
+    "alert": lambda event: alert_dict(event.alert),
+    "group": lambda event: group_dict(event.group),
     "vars": attrgetter("vars"),
+    "alert.status": attrgetter("alert.status"),
+    "alert.labels": attrgetter("alert.labels"),
+    "alert.annotations": attrgetter("alert.annotations"),
+    "alert.startsAt": attrgetter("alert.starts_at"),
+    "alert.endsAt": attrgetter("alert.ends_at"),
+    "alert.generatorURL": attrgetter("alert.generator_url"),
+    "alert.fingerprint": attrgetter("alert.fingerprint"),
+    "group.receiver": attrgetter("group.receiver"),
+    "group.status": attrgetter("group.status"),
+    "group.groupKey": attrgetter("group.group_key"),
+    "group.groupLabels": attrgetter("group.group_labels"),
+    "group.commonLabels": attrgetter("group.common_labels"),
+    "group.commonAnnotations": attrgetter("group.common_annotations"),
+    "group.externalURL": attrgetter("group.external_url"),
+    "group.truncatedAlerts": attrgetter("group.truncated_alerts"),
+    "group.routeLabels": attrgetter("group.route_labels"),
+    "group.notification_reason": lambda event: event.group.notification_reason or "",
 }
-# ``alert.<name>`` / ``group.<name>`` read without building the whole dict.
-_FIELD_GETTERS: dict[tuple[str, str], _Getter] = {
-    **{("alert", name): attrgetter(f"alert.{attr}") for name, attr in _ALERT_ATTRS},
-    **{("group", name): attrgetter(f"group.{attr}") for name, attr in _GROUP_ATTRS},
-    ("group", "notification_reason"): lambda e: e.group.notification_reason or "",
-}
-
-
-class _Missing:
-    """Marks a missing key in the fast path (Jinja's Undefined)."""
-
-
-_MISSING: Any = _Missing()
-
-
-class _Slow(Exception):
-    """The fast path cannot give Jinja's exact result for this alert; use Jinja."""
-
-
-_Fast = Callable[[AlertEvent], Any]  # returns a value or _MISSING; raises _Slow
-_Path = tuple[_Getter, tuple[str, ...]]  # a name's getter, then dict keys
-# Paths tried in order until one is present, then a constant (or _MISSING): what a plain
-# path, a constant, or a chain of ``default`` filters over them evaluates to.
-_Alternatives = tuple[tuple[_Path, ...], Any]
-
-
-def _path(root: str, keys: tuple[str, ...]) -> _Path:
-    if keys and (getter := _FIELD_GETTERS.get((root, keys[0]))) is not None:
-        return getter, keys[1:]
-    return _ROOTS[root], keys
-
-
-def _walk(path: _Path) -> _Fast:
-    """Evaluates one path: the value, _MISSING for a missing last key, _Slow where Jinja differs."""
-    get_root, keys = path
-    if not keys:
-        return get_root
-    last = len(keys) - 1
-    if last == 0:
-        key = keys[0]
-
-        def run_one(event: AlertEvent) -> Any:
-            current = get_root(event)
-            if type(current) is not dict:
-                raise _Slow
-            return current.get(key, _MISSING)
-
-        return run_one
-
-    def run(event: AlertEvent) -> Any:
-        current = get_root(event)
-        for index, key in enumerate(keys):
-            if type(current) is not dict:
-                raise _Slow
-            current = current.get(key, _MISSING)
-            if current is _MISSING:
-                if index != last:
-                    raise _Slow  # Jinja raises UndefinedError going through it
-                return _MISSING
-        return current
-
-    return run
-
-
-def _evaluator(alternatives: _Alternatives) -> _Fast:
-    paths, final = alternatives
-    if not paths:
-        return lambda _event: final
-    walks = tuple(_walk(path) for path in paths)
-    if len(walks) == 1 and final is _MISSING:
-        return walks[0]
-
-    def first_present(event: AlertEvent) -> Any:
-        for walk in walks:
-            value = walk(event)
-            if value is not _MISSING:
-                return value
-        return final
-
-    return first_present
-
-
-def _simple(node: nodes.Node) -> _Alternatives | None:
-    """The fast form of a plain path / constant / ``default`` filter, else None."""
-    if isinstance(node, nodes.Const) and isinstance(node.value, str | int | float | bool):
-        return (), node.value
-    if isinstance(node, nodes.Filter) and node.name in ("default", "d"):
-        if node.node is None or node.kwargs or node.dyn_args or node.dyn_kwargs or len(node.args) > 1:
-            return None
-        inner = _simple(node.node)
-        fallback = _simple(node.args[0]) if node.args else ((), "")
-        if inner is None or fallback is None:
-            return None
-        paths, final = inner
-        if final is not _MISSING:
-            return inner  # ends in a constant, which is never undefined: the fallback is not used
-        return (*paths, *fallback[0]), fallback[1]
-    keys: list[str] = []
-    while True:
-        if isinstance(node, nodes.Getattr):
-            keys.append(node.attr)
-            node = node.node
-        elif isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const):
-            if not isinstance(node.arg.value, str):
-                return None
-            keys.append(node.arg.value)
-            node = node.node
-        elif isinstance(node, nodes.Name) and node.ctx == "load" and node.name in _ROOTS:
-            break
-        else:
-            return None
-    if any(key.startswith("_") or hasattr(dict, key) for key in keys):
-        return None
-    return (_path(node.name, tuple(reversed(keys))),), _MISSING
 
 
 def _to_native(value: Any) -> Any:
-    return "" if value is _MISSING or isinstance(value, Undefined) else value
+    return "" if isinstance(value, Undefined) else value
 
 
 def _failed(exc: Exception) -> RenderError:
@@ -276,8 +146,9 @@ class Template:
     """One compiled template.
 
     ``render(event)`` returns its value for one alert (native for a single expression,
-    else ``str``) and raises :class:`RenderError` on any failure. It is a plain attribute
-    holding the kind's render function: this is the hot path, one call per field.
+    else ``str``) and raises :class:`RenderError` on any failure. ``kind`` says how:
+    ``constant`` (the source itself), ``fast`` (:mod:`transforms.fastpath`, Jinja where it
+    gives up) or ``jinja``.
     """
 
     __slots__ = ("kind", "render", "source")
@@ -296,7 +167,7 @@ class Template:
 
 
 def compile_template(source: str, *, fast: bool = True) -> Template:
-    """Compiles ``source``; ``fast=False`` always uses Jinja (tests compare the two).
+    """Compiles ``source``; ``fast=False`` always uses Jinja (what the fast path is tested and measured against).
 
     Raises:
         TemplateError: on a Jinja syntax error.
@@ -320,40 +191,10 @@ def compile_template(source: str, *, fast: bool = True) -> Template:
         except Exception as exc:
             raise _failed(exc) from exc
 
-    parts = _interpolation(output) if fast and output is not None else None
-    if parts is None:
+    evaluate = interpolation(output, _ROOTS) if fast and output is not None else None
+    if evaluate is None:
         return Template(source, "jinja", render_jinja)
-
-    def render_fast(event: AlertEvent) -> str:
-        out: list[str] = []
-        try:
-            for part in parts:
-                if type(part) is str:
-                    out.append(part)
-                    continue
-                value = part(event)  # type: ignore[operator]
-                if value is not _MISSING:
-                    out.append(value if type(value) is str else str(value))
-        except _Slow:
-            return render_jinja(event)
-        except Exception as exc:
-            raise _failed(exc) from exc
-        return "".join(out)
-
-    return Template(source, "fast", render_fast)
-
-
-def _interpolation(output: nodes.Output) -> list[str | _Fast] | None:
-    parts: list[str | _Fast] = []
-    for node in output.nodes:
-        if isinstance(node, nodes.TemplateData):
-            parts.append(node.data)
-            continue
-        alternatives = _simple(node)
-        if alternatives is None:
-            return None
-        parts.append(_evaluator(alternatives))
-    return parts
+    return Template(source, "fast", _fast_or_jinja(evaluate, render_jinja))
 
 
 def _expression(source: str, expr: nodes.Expr, fast: bool) -> Template:
@@ -367,76 +208,22 @@ def _expression(source: str, expr: nodes.Expr, fast: bool) -> Template:
         except Exception as exc:
             raise _failed(exc) from exc
 
-    alternatives = _simple(expr) if fast else None
-    if alternatives is None:
+    evaluate = expression(expr, _ROOTS) if fast else None
+    if evaluate is None:
         return Template(source, "jinja", render_jinja)
-    return Template(source, "fast", _render_value(alternatives, render_jinja))
+    return Template(source, "fast", _fast_or_jinja(evaluate, render_jinja))
 
 
-def _render_value(
-    alternatives: _Alternatives, render_jinja: Callable[[AlertEvent], Any]
-) -> Callable[[AlertEvent], Any]:
-    """The render function of a fast single expression, specialised to its shape.
+def _fast_or_jinja(evaluate: Evaluate, render_jinja: Callable[[AlertEvent], Any]) -> Callable[[AlertEvent], Any]:
+    """The fast path's value (``""`` when missing), Jinja's where the fast path gives up."""
 
-    Every shape gives what the generic one (last) gives: the first present value, else the
-    constant, else ``""``; Jinja where the fast path would differ; failures as RenderError.
-    """
-    paths, final = alternatives
-    if final is _MISSING:
-        final = ""
-    if not paths:
-        return lambda _event: final
-    if len(paths) == 1 and not paths[0][1]:  # a name or field: never missing
-        get_value = paths[0][0]
-
-        def render_name(event: AlertEvent) -> Any:
-            try:
-                return get_value(event)
-            except Exception as exc:
-                raise _failed(exc) from exc
-
-        return render_name
-    if all(len(keys) == 1 for _, keys in paths):  # ``labels.x | default(vars.y)``: one key each
-        lookups = tuple((get_root, keys[0]) for get_root, keys in paths)
-        if len(lookups) == 1:
-            ((get_map, only_key),) = lookups
-
-            def render_key(event: AlertEvent) -> Any:
-                try:
-                    current = get_map(event)
-                    if type(current) is dict:
-                        return current.get(only_key, final)
-                except Exception as exc:
-                    raise _failed(exc) from exc
-                return render_jinja(event)
-
-            return render_key
-
-        def render_keys(event: AlertEvent) -> Any:
-            try:
-                for get_root, key in lookups:
-                    current = get_root(event)
-                    if type(current) is not dict:
-                        break
-                    value = current.get(key, _MISSING)
-                    if value is not _MISSING:
-                        return value
-                else:
-                    return final
-            except Exception as exc:
-                raise _failed(exc) from exc
-            return render_jinja(event)
-
-        return render_keys
-    evaluate = _evaluator(alternatives)
-
-    def render_fast(event: AlertEvent) -> Any:
+    def render(event: AlertEvent) -> Any:
         try:
             value = evaluate(event)
-        except _Slow:
+        except Slow:
             return render_jinja(event)
         except Exception as exc:
             raise _failed(exc) from exc
-        return final if value is _MISSING else value
+        return "" if value is MISSING else value
 
-    return render_fast
+    return render

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
+from types import MappingProxyType
 from typing import Any
 
+import msgspec
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from transforms import RuleSet
 from transforms.base import Alert, AlertEvent, Group
@@ -161,6 +166,8 @@ def _outcome(source: str, fast: bool, event: AlertEvent) -> Any:
         "{{ annotations.nope | default(labels.nope) }}",
         "{{ annotations.nope | d('fallback') }}",
         "{{ annotations.nope | default }}",
+        "{{ 'x' | default(labels.nope.deeper) }}",  # Jinja evaluates an unused default() argument too
+        "{{ labels.instance | default(labels.nope.deeper) }}",
         "{{ 'const' }}",
         "{{ 42 }}",
         "a {{ labels }} b",
@@ -175,8 +182,6 @@ def test_fast_path_defers_to_jinja_for_non_dict_maps(
     make_alert: Callable[..., Alert], make_group: Callable[..., Group]
 ) -> None:
     """Label maps that are not plain dicts go through Jinja and still render correctly."""
-    from types import MappingProxyType
-
     alert = make_alert()
     alert = Alert(
         status=alert.status,
@@ -245,3 +250,81 @@ def test_field_reads_agree_with_the_scope_dicts(event: AlertEvent) -> None:
             source = "{{ " + root + "." + name + " }}"
             assert compile_template(source).kind == "fast"
             assert _outcome(source, True, event) == _outcome(source, False, event) == ("ok", value), source
+
+
+# Generated templates: paths over every name in scope (keys present, missing, dict methods,
+# private), constants, default() chains, and a filter the fast path leaves to Jinja.
+_KEYS = ["instance", "team", "nope", "items", "get", "_x", "host", "n", "startsAt", "groupLabels", "alertname"]
+_NAMES = ["labels", "annotations", "vars", "alert", "group", "nothing"]
+_PLAIN = st.text(alphabet="abc xyz-:é", max_size=6)
+_NESTED = st.recursive(
+    st.none() | st.booleans() | st.integers(-5, 5) | _PLAIN,
+    lambda inner: st.lists(inner, max_size=2) | st.dictionaries(st.sampled_from(_KEYS), inner, max_size=3),
+    max_leaves=6,
+)
+
+
+def _accessor(key: str) -> st.SearchStrategy[str]:
+    return st.sampled_from([f".{key}", f"['{key}']"]) if key.isidentifier() else st.just(f"['{key}']")
+
+
+@st.composite
+def _path(draw: st.DrawFn) -> str:
+    keys = draw(st.lists(st.sampled_from(_KEYS), max_size=3))
+    return draw(st.sampled_from(_NAMES)) + "".join(draw(_accessor(key)) for key in keys)
+
+
+_CONSTANT = st.sampled_from(["'x'", "42", "''", "true"])
+_EXPRESSION = st.recursive(
+    _path() | _CONSTANT,
+    lambda inner: st.one_of(
+        st.tuples(inner, inner).map(lambda p: f"{p[0]} | default({p[1]})"),
+        inner.map(lambda e: f"{e} | d"),
+        st.tuples(inner, inner).map(lambda p: f"{p[0]} | default({p[1]}, true)"),
+        inner.map(lambda e: f"({e}) | string | upper"),
+    ),
+    max_leaves=4,
+)
+_TEMPLATE = st.one_of(
+    _EXPRESSION.map(lambda e: "{{ " + e + " }}"),
+    st.lists(st.tuples(_PLAIN, _EXPRESSION), min_size=1, max_size=3).map(
+        lambda parts: "".join(text + "{{ " + expr + " }}" for text, expr in parts)
+    ),
+)
+_LABELS = st.dictionaries(st.sampled_from(_KEYS), _PLAIN, max_size=4)
+
+
+# make_alert / make_group are stateless builders, so sharing them across examples is safe.
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    source=_TEMPLATE,
+    labels=_LABELS,
+    annotations=_LABELS,
+    variables=st.dictionaries(st.sampled_from(_KEYS), _NESTED, max_size=4),
+    proxied=st.booleans(),
+)
+def test_fast_path_equals_jinja_on_generated_templates(
+    make_alert: Callable[..., Alert],
+    make_group: Callable[..., Group],
+    source: str,
+    labels: dict[str, str],
+    annotations: dict[str, str],
+    variables: dict[str, Any],
+    proxied: bool,
+) -> None:
+    """For any generated template and labels the fast path gives Jinja's value, or Jinja's error."""
+    alert = make_alert(labels=labels, annotations=annotations)
+    if proxied:  # a label map that is not a plain dict: the fast path must hand it to Jinja
+        alert = msgspec.structs.replace(alert, labels=MappingProxyType(labels))
+    event = AlertEvent(alert=alert, group=make_group(alert, group_labels=labels), vars=variables)
+    assert _without_addresses(_outcome(source, True, event)) == _without_addresses(_outcome(source, False, event))
+
+
+def _without_addresses(outcome: tuple[str, Any]) -> tuple[str, Any]:
+    """Jinja gives ``alert.items`` as a method of a dict built for each render: compare it by name, not address."""
+    kind, value = outcome
+    if callable(value):
+        return kind, ("callable", value.__name__)
+    if isinstance(value, str):
+        return kind, re.sub(r" at 0x[0-9a-f]+", "", value, flags=re.IGNORECASE)
+    return outcome
