@@ -2,14 +2,14 @@
 
 Everything here is pure data: no I/O, no clock, no HTTP. The receiver parses an
 Alertmanager webhook body into a :class:`Group` (one notification) holding its
-:class:`Alert` items; the rule chain turns each alert into an :class:`AlertEvent`
-(the alert plus the PagerDuty fields set so far); ``render`` and ``collapse`` turn
-those into :class:`RenderedEvent` (ready for the outbox) or :class:`InvalidEvent`
-(to be dead-lettered with a reason).
+:class:`Alert` items; the rules turn each alert into an :class:`AlertEvent` (the alert
+plus the PagerDuty fields set so far); ``collapse`` and ``render`` turn those into
+:class:`RenderedEvent` (ready for the outbox) or :class:`InvalidEvent` (to be
+dead-lettered with a reason).
 
-A transform is any callable ``(AlertEvent) -> AlertEvent | None``; ``None`` drops
-the alert. Composites (:class:`Chain`) are transforms too, so a whole rules file
-compiles into one.
+A :data:`Transform` is any callable ``(AlertEvent) -> AlertEvent | None``; ``None`` drops
+the alert. Every step of a rules file is one, and so is a plugin (see
+:mod:`transforms.registry`).
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ __all__ = [
     "Action",
     "Alert",
     "AlertEvent",
-    "Chain",
     "Group",
     "InvalidEvent",
     "RenderedEvent",
@@ -132,21 +131,3 @@ class InvalidEvent:
     rules: tuple[str, ...] = ()
     fingerprints: tuple[str, ...] = ()
 
-
-class Chain:
-    """Runs transforms in order; ends at a drop (``None``) or once a step sets ``stopped``."""
-
-    __slots__ = ("_steps",)
-
-    def __init__(self, steps: Sequence[Transform]) -> None:
-        self._steps = tuple(steps)
-
-    def __call__(self, event: AlertEvent) -> AlertEvent | None:
-        for step in self._steps:
-            result = step(event)
-            if result is None:
-                return None
-            event = result
-            if event.stopped:
-                break
-        return event

@@ -13,38 +13,24 @@
 A key longer than PagerDuty's 255 characters becomes ``sha256:<hex of it>``. A resolve is
 not produced when the representative alert's ``send_resolved`` is false; those are
 counted.
-
-:func:`collapse` gives :class:`Collapsed` items; :func:`pending_events` gives the same as
-plain :data:`Pending` tuples, which is what the engine hands to render.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import TypeAlias
+from typing import NamedTuple
 
 from transforms.base import Action, AlertEvent
-from transforms.fields import text
+from transforms.values import text
 
-__all__ = [
-    "DEFAULT_ROUTING_KEY",
-    "MAX_DEDUP_KEY_CHARS",
-    "Collapsed",
-    "Pending",
-    "collapse",
-    "dedup_key_of",
-    "limit_dedup_key",
-    "pending_events",
-]
+__all__ = ["DEFAULT_ROUTING_KEY", "MAX_DEDUP_KEY_CHARS", "Collapsed", "collapse"]
 
 DEFAULT_ROUTING_KEY = "default"
 MAX_DEDUP_KEY_CHARS = 255
 
 
-@dataclass(frozen=True, slots=True)
-class Collapsed:
+class Collapsed(NamedTuple):
     """One event to render: its key, action, the alert whose fields it uses, and all members."""
 
     routing_key: str
@@ -64,14 +50,39 @@ class Collapsed:
         return len(self.members) - self.num_firing
 
 
-def limit_dedup_key(key: str) -> str:
-    """``key`` itself, or ``sha256:<hex>`` of it when it is over 255 characters."""
-    if len(key) <= MAX_DEDUP_KEY_CHARS:
-        return key
-    return "sha256:" + hashlib.sha256(key.encode("utf-8")).hexdigest()
+def collapse(events: Sequence[AlertEvent]) -> tuple[list[Collapsed], int]:
+    """The events to render, in order of first appearance, and the suppressed-resolve count."""
+    buckets: dict[tuple[str, str], tuple[str, list[AlertEvent]]] = {}  # the first raw key, the members
+    grouped: set[tuple[str, str]] = set()
+    for event in events:
+        routing_key = text(event.fields.get("routing_key")).strip() or DEFAULT_ROUTING_KEY
+        raw, collapses = _dedup_key(event)
+        key = (routing_key, _limit(raw))
+        if collapses:
+            grouped.add(key)
+        bucket = buckets.get(key)
+        if bucket is None:
+            buckets[key] = (raw, [event])
+        else:
+            bucket[1].append(event)
+    result: list[Collapsed] = []
+    suppressed = 0
+    for key, (raw, members) in buckets.items():
+        representative = next((m for m in members if m.alert.firing), members[0])
+        firing = representative.alert.firing
+        if not firing and representative.fields.get("send_resolved", True) is False:
+            suppressed += 1
+            continue
+        routing_key, dedup_key = key
+        notes: tuple[str, ...] = ()
+        if dedup_key != raw:
+            notes = (f"dedup_key was {len(raw)} characters (limit {MAX_DEDUP_KEY_CHARS}); sent its SHA-256",)
+        action: Action = "trigger" if firing else "resolve"
+        result.append(Collapsed(routing_key, dedup_key, action, representative, tuple(members), key in grouped, notes))
+    return result, suppressed
 
 
-def dedup_key_of(event: AlertEvent) -> tuple[str, bool]:
+def _dedup_key(event: AlertEvent) -> tuple[str, bool]:
     """The event's dedup key before limiting, and whether it collapses several alerts."""
     mode = text(event.fields.get("dedup", "alert"))
     if mode == "alert":
@@ -81,55 +92,8 @@ def dedup_key_of(event: AlertEvent) -> tuple[str, bool]:
     return mode, True
 
 
-# The fields of a Collapsed, in order, as a plain tuple: what the engine passes from
-# collapse to render (building the frozen dataclass costs more than the tuple).
-Pending: TypeAlias = tuple[str, str, Action, AlertEvent, tuple[AlertEvent, ...], bool, tuple[str, ...]]
-
-
-def collapse(events: Sequence[AlertEvent]) -> tuple[list[Collapsed], int]:
-    """The events to render, in order of first appearance, and the suppressed-resolve count."""
-    pending, suppressed = pending_events(events)
-    return [Collapsed(*item) for item in pending], suppressed
-
-
-def pending_events(events: Sequence[AlertEvent]) -> tuple[list[Pending], int]:
-    """:func:`collapse`, giving each result as a :data:`Pending` tuple."""
-    buckets: dict[tuple[str, str], tuple[str, list[AlertEvent]]] = {}  # the first raw key, the members
-    grouped: set[tuple[str, str]] = set()
-    for event in events:
-        fields = event.fields
-        routing_key = fields.get("routing_key")
-        routing_key = (routing_key if type(routing_key) is str else text(routing_key)).strip() or DEFAULT_ROUTING_KEY
-        mode = fields.get("dedup", "alert")
-        if type(mode) is str and mode == "alert":  # the default, without the call
-            raw, collapses = event.alert.fingerprint, False
-        else:
-            raw, collapses = dedup_key_of(event)
-        key = (routing_key, raw if len(raw) <= MAX_DEDUP_KEY_CHARS else limit_dedup_key(raw))
-        if collapses:
-            grouped.add(key)
-        bucket = buckets.get(key)
-        if bucket is None:
-            buckets[key] = (raw, [event])
-        else:
-            bucket[1].append(event)
-    result: list[Pending] = []
-    suppressed = 0
-    for key, (raw, members) in buckets.items():
-        representative = members[0]
-        firing = representative.alert.firing
-        if not firing and len(members) > 1:
-            for member in members:
-                if member.alert.firing:
-                    representative, firing = member, True
-                    break
-        action: Action = "trigger" if firing else "resolve"
-        if not firing and representative.fields.get("send_resolved", True) is False:
-            suppressed += 1
-            continue
-        routing_key, dedup_key = key
-        notes: tuple[str, ...] = ()
-        if dedup_key != raw:
-            notes = (f"dedup_key was {len(raw)} characters (limit {MAX_DEDUP_KEY_CHARS}); sent its SHA-256",)
-        result.append((routing_key, dedup_key, action, representative, tuple(members), key in grouped, notes))
-    return result, suppressed
+def _limit(key: str) -> str:
+    """``key`` itself, or ``sha256:<hex>`` of it when it is over 255 characters."""
+    if len(key) <= MAX_DEDUP_KEY_CHARS:
+        return key
+    return "sha256:" + hashlib.sha256(key.encode("utf-8")).hexdigest()

@@ -1,8 +1,8 @@
 """Runs compiled rules over one Alertmanager notification. No I/O.
 
-One :class:`~transforms.base.AlertEvent` per alert goes through the defaults and then
-the rules (the semantics of :class:`~transforms.base.Chain`, plus a note of which rule
-dropped it); the survivors are collapsed per ``(routing_key, dedup_key)`` and rendered.
+One :class:`~transforms.base.AlertEvent` per alert goes through the defaults and then the
+rules, in order (:meth:`Engine.run`, the one loop over steps); the survivors are collapsed
+per ``(routing_key, dedup_key)`` and rendered.
 """
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from transforms.base import Alert, AlertEvent, Chain, Group, InvalidEvent, RenderedEvent
-from transforms.collapse import pending_events
+from transforms.base import Alert, AlertEvent, Group, InvalidEvent, RenderedEvent, Transform
+from transforms.collapse import collapse
 from transforms.fields import DEFAULT_SEVERITY, FieldSetter
-from transforms.render import render_pending
+from transforms.render import render
 from transforms.steps import Rule
 
 __all__ = ["Engine", "Evaluation"]
@@ -33,7 +33,7 @@ class Evaluation:
 class Engine:
     """Compiled defaults + rules, and the default severity render falls back to."""
 
-    __slots__ = ("default_severity", "defaults", "rules")
+    __slots__ = ("_steps", "default_severity", "defaults", "rules")
 
     def __init__(
         self, defaults: Sequence[FieldSetter], rules: Sequence[Rule], default_severity: str = DEFAULT_SEVERITY
@@ -41,39 +41,23 @@ class Engine:
         self.defaults = tuple(defaults)
         self.rules = tuple(rules)
         self.default_severity = default_severity
+        self._steps: tuple[Transform, ...] = (*self.defaults, *self.rules)
 
-    @property
-    def chain(self) -> Chain:
-        """Defaults and rules as one transform."""
-        return Chain((*self.defaults, *self.rules))
+    def run(self, alert: Alert, group: Group) -> tuple[AlertEvent | None, AlertEvent]:
+        """One alert through the defaults and the rules, in order.
 
-    def run(self, alert: Alert, group: Group) -> tuple[AlertEvent | None, AlertEvent, str | None]:
-        """The result (None if dropped), the last work item seen, and the dropping rule."""
-        event = AlertEvent(alert, group, {}, {}, [], [])
-        for setter in self.defaults:
-            event = setter(event)
-        labels = event.alert.labels
-        for rule in self.rules:  # Rule.__call__, inlined: this loop runs for every rule and alert
-            guard = rule.guard
-            if guard is not None and not guard(labels):
-                continue
-            event.fired.append(rule.name)
-            action = rule.action
-            if action is not None:
-                result = action(event)
-                if result is None:
-                    return None, event, rule.name
-                event = result
-                labels = event.alert.labels  # a plugin may hand back (or change) the work item
-            if rule.stop:
-                event.stopped = True
+        Returns the result (None when a step dropped the alert) and the last work item seen,
+        whose ``fired`` then ends with the dropping rule. A step that sets ``stopped`` ends the run.
+        """
+        event = AlertEvent(alert, group)
+        for step in self._steps:
+            result = step(event)
+            if result is None:
+                return None, event
+            event = result  # a plugin may hand back another work item
             if event.stopped:
                 break
-        return event, event, None
-
-    def apply(self, alert: Alert, group: Group) -> AlertEvent | None:
-        """One alert through the rules; None when a rule dropped it."""
-        return self.run(alert, group)[0]
+        return event, event
 
     def evaluate(self, group: Group) -> Evaluation:
         """All alerts of ``group`` through the rules, collapse and render."""
@@ -81,17 +65,17 @@ class Engine:
         dropped: list[tuple[str, str]] = []
         errors: list[str] = []
         for alert in group.alerts:
-            result, last, dropped_by = self.run(alert, group)
+            result, last = self.run(alert, group)
             errors.extend(last.template_errors)
             if result is None:
-                dropped.append((alert.fingerprint, dropped_by or ""))
+                dropped.append((alert.fingerprint, last.fired[-1] if last.fired else ""))
             else:
                 kept.append(result)
-        pending, suppressed = pending_events(kept)
+        collapsed, suppressed = collapse(kept)
         events: list[RenderedEvent] = []
         invalid: list[InvalidEvent] = []
-        for item in pending:
-            rendered = render_pending(item, self.default_severity)
+        for item in collapsed:
+            rendered = render(item, self.default_severity)
             if isinstance(rendered, RenderedEvent):
                 events.append(rendered)
             else:

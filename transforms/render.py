@@ -24,9 +24,6 @@ to hold: compact (no spaces after separators) and UTF-8 (no ``\\u`` escapes).
 
 ``payload_hash`` is the SHA-256 of the body's canonical JSON (sorted keys, ``,``/``:``
 separators, UTF-8); the same bytes are what the size is measured on.
-
-:func:`render_event` renders a :class:`~transforms.collapse.Collapsed`; :func:`render_pending`
-the same given as the engine's :data:`~transforms.collapse.Pending` tuple.
 """
 
 from __future__ import annotations
@@ -35,29 +32,18 @@ import hashlib
 import json
 import math
 from collections.abc import Mapping
-from functools import lru_cache
 from typing import Any
 from urllib.parse import quote_plus, urlsplit
 
 import msgspec
 
-from transforms.base import Action, AlertEvent, InvalidEvent, RenderedEvent
-from transforms.collapse import Collapsed, Pending
-from transforms.fields import DEFAULT_SEVERITY, SEVERITIES, text
+from transforms.base import AlertEvent, InvalidEvent, RenderedEvent
+from transforms.collapse import Collapsed
+from transforms.fields import DEFAULT_SEVERITY, SEVERITIES
 from transforms.shrink import json_size, shrink_details
+from transforms.values import text
 
-__all__ = [
-    "DEFAULT_CLIENT",
-    "MAX_EVENT_BYTES",
-    "MAX_SUMMARY_CHARS",
-    "ROUTING_KEY_ALLOWANCE",
-    "canonical_json",
-    "encoded_size",
-    "jsonable",
-    "payload_hash",
-    "render_event",
-    "render_pending",
-]
+__all__ = ["DEFAULT_CLIENT", "MAX_EVENT_BYTES", "MAX_SUMMARY_CHARS", "ROUTING_KEY_ALLOWANCE", "jsonable", "render"]
 
 MAX_EVENT_BYTES = 512_000
 MAX_SUMMARY_CHARS = 1024
@@ -69,26 +55,8 @@ _ABSENT: Any = object()
 _OPTIONAL_PAYLOAD = ("component", "group", "class")
 
 
-def canonical_json(body: Mapping[str, Any]) -> str:
-    """Sorted keys, compact separators, UTF-8 (the encoding the sender uses, keys sorted)."""
-    return _canonical_bytes(body).decode("utf-8")
-
-
+# Sorted keys, compact separators, UTF-8: the bytes hashed and measured.
 _canonical_bytes = msgspec.json.Encoder(order="sorted").encode
-
-
-def payload_hash(body: Mapping[str, Any]) -> str:
-    """SHA-256 (hex) of the canonical JSON of ``body``."""
-    return _sha256(_canonical_bytes(body))
-
-
-def _sha256(canonical: bytes) -> str:
-    return hashlib.sha256(canonical).hexdigest()
-
-
-def encoded_size(body: Mapping[str, Any]) -> int:
-    """Bytes the event takes on the wire, routing key included (compact JSON)."""
-    return json_size(body) + ROUTING_KEY_ALLOWANCE
 
 
 def jsonable(value: Any) -> Any:
@@ -96,25 +64,7 @@ def jsonable(value: Any) -> Any:
 
     Always a copy for containers, so the body never shares a dict with the alert.
     """
-    kind = type(value)
-    if kind is dict:
-        for key, item in value.items():  # the usual case, a label map: copy it in C
-            if type(key) is not str or type(item) is not str:
-                break
-        else:
-            return dict(value)
-        copy = {}  # loops, not comprehensions: no extra frame (Python 3.11)
-        for key, item in value.items():
-            copy[key if type(key) is str else str(key)] = item if type(item) is str else jsonable(item)
-        return copy
-    if kind is str or kind is int or kind is bool or value is None:
-        return value
-    if kind is list or kind is tuple:
-        items = []
-        for item in value:
-            items.append(item if type(item) is str else jsonable(item))
-        return items
-    if isinstance(value, str | int):
+    if isinstance(value, str | int) or value is None:  # bool is an int
         return value
     if isinstance(value, float):
         return value if math.isfinite(value) else str(value)
@@ -126,19 +76,17 @@ def jsonable(value: Any) -> Any:
 
 
 def _as_text(value: Any) -> str:
-    if type(value) is str:
+    if isinstance(value, str):
         return value
     if isinstance(value, Mapping | list | tuple):
         return json.dumps(jsonable(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return text(value)
 
 
-@lru_cache(maxsize=256)
 def _host(external_url: str) -> str | None:
     return urlsplit(external_url).hostname if external_url else None
 
 
-@lru_cache(maxsize=256)
 def _alerts_page(external_url: str, receiver: str) -> str:
     """Alertmanager's alert page for the receiver: the default ``client_url``."""
     return f"{external_url}/#/alerts?receiver={quote_plus(receiver, safe='')}"
@@ -155,7 +103,7 @@ def _first(fields: Mapping[str, Any], name: str, notes: list[str]) -> str:
     value = fields.get(name, _ABSENT)
     if value is _ABSENT:
         return ""
-    value = (value if type(value) is str else _as_text(value)).strip()
+    value = _as_text(value).strip()
     if not value:
         notes.append(f"{name} was empty; used the default")
     return value
@@ -164,8 +112,6 @@ def _first(fields: Mapping[str, Any], name: str, notes: list[str]) -> str:
 def _optional(fields: Mapping[str, Any], name: str) -> str:
     """The field as stripped text, ``""`` when it is unset."""
     value = fields.get(name)
-    if type(value) is str:
-        return value.strip()
     return "" if value is None else _as_text(value).strip()
 
 
@@ -173,8 +119,8 @@ def _severity(fields: Mapping[str, Any], default: str, notes: list[str]) -> str:
     raw = fields.get("severity", _ABSENT)
     if raw is _ABSENT:
         return default
-    raw = raw if type(raw) is str else _as_text(raw)
-    severity = raw if raw in SEVERITIES else raw.strip().lower()
+    raw = _as_text(raw)
+    severity = raw.strip().lower()
     if severity not in SEVERITIES:
         notes.append(f"severity {raw!r} is not one of {', '.join(SEVERITIES)}; used {default!r}")
         return default
@@ -187,18 +133,18 @@ def _items(
     raw = fields.get(name)
     if raw is None:
         return []
-    if type(raw) is not list and not isinstance(raw, list | tuple):
+    if not isinstance(raw, list | tuple):
         notes.append(f"{name} is not a list; dropped")
         return []
     result: list[dict[str, str]] = []
     for index, item in enumerate(raw):
-        if type(item) is not dict and not isinstance(item, Mapping):
+        if not isinstance(item, Mapping):
             notes.append(f"{name}[{index}] is not a mapping; dropped")
             continue
         entry: dict[str, str] = {}
         for key in keys:
             value = item.get(key)
-            if value is not None and (value := (value if type(value) is str else _as_text(value)).strip()):
+            if value is not None and (value := _as_text(value).strip()):
                 entry[key] = value
         required = entry.get(keys[0], "")
         if not required:
@@ -210,16 +156,9 @@ def _items(
     return result
 
 
-def _build_body(
-    action: Action,
-    dedup_key: str,
-    event: AlertEvent,
-    members: tuple[AlertEvent, ...],
-    grouped: bool,
-    default_severity: str,
-    notes: list[str],
-) -> dict[str, Any]:
+def _build_body(collapsed: Collapsed, default_severity: str, notes: list[str]) -> dict[str, Any]:
     """The Events v2 body before the size limit (fields checked, defaults filled in)."""
+    event = collapsed.event
     fields = event.fields
     alert = event.alert
     summary = (
@@ -241,7 +180,7 @@ def _build_body(
         payload["timestamp"] = starts_at
     for name in _OPTIONAL_PAYLOAD:
         value = fields.get(name)
-        if value is not None and (value := (value if type(value) is str else _as_text(value)).strip()):
+        if value is not None and (value := _as_text(value).strip()):
             payload[name] = value
     details = fields.get("custom_details", _ABSENT)
     if details is _ABSENT:
@@ -249,14 +188,13 @@ def _build_body(
     elif type(details := jsonable(details)) is not dict:
         notes.append("custom_details is not a mapping; sent under 'value'")
         details = {"value": details}
-    if grouped:
-        num_firing = sum(1 for m in members if m.alert.firing)
-        details = {**details, "num_firing": num_firing, "num_resolved": len(members) - num_firing}
+    if collapsed.grouped:
+        details = {**details, "num_firing": collapsed.num_firing, "num_resolved": collapsed.num_resolved}
     if details:
         payload["custom_details"] = details
     body: dict[str, Any] = {
-        "event_action": action,
-        "dedup_key": dedup_key,
+        "event_action": collapsed.action,
+        "dedup_key": collapsed.dedup_key,
         "payload": payload,
         "client": _optional(fields, "client") or DEFAULT_CLIENT,
     }
@@ -291,36 +229,15 @@ def _fit(body: dict[str, Any], size: int, notes: list[str]) -> str | None:
     )
 
 
-def render_event(
-    collapsed: Collapsed, default_severity: str = DEFAULT_SEVERITY
-) -> RenderedEvent | InvalidEvent:
+def render(collapsed: Collapsed, default_severity: str = DEFAULT_SEVERITY) -> RenderedEvent | InvalidEvent:
     """The Events v2 event for one collapsed alert, or why PagerDuty would refuse it."""
-    return render_pending(
-        (
-            collapsed.routing_key,
-            collapsed.dedup_key,
-            collapsed.action,
-            collapsed.event,
-            collapsed.members,
-            collapsed.grouped,
-            collapsed.notes,
-        ),
-        default_severity,
+    routing_key, dedup_key, action, members = (
+        collapsed.routing_key, collapsed.dedup_key, collapsed.action, collapsed.members
     )
-
-
-def render_pending(pending: Pending, default_severity: str = DEFAULT_SEVERITY) -> RenderedEvent | InvalidEvent:
-    """:func:`render_event` for a :data:`~transforms.collapse.Pending` tuple (what the engine passes)."""
-    routing_key, dedup_key, action, event, members, grouped, collapse_notes = pending
-    notes = list(collapse_notes)
-    body = _build_body(action, dedup_key, event, members, grouped, default_severity, notes)
-    if len(members) == 1:
-        only = members[0]
-        rules = tuple(dict.fromkeys(only.fired))
-        fingerprints: tuple[str, ...] = (only.alert.fingerprint,)
-    else:
-        rules = tuple(dict.fromkeys(name for member in members for name in member.fired))
-        fingerprints = tuple(member.alert.fingerprint for member in members)
+    notes = list(collapsed.notes)
+    body = _build_body(collapsed, default_severity, notes)
+    rules = tuple(dict.fromkeys(name for member in members for name in member.fired))
+    fingerprints = tuple(member.alert.fingerprint for member in members)
     canonical = _canonical_bytes(body)
     size = len(canonical) + ROUTING_KEY_ALLOWANCE
     reason = None if dedup_key else "empty dedup_key (the alert has no fingerprint)"

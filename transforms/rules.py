@@ -15,15 +15,14 @@ as :class:`RulesError`; nothing is half-loaded.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from transforms.base import Alert, AlertEvent, Chain, Group
-from transforms.collapse import DEFAULT_ROUTING_KEY
+from transforms.base import Group
 from transforms.engine import Engine, Evaluation
 from transforms.fields import DEFAULT_SEVERITY, FieldSetter, compile_fields
 from transforms.match import Matcher, MatcherError, parse_matchers
@@ -31,7 +30,7 @@ from transforms.registry import STEP_TYPES
 from transforms.spec import LineDict, LineList, Problems, StepContext, describe, load_yaml
 from transforms.steps import Rule
 
-__all__ = ["RuleSet", "RulesError", "load_rules"]
+__all__ = ["RoutingKeyRef", "RuleSet", "RulesError", "load_rules"]
 
 _TOP_KEYS = ("version", "defaults", "rules")
 _STEP_KEYS = ("name", "match", "stop", "with")
@@ -45,32 +44,48 @@ class RulesError(Exception):
         super().__init__("\n".join(self.errors))
 
 
+@dataclass(frozen=True, slots=True)
+class RoutingKeyRef:
+    """A routing-key name written literally in a rules file, and where."""
+
+    source: str
+    line: int
+    name: str
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class RuleSet:
     """Compiled rules plus what the service needs to know about them.
 
-    ``sha256`` hashes the source files' bytes in order; ``routing_key_names`` are the
-    literal routing-key names the rules can produce (``default`` unless the defaults set
-    a literal key; templated names cannot be known in advance).
+    ``sha256`` hashes the source files' bytes in order; ``routing_keys`` lists every
+    routing-key name written literally (in ``defaults`` and in ``set`` steps), sorted by
+    file and line.
     """
 
     engine: Engine
     sha256: str
     sources: tuple[str, ...]
-    routing_key_names: frozenset[str]
-
-    @property
-    def chain(self) -> Chain:
-        """Defaults and rules as one transform."""
-        return self.engine.chain
-
-    def apply(self, alert: Alert, group: Group) -> AlertEvent | None:
-        """One alert through the rules; None when a rule dropped it."""
-        return self.engine.apply(alert, group)
+    routing_keys: tuple[RoutingKeyRef, ...]
 
     def evaluate(self, group: Group) -> Evaluation:
         """A whole notification: rules, collapse, render."""
         return self.engine.evaluate(group)
+
+    def unknown_routing_keys(self, configured: Collection[str]) -> list[str]:
+        """``file:line: unknown routing key name 'x' (configured: a, b)`` for each literal name
+        not in ``configured``, sorted by file then line.
+
+        Only names written literally can be checked: a name given by a template
+        (``routing_key: '{{ labels.team }}'``) is known only per alert and is skipped, and
+        so is a name a plugin sets. The ``default`` key that events take when nothing names
+        one is not written anywhere and is not reported either.
+        """
+        known = ", ".join(sorted(configured)) or "none"
+        return [
+            f"{ref.source}:{ref.line}: unknown routing key name {ref.name!r} (configured: {known})"
+            for ref in self.routing_keys
+            if ref.name not in configured
+        ]
 
     @classmethod
     def from_text(cls, text: str, name: str = "<string>") -> RuleSet:
@@ -112,63 +127,64 @@ def load_rules(paths: Iterable[str | Path]) -> RuleSet:
 def _compile(sources: list[tuple[str, bytes]]) -> RuleSet:
     digest = hashlib.sha256()
     errors: list[str] = []
-    defaults: list[FieldSetter] = []
-    rules: list[Rule] = []
-    seen: dict[str, str] = {}
-    steps = 0
+    compiled = _Compiled()
     for name, data in sources:
         digest.update(data)
         problems = Problems(name)
-        steps += _compile_file(data, problems, defaults, rules, seen, steps)
+        _compile_file(data, problems, compiled)
         errors.extend(problems.messages)
     if errors:
         raise RulesError(errors)
     severity = DEFAULT_SEVERITY
-    routing_default = DEFAULT_ROUTING_KEY
-    for setter in defaults:
+    for setter in compiled.defaults:
         severity = setter.constant("severity") or severity
-        routing_default = setter.constant("routing_key") or routing_default
-    names = {routing_default}
-    for rule in rules:
-        if isinstance(rule.action, FieldSetter) and (key := rule.action.constant("routing_key")):
-            names.add(key)
     return RuleSet(
-        engine=Engine(defaults, rules, severity),
+        engine=Engine(compiled.defaults, compiled.rules, severity),
         sha256=digest.hexdigest(),
         sources=tuple(name for name, _ in sources),
-        routing_key_names=frozenset(names),
+        routing_keys=tuple(sorted(compiled.routing_keys, key=lambda ref: (ref.source, ref.line))),
     )
 
 
-def _compile_file(
-    data: bytes,
-    problems: Problems,
-    defaults: list[FieldSetter],
-    rules: list[Rule],
-    seen: dict[str, str],
-    first_index: int,
-) -> int:
-    """Compiles one file into ``defaults`` and ``rules``; returns how many steps it has."""
+@dataclass(slots=True)
+class _Compiled:
+    """What the files compiled so far contribute, in order."""
+
+    defaults: list[FieldSetter] = field(default_factory=list)
+    rules: list[Rule] = field(default_factory=list)
+    routing_keys: list[RoutingKeyRef] = field(default_factory=list)
+    seen: dict[str, str] = field(default_factory=dict)  # rule name -> where it was first defined
+    steps: int = 0  # steps so far, across files: the index in a default name rule[<index>]
+
+    def note_routing_key(self, setter: FieldSetter, mapping: Any, problems: Problems) -> None:
+        """Records the literal routing key ``setter`` sets, at its line in ``mapping``."""
+        name = setter.constant("routing_key")
+        if name is not None and isinstance(mapping, LineDict):
+            self.routing_keys.append(RoutingKeyRef(problems.source, mapping.line_of("routing_key"), name))
+
+
+def _compile_file(data: bytes, problems: Problems, compiled: _Compiled) -> None:
+    """Compiles one file into ``compiled``."""
     try:
         doc, duplicates = load_yaml(data.decode("utf-8"))
     except UnicodeDecodeError as exc:
         problems.add(1, f"not UTF-8 text: {exc.reason} at byte {exc.start}")
-        return 0
+        return
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problems.add(mark.line + 1 if mark else 1, f"YAML syntax error: {exc.problem or exc.context}")
-        return 0
+        return
     except yaml.YAMLError as exc:
         problems.add(1, f"YAML error: {exc}")
-        return 0
+        return
     for line, key in duplicates:
         problems.add(line, f"duplicate key {key!r}")
     if doc is None:
         problems.add(1, "empty rules file (expected 'version: 1' and 'rules')")
-        return 0
+        return
     if not isinstance(doc, LineDict):
         problems.add(1, f"a rules file must be a mapping with 'version' and 'rules', got {describe(doc)}")
-        return 0
+        return
     for key in doc:
         if key not in _TOP_KEYS:
             problems.add(doc.line_of(key), f"unknown key {key!r} (expected one of: {', '.join(_TOP_KEYS)})")
@@ -180,18 +196,23 @@ def _compile_file(
     if doc.get("defaults") is not None:
         setter = compile_fields(doc["defaults"], doc.line_of("defaults"), problems, "defaults", "defaults")
         if setter is not None:
-            defaults.append(setter)
+            compiled.defaults.append(setter)
+            compiled.note_routing_key(setter, doc["defaults"], problems)
     steps = doc.get("rules")
     if steps is None:
-        return 0
+        return
     if not isinstance(steps, LineList):
         problems.add(doc.line_of("rules"), f"rules must be a list of steps, got {describe(steps)}")
-        return 0
+        return
+    first_index = compiled.steps
+    compiled.steps += len(steps)
     for index, step in enumerate(steps):
-        rule = _compile_step(step, steps.line_of(index), first_index + index, problems, seen)
-        if rule is not None:
-            rules.append(rule)
-    return len(steps)
+        rule = _compile_step(step, steps.line_of(index), first_index + index, problems, compiled.seen)
+        if rule is None:
+            continue
+        compiled.rules.append(rule)
+        if isinstance(rule.action, FieldSetter):
+            compiled.note_routing_key(rule.action, step.get("set"), problems)
 
 
 def _compile_step(step: Any, line: int, index: int, problems: Problems, seen: dict[str, str]) -> Rule | None:

@@ -11,10 +11,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from transforms.base import AlertEvent, Transform
-from transforms.fields import SEVERITIES, compile_fields, text
+from transforms.fields import SEVERITIES, compile_fields
 from transforms.match import Matcher, Regex, compile_guard
 from transforms.spec import LineDict, StepContext, describe
 from transforms.template import RenderError, Template, TemplateError, compile_template
+from transforms.values import text
 
 __all__ = [
     "Drop",
@@ -32,20 +33,21 @@ class Rule:
     """One step: if every matcher matches, record the rule, run the action, maybe stop.
 
     A step without matchers applies to every alert. ``action`` may be None for a bare
-    ``stop: true``. ``guard`` is the matchers compiled into one test (None: no matchers).
+    ``stop: true``. The rule's name is appended to ``fired`` before the action runs, so
+    when the action drops the alert, ``fired`` ends with the rule that dropped it.
     """
 
-    __slots__ = ("action", "guard", "matchers", "name", "stop")
+    __slots__ = ("_guard", "action", "matchers", "name", "stop")
 
     def __init__(self, name: str, matchers: Sequence[Matcher], action: Transform | None, stop: bool) -> None:
         self.name = name
         self.matchers = tuple(matchers)
-        self.guard = compile_guard(self.matchers)
         self.action = action
         self.stop = stop
+        self._guard = compile_guard(self.matchers)
 
     def __call__(self, event: AlertEvent) -> AlertEvent | None:
-        if self.guard is not None and not self.guard(event.alert.labels):
+        if self._guard is not None and not self._guard(event.alert.labels):
             return event
         event.fired.append(self.name)
         if self.action is not None:
@@ -72,22 +74,21 @@ class SeverityMap:
     Without a match and without ``default`` the severity stays as it was.
     """
 
-    __slots__ = ("_render", "default", "rule", "source", "table")
+    __slots__ = ("default", "rule", "source", "table")
 
     def __init__(self, rule: str, source: Template, table: dict[str, str], default: str | None) -> None:
         self.rule = rule
         self.source = source
         self.table = table
         self.default = default
-        self._render = source.render
 
     def __call__(self, event: AlertEvent) -> AlertEvent:
         try:
-            key = self._render(event)
+            key = self.source.render(event)
         except RenderError as exc:
             event.template_errors.append(f"{self.rule}.severity_map.from: {exc}")
             return event
-        severity = self.table.get(key if type(key) is str else text(key), self.default)
+        severity = self.table.get(text(key), self.default)
         if severity is not None:
             event.fields["severity"] = severity
         return event
@@ -101,22 +102,20 @@ class Extract:
     stored as ``""``. Without a match, ``vars`` are left as they were.
     """
 
-    __slots__ = ("_named_groups", "_render", "regex", "rule", "source")
+    __slots__ = ("regex", "rule", "source")
 
     def __init__(self, rule: str, source: Template, regex: Regex) -> None:
         self.rule = rule
         self.source = source
         self.regex = regex
-        self._render = source.render
-        self._named_groups = regex.named_groups
 
     def __call__(self, event: AlertEvent) -> AlertEvent:
         try:
-            subject = self._render(event)
+            subject = self.source.render(event)
         except RenderError as exc:
             event.template_errors.append(f"{self.rule}.extract.from: {exc}")
             return event
-        found = self._named_groups(subject if type(subject) is str else text(subject))
+        found = self.regex.named_groups(text(subject))
         if found is not None:
             event.vars.update(found)
         return event

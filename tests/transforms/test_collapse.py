@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from transforms import RuleSet, collapse, render_event
+from transforms import RuleSet
 from transforms.base import Alert, Group
-from transforms.collapse import pending_events
-from transforms.render import render_pending
 
 Alerts = Callable[..., Alert]
 Groups = Callable[..., Group]
@@ -120,24 +118,3 @@ def test_long_dedup_key_is_hashed(make_alert: Alerts, make_group: Groups) -> Non
     assert event.dedup_key == "sha256:0d4e2ca9e9cbced7a7a5380eb29e1a3783b9b6d0db72de36a1051038e1c1fbc7"
     assert event.body["dedup_key"] == event.dedup_key
     assert event.notes == ("dedup_key was 300 characters (limit 255); sent its SHA-256",)
-
-
-def test_collapse_and_the_engines_tuples_agree(make_alert: Alerts, make_group: Groups) -> None:
-    """collapse() + render_event() give what the engine's pending_events() + render_pending() give."""
-    rules = _rules("defaults: {dedup: '{{ labels.service }}', send_resolved: false}\n")
-    alerts = [
-        make_alert(fingerprint="aaaaaaaaaaaaaaaa", labels={"service": "api"}, status="resolved"),
-        make_alert(fingerprint="bbbbbbbbbbbbbbbb", labels={"service": "db"}, status="resolved"),
-        make_alert(fingerprint="cccccccccccccccc", labels={"service": "api"}),
-        make_alert(fingerprint="dddddddddddddddd", labels={"service": "x" * 300}),
-    ]
-    group = make_group(*alerts)
-    events = [event for alert in alerts if (event := rules.apply(alert, group)) is not None]
-    collapsed, suppressed = collapse(events)
-    pending, suppressed_too = pending_events(events)
-    assert [
-        (c.routing_key, c.dedup_key, c.action, c.event, c.members, c.grouped, c.notes) for c in collapsed
-    ] == pending
-    assert (suppressed, suppressed_too) == (1, 1)
-    assert [render_event(c, "info") for c in collapsed] == [render_pending(p, "info") for p in pending]
-    assert [e.dedup_key for e in rules.evaluate(group).events] == [c.dedup_key for c in collapsed]

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from transforms import MAX_EVENT_BYTES, InvalidEvent, RenderedEvent, RuleSet, encoded_size, render_event
+from transforms import InvalidEvent, RenderedEvent, RuleSet
 from transforms.base import Alert, AlertEvent, Group
-from transforms.collapse import Collapsed
+from transforms.engine import Engine
+from transforms.render import MAX_EVENT_BYTES, ROUTING_KEY_ALLOWANCE
+from transforms.steps import Rule
 
 Alerts = Callable[..., Alert]
 Groups = Callable[..., Group]
@@ -18,11 +20,20 @@ Groups = Callable[..., Group]
 def _render(
     alert: Alert, group: Group, default_severity: str = "error", **fields: Any
 ) -> RenderedEvent | InvalidEvent:
-    event = AlertEvent(alert=alert, group=group, fields=fields)
-    action = "trigger" if alert.firing else "resolve"
-    return render_event(
-        Collapsed("default", alert.fingerprint, action, event, (event,), False), default_severity
-    )
+    """The one event ``alert`` makes when a step has set ``fields`` (which rules files could not always write)."""
+
+    def set_fields(event: AlertEvent) -> AlertEvent:
+        event.fields.update(fields)
+        return event
+
+    evaluation = Engine([], [Rule("fields", (), set_fields, stop=False)], default_severity).evaluate(group)
+    (result,) = (*evaluation.events, *evaluation.invalid)
+    return result
+
+
+def _wire_size(body: Mapping[str, Any]) -> int:
+    """Bytes of the event as sent: compact UTF-8 JSON, with the routing key the sender adds."""
+    return len(json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()) + ROUTING_KEY_ALLOWANCE
 
 
 def _ok(result: RenderedEvent | InvalidEvent) -> RenderedEvent:
@@ -167,7 +178,7 @@ def test_oversized_event_shrinks_custom_details_keeping_structure(
     }
     event = _ok(_render(alert, make_group(alert), custom_details=details))
     cut = event.body["payload"]["custom_details"]
-    assert encoded_size(event.body) <= MAX_EVENT_BYTES
+    assert _wire_size(event.body) <= MAX_EVENT_BYTES
     assert list(cut) == ["log", "small", "lines", "nested", "_pdrelay_truncated"]
     assert cut["_pdrelay_truncated"] == ["log"]
     assert cut["log"].startswith("xxxx")
@@ -186,7 +197,7 @@ def test_many_small_list_items_are_dropped_from_the_end(make_alert: Alerts, make
         _render(alert, make_group(alert), custom_details={"lines": [f"{i:0100d}" for i in range(6000)]})
     )
     lines = event.body["payload"]["custom_details"]["lines"]
-    assert encoded_size(event.body) <= MAX_EVENT_BYTES
+    assert _wire_size(event.body) <= MAX_EVENT_BYTES
     assert (len(lines), lines[0], lines[-2], lines[-1]) == (
         4965,
         f"{0:0100d}",

@@ -209,9 +209,9 @@ def test_folder_loads_yaml_files_sorted_and_concatenates(
     rules = load_rules([tmp_path])
     assert rules.sources == (str(tmp_path / "10-first.yaml"), str(tmp_path / "20-second.yml"))
     assert rules.sha256 == hashlib.sha256(first + second).hexdigest()
-    assert rules.routing_key_names == frozenset({"ops"})
+    assert rules.unknown_routing_keys(["ops"]) == []
     alert = make_alert()
-    event = rules.apply(alert, make_group(alert))
+    event, _ = rules.engine.run(alert, make_group(alert))
     assert event is not None
     assert event.fired == ["rule[0]", "rule[1]"]
     assert event.fields == {
@@ -223,19 +223,10 @@ def test_folder_loads_yaml_files_sorted_and_concatenates(
     }
 
 
-def test_routing_key_names() -> None:
-    """Literal routing-key names of defaults and set steps are listed; templated ones cannot be."""
-    rules = RuleSet.from_text(
-        "version: 1\nrules:\n  - match: '{team=\"db\"}'\n    set: {routing_key: db-oncall}\n"
-        "  - set: {routing_key: '{{ labels.team }}'}\n"
-    )
-    assert rules.routing_key_names == frozenset({"default", "db-oncall"})
-
-
 def test_default_rules_file_loads() -> None:
     """rules/default.yaml loads and refers to the `default` routing key only."""
     rules = load_rules([REPO / "rules" / "default.yaml"])
-    assert rules.routing_key_names == frozenset({"default"})
+    assert [(ref.name, ref.line) for ref in rules.routing_keys] == [("default", 43)]
     assert [rule.name for rule in rules.engine.rules] == [
         "drop-heartbeats",
         "severity",

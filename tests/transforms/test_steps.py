@@ -14,8 +14,13 @@ Alerts = Callable[..., Alert]
 Groups = Callable[..., Group]
 
 
+def _run(rules: RuleSet, alert: Alert, group: Group) -> AlertEvent | None:
+    """One alert through the defaults and rules, as RuleSet.evaluate runs it (None: dropped)."""
+    return rules.engine.run(alert, group)[0]
+
+
 def _apply(rules_yaml: str, alert: Alert, group: Group) -> AlertEvent | None:
-    return RuleSet.from_text("version: 1\n" + rules_yaml).apply(alert, group)
+    return _run(RuleSet.from_text("version: 1\n" + rules_yaml), alert, group)
 
 
 def test_set_writes_fields_and_templates_nested_values(make_alert: Alerts, make_group: Groups) -> None:
@@ -125,7 +130,7 @@ rules:
     results = {}
     for value in ("page", "warn", "1", "PAGE", ""):
         alert = make_alert(labels={"severity": value} if value else {})
-        event = rules.apply(alert, make_group(alert))
+        event = _run(rules, alert, make_group(alert))
         assert event is not None
         results[value] = event.fields["severity"]
     assert results == {"page": "critical", "warn": "warning", "1": "info", "PAGE": "error", "": "error"}
@@ -157,7 +162,7 @@ rules:
     outcomes = {}
     for instance in ("db-1:9100", "db-1", "db-1:http"):
         alert = make_alert(labels={"instance": instance})
-        event = rules.apply(alert, make_group(alert))
+        event = _run(rules, alert, make_group(alert))
         assert event is not None
         outcomes[instance] = (event.vars, event.fields["summary"])
     assert outcomes == {
@@ -192,7 +197,7 @@ def test_drop_records_the_rule(make_alert: Alerts, make_group: Groups) -> None:
     result = rules.evaluate(make_group(watchdog, real))
     assert result.dropped == (("aaaaaaaaaaaaaaaa", "no-watchdog"),)
     assert [e.dedup_key for e in result.events] == ["bbbbbbbbbbbbbbbb"]
-    assert rules.apply(watchdog, make_group(watchdog)) is None
+    assert _run(rules, watchdog, make_group(watchdog)) is None
 
 
 def test_stop_ends_the_chain(make_alert: Alerts, make_group: Groups) -> None:
@@ -214,7 +219,7 @@ rules:
     fired = {}
     for mode in ("group", "quiet", "other"):
         alert = make_alert(labels={"mode": mode})
-        event = rules.apply(alert, make_group(alert))
+        event = _run(rules, alert, make_group(alert))
         assert event is not None
         fired[mode] = (event.fired, event.stopped, event.fields.get("summary"))
     assert fired == {
@@ -309,8 +314,8 @@ def test_constant_values_are_not_shared_between_alerts(make_alert: Alerts, make_
         "version: 1\nrules:\n  - set: {custom_details: {tags: [a]}}\n"
         f"  - transform: {__name__}:_appending_factory\n"
     )
-    first = rules.apply(make_alert(), make_group(make_alert()))
-    second = rules.apply(make_alert(), make_group(make_alert()))
+    first = _run(rules, make_alert(), make_group(make_alert()))
+    second = _run(rules, make_alert(), make_group(make_alert()))
     assert first is not None and second is not None
     assert (first.fields["custom_details"]["tags"], second.fields["custom_details"]["tags"]) == (
         ["a", "b"],
@@ -364,44 +369,35 @@ rules:
     ]
 
 
-def test_rules_called_one_by_one_match_the_engine(make_alert: Alerts, make_group: Groups) -> None:
-    """RuleSet.chain (each Rule called on its own) gives what the engine's inlined loop gives."""
+def _replacing_factory() -> Callable[[AlertEvent], AlertEvent]:
+    def transform(event: AlertEvent) -> AlertEvent:
+        return AlertEvent(alert=event.alert, group=event.group, fields=dict(event.fields), fired=list(event.fired))
+
+    return transform
+
+
+def _dropping_factory() -> Callable[[AlertEvent], None]:
+    return lambda event: None
+
+
+@pytest.mark.parametrize(
+    ("last_step", "dropped_by"),
+    [("drop: true", "gone"), (f"transform: {__name__}:_dropping_factory", "gone"), ("set: {class: kept}", None)],
+)
+def test_a_drop_after_a_plugin_replaced_the_work_item(
+    make_alert: Alerts, make_group: Groups, last_step: str, dropped_by: str | None
+) -> None:
+    """A plugin may hand back a new work item; a later drop names its rule and keeps the errors recorded on the way."""
     rules = RuleSet.from_text(
-        """version: 1
-defaults: {severity: info}
-rules:
-  - name: db
-    match: ['team="db"', 'env=~"prod|staging"']
-    set: {summary: 'db {{ labels.instance }}'}
-  - name: quiet
-    match: '{env="dev"}'
-    stop: true
-  - name: host
-    extract: {from: '{{ labels.instance }}', regex: '(?P<host>[^:]+)(:\\d+)?'}
-  - name: drop
-    match: ['alertname="Watchdog"']
-    drop: true
-  - name: later
-    set: {source: '{{ vars.host }}'}
-"""
+        "version: 1\nrules:\n"
+        f"  - name: replace\n    transform: {__name__}:_replacing_factory\n"
+        "  - name: broken\n    set: {component: '{{ 1 / 0 }}'}\n"
+        f"  - name: gone\n    {last_step}\n"
     )
-    cases = [
-        {"team": "db", "env": "prod", "instance": "db-1:9100"},
-        {"team": "db", "env": "dev", "instance": "db-1:9100"},
-        {"alertname": "Watchdog"},
-        {"instance": "[::1]:9100"},
-    ]
-    for labels in cases:
-        alert = make_alert(labels=labels)
-        group = make_group(alert)
-        by_engine = rules.apply(alert, group)
-        by_chain = rules.chain(AlertEvent(alert=alert, group=group))
-        if by_engine is None or by_chain is None:
-            assert by_engine is by_chain is None, labels
-            continue
-        assert (by_engine.fields, by_engine.vars, by_engine.fired, by_engine.stopped) == (
-            by_chain.fields,
-            by_chain.vars,
-            by_chain.fired,
-            by_chain.stopped,
-        ), labels
+    alert = make_alert(fingerprint="aaaaaaaaaaaaaaaa")
+    result = rules.evaluate(make_group(alert))
+    assert result.template_errors == ("broken.component: ZeroDivisionError: division by zero",)
+    if dropped_by is None:
+        assert (len(result.events), result.dropped, result.events[0].rules) == (1, (), ("replace", "broken", "gone"))
+    else:
+        assert (result.events, result.dropped) == ((), (("aaaaaaaaaaaaaaaa", dropped_by),))
