@@ -64,7 +64,7 @@ def create_app(settings: Settings, deps: Deps | None = None) -> web.Application:
                  backups=settings.audit.backups)
         if settings.audit.enabled else NullAudit()
     ), audit_failed)
-    rulebook = Rulebook(settings.rules.paths, metrics, d.log, audit)
+    rulebook = Rulebook(settings.rules.paths, metrics, d.log, audit, routing_keys=pd.routing_keys.keys())
     keyring = Keyring.from_secrets(settings.security.encryption_keys)
     outbox = build_outbox(settings.outbox.backend, settings.outbox.path, keyring=keyring, clock=d.clock,
                           keep_sends_for=pd.rate_limit.longest_window,

@@ -1,28 +1,43 @@
 """The rule set in force, and its safe reload: validate the whole new set, swap it in
-atomically, keep the last good one on any error."""
+atomically, keep the last good one on any error.
+
+Rules are checked against the configuration as they load: a rule naming a routing key
+that ``pagerduty.routing_keys`` does not define is refused at start, at reload and by
+``check-rules --config`` — not found later, when its first event is dead-lettered."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 from receiver.audit import AuditSink, NullAudit
 from receiver.metrics import Metrics
 from transforms import RulesError, RuleSet, load_rules
 
-__all__ = ["Rulebook"]
+__all__ = ["Rulebook", "load_checked"]
+
+
+def load_checked(paths: Sequence[Path], routing_keys: Collection[str]) -> RuleSet:
+    """Load the rules and refuse any routing key name not in ``routing_keys`` (none configured: dry run,
+    every name goes). Raises :class:`RulesError` with every ``file:line: message``."""
+    rules = load_rules(paths)
+    if routing_keys and (errors := rules.unknown_routing_keys(routing_keys)):
+        raise RulesError(errors)
+    return rules
 
 
 class Rulebook:
     """Holds the current :class:`~transforms.RuleSet` for the handlers."""
 
     def __init__(
-        self, paths: Sequence[Path], metrics: Metrics, log: logging.Logger, audit: AuditSink | None = None
+        self, paths: Sequence[Path], metrics: Metrics, log: logging.Logger, audit: AuditSink | None = None,
+        *, routing_keys: Collection[str] = (),
     ) -> None:
         self._paths = tuple(paths)
+        self._routing_keys = frozenset(routing_keys)
         self._metrics = metrics
         self._log = log
         self._audit = audit or NullAudit()
@@ -30,7 +45,7 @@ class Rulebook:
 
     def _load_or_raise(self, actor: str) -> RuleSet:
         self._stamp_loaded = self._stamp()  # taken before reading, so an edit during the load is seen
-        rules = load_rules(self._paths)
+        rules = load_checked(self._paths, self._routing_keys)
         self._metrics.rules_reload_success.set(1)
         self._metrics.rules_loaded_at.set(time.time())
         self._audit.record("rules.loaded", actor=actor, sha256=rules.sha256,

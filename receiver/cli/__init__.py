@@ -42,6 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.set_defaults(command="receiver.cli.serve:serve")
 
     check = sub.add_parser("check-rules", help="validate rule files; exit 1 with file:line: message on error")
+    check.add_argument("--config", type=Path, help="also check the routing key names against this config")
     check.add_argument("paths", nargs="+", type=Path)
     check.set_defaults(command="receiver.cli.rules:check_rules")
 

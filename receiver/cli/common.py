@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 from receiver.cli import DEFAULT_CONFIG
 from receiver.errors import ConfigError
 from receiver.settings import Settings, load_settings
-from transforms import RulesError, RuleSet, load_rules
+from transforms import RulesError, RuleSet
 
 __all__ = ["load_rules_or_report", "load_settings_or_report"]
 
@@ -25,10 +25,13 @@ def load_settings_or_report(args: argparse.Namespace) -> Settings | None:
         return None
 
 
-def load_rules_or_report(paths: Sequence[Path]) -> RuleSet | None:
-    """The rules, or ``None`` after printing each ``file:line: message`` to stderr."""
+def load_rules_or_report(paths: Sequence[Path], routing_keys: Collection[str] = ()) -> RuleSet | None:
+    """The rules, checked against the configured ``routing_keys`` names (if any), or ``None`` after
+    printing each ``file:line: message`` to stderr."""
+    from receiver.rulebook import load_checked
+
     try:
-        return load_rules(paths)
+        return load_checked(paths, routing_keys)
     except RulesError as exc:
         print(str(exc), file=sys.stderr)
         return None

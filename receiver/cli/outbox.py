@@ -238,7 +238,7 @@ def replay(args: argparse.Namespace) -> int:
     settings = load_settings_or_report(args)
     if settings is None:
         return 2
-    rules = load_rules_or_report(settings.rules.paths)
+    rules = load_rules_or_report(settings.rules.paths, set(settings.pagerduty.routing_keys))
     if rules is None:
         return 2
     pd = settings.pagerduty

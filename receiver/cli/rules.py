@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from receiver.cli.common import load_rules_or_report
+from receiver.cli.common import load_rules_or_report, load_settings_or_report
 from receiver.errors import PayloadError
 from receiver.models import parse_notification
 from transforms import evaluation_to_json
@@ -15,7 +15,14 @@ __all__ = ["check_rules", "test_rules"]
 
 
 def check_rules(args: argparse.Namespace) -> int:
-    rules = load_rules_or_report(args.paths)
+    """Exit 1 with ``file:line: message`` lines on error; with ``--config``, routing key names are checked too."""
+    routing_keys: set[str] = set()
+    if args.config is not None:
+        settings = load_settings_or_report(args)
+        if settings is None:
+            return 2
+        routing_keys = set(settings.pagerduty.routing_keys)
+    rules = load_rules_or_report(args.paths, routing_keys)
     if rules is None:
         return 1
     print(f"ok: {len(rules.sources)} file(s), sha256 {rules.sha256}")
