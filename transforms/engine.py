@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from transforms.base import Alert, AlertEvent, Group, InvalidEvent, RenderedEvent, Transform
+from transforms.base import Alert, AlertEvent, Group, InvalidEvent, RenderedEvent
 from transforms.collapse import collapse
 from transforms.fields import DEFAULT_SEVERITY, FieldSetter
 from transforms.render import render
@@ -33,7 +33,7 @@ class Evaluation:
 class Engine:
     """Compiled defaults + rules, and the default severity render falls back to."""
 
-    __slots__ = ("_steps", "default_severity", "defaults", "rules")
+    __slots__ = ("default_severity", "defaults", "rules")
 
     def __init__(
         self, defaults: Sequence[FieldSetter], rules: Sequence[Rule], default_severity: str = DEFAULT_SEVERITY
@@ -41,7 +41,6 @@ class Engine:
         self.defaults = tuple(defaults)
         self.rules = tuple(rules)
         self.default_severity = default_severity
-        self._steps: tuple[Transform, ...] = (*self.defaults, *self.rules)
 
     def run(self, alert: Alert, group: Group) -> tuple[AlertEvent | None, AlertEvent]:
         """One alert through the defaults and the rules, in order.
@@ -50,11 +49,20 @@ class Engine:
         whose ``fired`` then ends with the dropping rule. A step that sets ``stopped`` ends the run.
         """
         event = AlertEvent(alert, group)
-        for step in self._steps:
-            result = step(event)
-            if result is None:
-                return None, event
-            event = result  # a plugin may hand back another work item
+        for setter in self.defaults:
+            setter(event)
+        for rule in self.rules:
+            guard = rule.guard
+            if guard is not None and not guard(event.alert.labels):
+                continue
+            event.fired.append(rule.name)
+            if rule.action is not None:
+                result = rule.action(event)
+                if result is None:
+                    return None, event
+                event = result  # a plugin may hand back another work item
+            if rule.stop:
+                event.stopped = True
             if event.stopped:
                 break
         return event, event

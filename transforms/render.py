@@ -32,6 +32,7 @@ import hashlib
 import json
 import math
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import Any
 from urllib.parse import quote_plus, urlsplit
 
@@ -43,7 +44,10 @@ from transforms.fields import DEFAULT_SEVERITY, SEVERITIES
 from transforms.shrink import json_size, shrink_details
 from transforms.values import text
 
-__all__ = ["DEFAULT_CLIENT", "MAX_EVENT_BYTES", "MAX_SUMMARY_CHARS", "ROUTING_KEY_ALLOWANCE", "jsonable", "render"]
+__all__ = [
+    "DEFAULT_CLIENT", "MAX_EVENT_BYTES", "MAX_SUMMARY_CHARS", "ROUTING_KEY_ALLOWANCE", "jsonable", "jsonable_plain",
+    "render",
+]
 
 MAX_EVENT_BYTES = 512_000
 MAX_SUMMARY_CHARS = 1024
@@ -62,31 +66,56 @@ _canonical_bytes = msgspec.json.Encoder(order="sorted").encode
 def jsonable(value: Any) -> Any:
     """``value`` as JSON data: mappings → dict with str keys, sequences → list, other → str.
 
-    Always a copy for containers, so the body never shares a dict with the alert.
+    Always a copy for containers, so the body never shares a dict with the alert. Gives what
+    :func:`jsonable_plain` gives (a property test holds them equal), faster for plain values.
     """
+    # This and the other `type(x) is str` shortcuts of render, and its URL caches:
+    # +16 % per-alert (bench_rules.py, 0.50 vs 0.43 × the hand-built baseline, same run).
+    kind = type(value)
+    if kind is dict:
+        for key, item in value.items():  # the usual case, a label map: copy it in C
+            if type(key) is not str or type(item) is not str:
+                break
+        else:
+            return dict(value)
+        copy = {}
+        for key, item in value.items():
+            copy[key if type(key) is str else str(key)] = item if type(item) is str else jsonable(item)
+        return copy
+    if kind is str or kind is int or kind is bool or value is None:
+        return value
+    if kind is list or kind is tuple:
+        return [item if type(item) is str else jsonable(item) for item in value]
+    return jsonable_plain(value)
+
+
+def jsonable_plain(value: Any) -> Any:
+    """:func:`jsonable` without its shortcuts: the reference its tests compare it with."""
     if isinstance(value, str | int) or value is None:  # bool is an int
         return value
     if isinstance(value, float):
         return value if math.isfinite(value) else str(value)
     if isinstance(value, Mapping):
-        return {str(k): jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable_plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [jsonable(v) for v in value]
+        return [jsonable_plain(v) for v in value]
     return str(value)
 
 
 def _as_text(value: Any) -> str:
-    if isinstance(value, str):
+    if type(value) is str:
         return value
     if isinstance(value, Mapping | list | tuple):
         return json.dumps(jsonable(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return text(value)
 
 
+@lru_cache(maxsize=256)
 def _host(external_url: str) -> str | None:
     return urlsplit(external_url).hostname if external_url else None
 
 
+@lru_cache(maxsize=256)
 def _alerts_page(external_url: str, receiver: str) -> str:
     """Alertmanager's alert page for the receiver: the default ``client_url``."""
     return f"{external_url}/#/alerts?receiver={quote_plus(receiver, safe='')}"
@@ -103,7 +132,7 @@ def _first(fields: Mapping[str, Any], name: str, notes: list[str]) -> str:
     value = fields.get(name, _ABSENT)
     if value is _ABSENT:
         return ""
-    value = _as_text(value).strip()
+    value = (value if type(value) is str else _as_text(value)).strip()
     if not value:
         notes.append(f"{name} was empty; used the default")
     return value
@@ -112,6 +141,8 @@ def _first(fields: Mapping[str, Any], name: str, notes: list[str]) -> str:
 def _optional(fields: Mapping[str, Any], name: str) -> str:
     """The field as stripped text, ``""`` when it is unset."""
     value = fields.get(name)
+    if type(value) is str:
+        return value.strip()
     return "" if value is None else _as_text(value).strip()
 
 
@@ -119,8 +150,8 @@ def _severity(fields: Mapping[str, Any], default: str, notes: list[str]) -> str:
     raw = fields.get("severity", _ABSENT)
     if raw is _ABSENT:
         return default
-    raw = _as_text(raw)
-    severity = raw.strip().lower()
+    raw = raw if type(raw) is str else _as_text(raw)
+    severity = raw if raw in SEVERITIES else raw.strip().lower()
     if severity not in SEVERITIES:
         notes.append(f"severity {raw!r} is not one of {', '.join(SEVERITIES)}; used {default!r}")
         return default
@@ -133,18 +164,18 @@ def _items(
     raw = fields.get(name)
     if raw is None:
         return []
-    if not isinstance(raw, list | tuple):
+    if type(raw) is not list and not isinstance(raw, list | tuple):
         notes.append(f"{name} is not a list; dropped")
         return []
     result: list[dict[str, str]] = []
     for index, item in enumerate(raw):
-        if not isinstance(item, Mapping):
+        if type(item) is not dict and not isinstance(item, Mapping):
             notes.append(f"{name}[{index}] is not a mapping; dropped")
             continue
         entry: dict[str, str] = {}
         for key in keys:
             value = item.get(key)
-            if value is not None and (value := _as_text(value).strip()):
+            if value is not None and (value := (value if type(value) is str else _as_text(value)).strip()):
                 entry[key] = value
         required = entry.get(keys[0], "")
         if not required:
@@ -180,7 +211,7 @@ def _build_body(collapsed: Collapsed, default_severity: str, notes: list[str]) -
         payload["timestamp"] = starts_at
     for name in _OPTIONAL_PAYLOAD:
         value = fields.get(name)
-        if value is not None and (value := _as_text(value).strip()):
+        if value is not None and (value := (value if type(value) is str else _as_text(value)).strip()):
             payload[name] = value
     details = fields.get("custom_details", _ABSENT)
     if details is _ABSENT:

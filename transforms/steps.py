@@ -30,34 +30,22 @@ __all__ = [
 
 
 class Rule:
-    """One step: if every matcher matches, record the rule, run the action, maybe stop.
+    """One step: if every matcher matches, record the rule, run the action, maybe stop
+    (:meth:`transforms.engine.Engine.run` applies it).
 
     A step without matchers applies to every alert. ``action`` may be None for a bare
     ``stop: true``. The rule's name is appended to ``fired`` before the action runs, so
     when the action drops the alert, ``fired`` ends with the rule that dropped it.
     """
 
-    __slots__ = ("_guard", "action", "matchers", "name", "stop")
+    __slots__ = ("action", "guard", "matchers", "name", "stop")
 
     def __init__(self, name: str, matchers: Sequence[Matcher], action: Transform | None, stop: bool) -> None:
         self.name = name
         self.matchers = tuple(matchers)
         self.action = action
         self.stop = stop
-        self._guard = compile_guard(self.matchers)
-
-    def __call__(self, event: AlertEvent) -> AlertEvent | None:
-        if self._guard is not None and not self._guard(event.alert.labels):
-            return event
-        event.fired.append(self.name)
-        if self.action is not None:
-            result = self.action(event)
-            if result is None:
-                return None
-            event = result
-        if self.stop:
-            event.stopped = True
-        return event
+        self.guard = compile_guard(self.matchers)  # None: every alert
 
     def __repr__(self) -> str:
         return f"Rule({self.name!r})"
