@@ -84,6 +84,9 @@ class KeyState:
         return self.tail or self.told
 
 
+_EMPTY = KeyState()
+
+
 class Verdict(enum.StrEnum):
     QUEUE = "queue"  # new to PagerDuty: store and send it
     DUPLICATE = "duplicate"  # repeats what PagerDuty was last told (or a resolve already queued)
@@ -203,22 +206,30 @@ class Ledger:
     states: dict[Key, KeyState]
     new_id: Callable[[], int]  # the next item id: ever-growing, never reused
     changed: set[Key] = field(default_factory=set)
+    # dedup key -> its routing keys with a state: a batch's events look their dedup key up, never scan
+    _routing_keys: dict[str, list[str]] = field(default_factory=dict, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        for routing_key, dedup_key in self.states:
+            self._routing_keys.setdefault(dedup_key, []).append(routing_key)
 
     def get(self, key: Key) -> KeyState:
-        return self.states.get(key) or KeyState()
+        return self.states.get(key) or _EMPTY
 
     def _set(self, key: Key, state: KeyState) -> None:
-        if self.states.get(key) != state:
-            self.states[key] = state
-            self.changed.add(key)
-
-    def _keys_of(self, dedup_key: str) -> list[Key]:
-        return [key for key in self.states if key[1] == dedup_key]
+        old = self.states.get(key)
+        if old == state:
+            return
+        if old is None:
+            self._routing_keys.setdefault(key[1], []).append(key[0])
+        self.states[key] = state
+        self.changed.add(key)
 
     def _routes(self, ev: Incoming) -> list[str]:
         if ev.action != "resolve":
             return [ev.routing_key]
-        return resolve_routes(ev.routing_key, {k[0]: self.states[k] for k in self._keys_of(ev.dedup_key)})
+        known = self._routing_keys.get(ev.dedup_key, ())
+        return resolve_routes(ev.routing_key, {rk: self.states[(rk, ev.dedup_key)] for rk in known})
 
     def intake(self, ev: Incoming, now: float, resend_interval: float) -> list[Outcome]:
         """Decide one event that intake received (in arrival order): one outcome, or for a resolve
@@ -226,8 +237,9 @@ class Ledger:
         if not ev.valid:
             key = (ev.routing_key, ev.dedup_key)
             item_id = self.new_id()
-            self._forget_older_words(ev.dedup_key, {key})
-            self._set(key, replace(self.get(key), latest=item_id))
+            self._forget_older_words(ev.dedup_key, [ev.routing_key])
+            state = self.get(key)
+            self._set(key, KeyState(state.told, state.tail, item_id, state.uncertain))
             return [Outcome(Verdict.DEAD, ev.routing_key, item_id)]
         return self._decide(ev, self._routes(ev), None, now, resend_interval)
 
@@ -248,15 +260,16 @@ class Ledger:
             return [Outcome(Verdict.DEAD, stored_key[0], item_id)]
         return self._decide(ev, self._routes(ev), item_id, now, resend_interval)
 
-    def _forget_older_words(self, dedup_key: str, keep: set[Key]) -> None:
+    def _forget_older_words(self, dedup_key: str, keep: list[str]) -> None:
         """Alertmanager said something new about the alert: what other keys carry is no longer its last word."""
-        for key in self._keys_of(dedup_key):
-            if key not in keep and self.states[key].latest:
-                self._set(key, replace(self.states[key], latest=0))
+        for routing_key in self._routing_keys.get(dedup_key, ()):
+            state = self.states[(routing_key, dedup_key)]
+            if state.latest and routing_key not in keep:
+                self._set((routing_key, dedup_key), KeyState(state.told, state.tail, 0, state.uncertain))
 
     def _decide(self, ev: Incoming, routes: list[str], reuse_id: int | None, now: float,
                 resend_interval: float) -> list[Outcome]:
-        self._forget_older_words(ev.dedup_key, {(rk, ev.dedup_key) for rk in routes})
+        self._forget_older_words(ev.dedup_key, routes)
         out = []
         for routing_key in routes:
             key = (routing_key, ev.dedup_key)
@@ -266,13 +279,14 @@ class Ledger:
             if verdict is not Verdict.QUEUE:
                 same = state.effective
                 assert same is not None  # only a word already said or queued is repeated
-                self._set(key, replace(state, latest=same.item_id))
+                self._set(key, KeyState(state.told, state.tail, same.item_id, state.uncertain))
                 out.append(Outcome(verdict, routing_key, same.item_id, rerouted))
                 continue
             if reuse_id is not None and (state.tail is None or state.tail.item_id < reuse_id):
                 item_id, reuse_id = reuse_id, None  # still the newest of its queue: it keeps its id
             else:
                 item_id = self.new_id()  # behind newer items (a replay moved it): it takes a place at the tail
-            self._set(key, replace(state, tail=Word(ev.action, ev.payload_hash, now, item_id), latest=item_id))
+            tail = Word(ev.action, ev.payload_hash, now, item_id)
+            self._set(key, KeyState(state.told, tail, item_id, state.uncertain))
             out.append(Outcome(Verdict.QUEUE, routing_key, item_id, rerouted, priority(ev.action, ev.critical)))
         return out
