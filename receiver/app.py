@@ -61,7 +61,7 @@ def create_app(settings: Settings, deps: Deps | None = None) -> web.Application:
     audit_failed = _audit_failed(metrics, d.log)
     audit = GuardedAudit(d.audit or (
         AuditLog(settings.audit_path, clock=d.clock, max_bytes=settings.audit.max_size,
-                 backups=settings.audit.backups)
+                 backups=settings.audit.backups, batch_on_loop=True, on_error=audit_failed)
         if settings.audit.enabled else NullAudit()
     ), audit_failed)
     rulebook = Rulebook(settings.rules.paths, metrics, d.log, audit, routing_keys=pd.routing_keys.keys())

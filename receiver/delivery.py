@@ -35,8 +35,8 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Literal, NamedTuple
 
 __all__ = [
     "Incoming",
@@ -59,8 +59,7 @@ Action = Literal["trigger", "resolve"]
 Key = tuple[str, str]  # (routing key name, dedup key as the backend stores it)
 
 
-@dataclass(frozen=True, slots=True)
-class Word:
+class Word(NamedTuple):
     """One thing said, or queued to be said, to PagerDuty about a key."""
 
     action: Action
@@ -69,8 +68,7 @@ class Word:
     item_id: int  # the outbox item that carries it
 
 
-@dataclass(frozen=True, slots=True)
-class KeyState:
+class KeyState(NamedTuple):
     """What the rules know of one ``(routing_key, dedup_key)``."""
 
     told: Word | None = None  # PagerDuty's last accepted word
@@ -95,8 +93,7 @@ class Verdict(enum.StrEnum):
     SUPERSEDED = "superseded"  # replay only: a newer word for the key exists
 
 
-@dataclass(frozen=True, slots=True)
-class Incoming:
+class Incoming(NamedTuple):
     """An event as the rules see it: where it goes, what it says, and a hash of what it carries."""
 
     routing_key: str
@@ -107,8 +104,7 @@ class Incoming:
     valid: bool = True  # False: an event that could not be made valid (stored dead)
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
+class Outcome(NamedTuple):
     """What one event became."""
 
     verdict: Verdict
@@ -168,30 +164,30 @@ def on_sent(state: KeyState, item_id: int, action: Action, payload_hash: str, no
     sent once more (a resolve whose key is uncertain: a timed-out trigger attempt may still land after it)."""
     told = Word(action, payload_hash, now, item_id)
     if action == "resolve" and state.uncertain is not None:
-        return replace(state, told=told, uncertain=None), True
+        return state._replace(told=told, uncertain=None), True
     tail = None if state.tail is not None and state.tail.item_id == item_id else state.tail
-    return replace(state, told=told, tail=tail), False
+    return state._replace(told=told, tail=tail), False
 
 
 def on_retry_timeout(state: KeyState, why: str) -> KeyState:
     """A send of the key timed out: PagerDuty may still act on it, so what it holds is unknown until a
     resolve has gone through. Until then nothing is a duplicate of what was told, and the next delivered
     resolve is sent twice (a trigger landing late, after its resolve, would reopen the incident)."""
-    return replace(state, uncertain=why)
+    return state._replace(uncertain=why)
 
 
 def on_dead(state: KeyState, item_id: int) -> KeyState:
     """Item ``item_id``, the head of its key's queue, was dead-lettered: PagerDuty will not be told it
     (if it was Alertmanager's last word, a replay may still deliver it)."""
     if state.tail is not None and state.tail.item_id == item_id:
-        return replace(state, tail=None)
+        return state._replace(tail=None)
     return state
 
 
 def on_purged(state: KeyState, item_id: int, newest_queued: Word | None) -> KeyState:
     """Item ``item_id`` was deleted by an operator; ``newest_queued`` is the key's newest queued item now."""
     tail = newest_queued if state.tail is not None and state.tail.item_id == item_id else state.tail
-    return replace(state, tail=tail)
+    return state._replace(tail=tail)
 
 
 @dataclass(slots=True)

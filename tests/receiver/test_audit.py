@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import json
@@ -595,3 +596,39 @@ def test_verify_main_on_an_empty_file(tmp_path: Path) -> None:
     assert verify_main([str(path)], out, err) == 0
     assert out.getvalue() == "ok: 0 entries in 1 file(s), chain intact, head none\n"
     assert os.path.getsize(path) == 0
+
+
+async def test_records_on_an_event_loop_are_written_once_per_iteration(tmp_path: Path) -> None:
+    """With batch_on_loop, a burst of records is written at the end of the loop iteration; the chain is the
+    same as written one by one, another writer in between is chained in, and close writes what is queued."""
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(path, batch_on_loop=True)
+    other = AuditLog(path)
+    for i in range(50):
+        log.record("intake.accepted", actor="a", n=i)
+    assert path.read_bytes() == b""  # still queued: the loop has not run its callbacks yet
+    await asyncio.sleep(0)  # the scenario: one turn of the loop
+    assert len(path.read_text().splitlines()) == 50
+    other.record("admin.action", actor="cli:ops")  # not batched: written at once
+    log.record("intake.accepted", actor="a", n=50)
+    log.close()  # writes the queued entry
+    other.close()
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [e["seq"] for e in lines] == list(range(1, 53))
+    assert [e["event"] for e in lines[49:]] == ["intake.accepted", "admin.action", "intake.accepted"]
+    report = verify_files([path])
+    assert report.ok and report.entries == 52
+
+
+async def test_a_batch_that_cannot_be_written_is_reported_entry_by_entry(tmp_path: Path) -> None:
+    """A failed end-of-iteration write tells on_error of every entry it lost (the app counts and logs them)."""
+    lost: list[tuple[str, str]] = []
+    log = AuditLog(tmp_path / "audit.jsonl", batch_on_loop=True,
+                   on_error=lambda event, exc: lost.append((event, type(exc).__name__)))
+    log.record("intake.accepted", actor="a")
+    log.record("auth.refused", actor=None)
+    os.close(log._fd)  # the descriptor goes away under the writer: its write fails
+    await asyncio.sleep(0)
+    assert lost == [("intake.accepted", "OSError"), ("auth.refused", "OSError")]
+    log._fd = -1
+    log.close()

@@ -78,7 +78,13 @@ EVENT_COLUMNS = (
 _STATE_COLUMNS = ("routing_key, dedup_key, told_action, told_hash, told_at, told_id, "
                   "tail_action, tail_hash, tail_at, tail_id, latest, uncertain")
 _SELECT_STATES = f"SELECT {_STATE_COLUMNS} FROM key_state WHERE dedup_key IN (SELECT value FROM json_each(?))"
-_UPSERT_STATE = f"INSERT OR REPLACE INTO key_state ({_STATE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_UPSERT_STATE = f"""
+INSERT INTO key_state ({_STATE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (dedup_key, routing_key) DO UPDATE SET
+    told_action = excluded.told_action, told_hash = excluded.told_hash, told_at = excluded.told_at,
+    told_id = excluded.told_id, tail_action = excluded.tail_action, tail_hash = excluded.tail_hash,
+    tail_at = excluded.tail_at, tail_id = excluded.tail_id, latest = excluded.latest, uncertain = excluded.uncertain
+"""
 
 
 def migrate(conn: sqlite3.Connection) -> None:
