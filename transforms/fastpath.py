@@ -21,7 +21,7 @@ from typing import Any
 
 from jinja2 import nodes
 
-__all__ = ["MISSING", "Evaluate", "Getter", "Slow", "expression", "interpolation"]
+__all__ = ["MISSING", "Evaluate", "Getter", "Slow", "expression", "interpolation", "key_render"]
 
 Getter = Callable[[Any], Any]  # reads one name in scope from the work item
 Evaluate = Callable[[Any], Any]  # the work item -> a value or MISSING; raises Slow
@@ -63,6 +63,47 @@ def expression(node: nodes.Node, roots: Mapping[str, Getter]) -> Evaluate | None
     if all(len(keys) == 1 for _, keys in alternatives):
         return _first_key(tuple((roots[name], keys[0]) for name, keys in alternatives), final)
     return _first_path(tuple((roots[name], keys) for name, keys in alternatives), final)
+
+
+def key_render(node: nodes.Node, roots: Mapping[str, Getter], fallback: Callable[[Any], Any]) -> Evaluate | None:
+    """For a template that is one ``name.key | default(...)`` chain (the shape of most rule templates):
+    its whole render function — the value, ``""`` when missing, ``fallback(event)`` where the fast
+    path gives up — in one call; None for any other shape.
+
+    One call per render instead of an evaluator wrapped in a fallback: +10 % per-alert
+    (bench_rules.py, 0.54 vs 0.49 × the hand-built baseline, medians of 3 alternating runs)."""
+    found = _alternatives(node, roots)
+    if found is None:
+        return None
+    alternatives, final = found
+    if not alternatives or not all(len(keys) == 1 for _, keys in alternatives):
+        return None
+    if final is MISSING:
+        final = ""
+    lookups = tuple((roots[name], keys[0]) for name, keys in alternatives)
+    if len(lookups) == 1:
+        ((get_map, only_key),) = lookups
+
+        def render_key(event: Any) -> Any:
+            current = get_map(event)
+            if type(current) is dict:
+                value = current.get(only_key, MISSING)
+                return final if value is MISSING else value
+            return fallback(event)
+
+        return render_key
+
+    def render_keys(event: Any) -> Any:
+        for get_root, key in lookups:
+            current = get_root(event)
+            if type(current) is not dict:
+                return fallback(event)
+            value = current.get(key, MISSING)
+            if value is not MISSING:
+                return value
+        return final
+
+    return render_keys
 
 
 def _first_key(lookups: tuple[tuple[Getter, str], ...], final: Any) -> Evaluate:

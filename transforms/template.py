@@ -31,7 +31,7 @@ from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from transforms.base import Alert, AlertEvent, Group
-from transforms.fastpath import MISSING, Evaluate, Getter, Slow, expression, interpolation
+from transforms.fastpath import MISSING, Evaluate, Getter, Slow, expression, interpolation, key_render
 
 __all__ = [
     "RenderError",
@@ -208,6 +208,8 @@ def _expression(source: str, expr: nodes.Expr, fast: bool) -> Template:
         except Exception as exc:
             raise _failed(exc) from exc
 
+    if fast and (direct := key_render(expr, _ROOTS, render_jinja)) is not None:
+        return Template(source, "fast", direct)
     evaluate = expression(expr, _ROOTS) if fast else None
     if evaluate is None:
         return Template(source, "jinja", render_jinja)
