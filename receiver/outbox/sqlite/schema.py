@@ -23,7 +23,7 @@ from typing import Any
 
 from receiver.delivery import Key, KeyState, Word
 
-__all__ = ["EVENT_COLUMNS", "SCHEMA", "IdAllocator", "load_states", "migrate", "store_states"]
+__all__ = ["EVENT_COLUMNS", "SCHEMA", "IdAllocator", "load_state", "load_states", "migrate", "store_states"]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
@@ -78,6 +78,8 @@ EVENT_COLUMNS = (
 _STATE_COLUMNS = ("routing_key, dedup_key, told_action, told_hash, told_at, told_id, "
                   "tail_action, tail_hash, tail_at, tail_id, latest, uncertain")
 _SELECT_STATES = f"SELECT {_STATE_COLUMNS} FROM key_state WHERE dedup_key IN (SELECT value FROM json_each(?))"
+_SELECT_STATE = (f"SELECT {_STATE_COLUMNS.split(', ', 2)[2]} FROM key_state "
+                 "WHERE dedup_key = ? AND routing_key = ?")
 _UPSERT_STATE = f"""
 INSERT INTO key_state ({_STATE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (dedup_key, routing_key) DO UPDATE SET
@@ -158,6 +160,14 @@ def load_states(conn: sqlite3.Connection, dedup_keys: Iterable[str], encode: Any
         out[(r[0], r[1])] = KeyState(told=_word(*r[2:6]), tail=_word(*r[6:10]), latest=int(r[10]),
                                      uncertain=r[11])
     return out
+
+
+def load_state(conn: sqlite3.Connection, key: Key) -> KeyState:
+    """The state of one ``(routing_key, dedup_key)`` (as stored); an empty one if it has none."""
+    r = conn.execute(_SELECT_STATE, (key[1], key[0])).fetchone()
+    if r is None:
+        return KeyState()
+    return KeyState(told=_word(*r[0:4]), tail=_word(*r[4:8]), latest=int(r[8]), uncertain=r[9])
 
 
 def store_states(conn: sqlite3.Connection, states: Iterable[tuple[Key, KeyState]]) -> None:

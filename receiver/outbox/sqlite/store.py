@@ -23,12 +23,13 @@ import msgspec
 from receiver import delivery
 from receiver.clock import Clock, SystemClock
 from receiver.crypto import DecryptError, Keyring
+from receiver.delivery import Key
 from receiver.errors import ConfigError, OutboxUnavailable, Reason
 from receiver.outbox.contract import Depth, EnqueueResult, OpenReport, OutboxItem, RequeueResult
 from receiver.outbox.sqlite import admin
 from receiver.outbox.sqlite.committer import GroupCommitter
 from receiver.outbox.sqlite.intake import Enqueue, write_batch
-from receiver.outbox.sqlite.schema import EVENT_COLUMNS, load_states, migrate, store_states
+from receiver.outbox.sqlite.schema import EVENT_COLUMNS, load_state, migrate, store_states
 from receiver.outbox.sqlite.sealing import Sealer
 from transforms.base import InvalidEvent, RenderedEvent
 
@@ -218,41 +219,44 @@ class SQLiteOutbox:
         for item_id, error in rows:
             self._on_unreadable(item_id, error)
 
-    def _settle(self, conn: sqlite3.Connection, item_id: int, how: str, why: tuple[Any, ...] = ()) -> bool:
-        """Delete (``acked``) or dead-letter (``dead``) a queued row and update its key's state; False if
-        the row is no longer queued (settled twice)."""
+    def _queued_row(self, conn: sqlite3.Connection, item_id: int) -> tuple[Key, int | None] | None:
+        """The key and notification of queued row ``item_id``; None if it is no longer queued (settled twice)."""
         row = conn.execute("SELECT routing_key, dedup_key, notification_id FROM events WHERE id = ? "
                            "AND status = 'queued'", (item_id,)).fetchone()
-        if row is None:
-            return False
-        key = (row[0], row[1])
-        state = load_states(conn, [row[1]], _ENCODER.encode).get(key, delivery.KeyState())
+        return None if row is None else ((row[0], row[1]), row[2])
+
+    def _settle(self, conn: sqlite3.Connection, item_id: int, how: str, why: tuple[Any, ...] = ()) -> None:
+        """Dead-letter (``dead``) a queued row, or delete it (``acked``), updating its key's state."""
+        found = self._queued_row(conn, item_id)
+        if found is None:
+            return
+        key, nid = found
         if how == "dead":
             conn.execute("UPDATE events SET status = 'dead', attempts = attempts + 1, reason = ?, last_status = ?, "
                          "last_error = ? WHERE id = ?", (*why, item_id))
-            store_states(conn, [(key, delivery.on_dead(state, item_id))])
+            store_states(conn, [(key, delivery.on_dead(load_state(conn, key), item_id))])
             self._moved(-1, 1)
         else:
             conn.execute("DELETE FROM events WHERE id = ?", (item_id,))
-            admin.release_notification(conn, row[2])
+            admin.release_notification(conn, nid)
             self._moved(-1, 0)
-        return True
 
     async def ack(self, item: OutboxItem, settle_delay: float = 0.0) -> bool:
         now = self._clock.now()
 
         def work(conn: sqlite3.Connection) -> bool:
             self._write_sends(conn)
-            row = conn.execute("SELECT routing_key, dedup_key FROM events WHERE id = ? AND status = 'queued'",
-                               (item.id,)).fetchone()
-            if row is None:
+            found = self._queued_row(conn, item.id)
+            if found is None:
                 return False  # settled twice
-            key = (row[0], row[1])
-            state = load_states(conn, [row[1]], _ENCODER.encode).get(key, delivery.KeyState())
+            key, nid = found
+            state = load_state(conn, key)
             new, again = delivery.on_sent(state, item.id, item.action, item.payload_hash, now)  # type: ignore[arg-type]
             store_states(conn, [(key, new)])
             if not again:
-                self._settle(conn, item.id, "acked")
+                conn.execute("DELETE FROM events WHERE id = ?", (item.id,))
+                admin.release_notification(conn, nid)
+                self._moved(-1, 0)
                 return False
             # Keep the row (and its notification): send the same resolve again later.
             conn.execute(
@@ -280,9 +284,8 @@ class SQLiteOutbox:
             )
             if reason is Reason.TIMEOUT and row is not None:
                 key = (row[0], row[1])
-                state = load_states(conn, [row[1]], _ENCODER.encode).get(key, delivery.KeyState())
                 why = f"a {item.action} attempt timed out (epoch {when:.0f})"
-                store_states(conn, [(key, delivery.on_retry_timeout(state, why))])
+                store_states(conn, [(key, delivery.on_retry_timeout(load_state(conn, key), why))])
 
         await self._db.write(work)
 
