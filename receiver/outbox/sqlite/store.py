@@ -213,7 +213,7 @@ class SQLiteOutbox:
 
         def work(conn: sqlite3.Connection) -> None:
             for item_id, error in rows:
-                self._settle(conn, item_id, "dead", (Reason.UNDECRYPTABLE.value, None, error))
+                self._dead_letter_row(conn, item_id, (Reason.UNDECRYPTABLE.value, None, error))
 
         await self._db.write(work)
         for item_id, error in rows:
@@ -225,21 +225,17 @@ class SQLiteOutbox:
                            "AND status = 'queued'", (item_id,)).fetchone()
         return None if row is None else ((row[0], row[1]), row[2])
 
-    def _settle(self, conn: sqlite3.Connection, item_id: int, how: str, why: tuple[Any, ...] = ()) -> None:
-        """Dead-letter (``dead``) a queued row, or delete it (``acked``), updating its key's state."""
+    def _dead_letter_row(self, conn: sqlite3.Connection, item_id: int, why: tuple[Any, ...]) -> None:
+        """Dead-letter queued row ``item_id`` with ``why`` = (reason, status, error), updating its key's state;
+        nothing if it is no longer queued (settled twice)."""
         found = self._queued_row(conn, item_id)
         if found is None:
             return
-        key, nid = found
-        if how == "dead":
-            conn.execute("UPDATE events SET status = 'dead', attempts = attempts + 1, reason = ?, last_status = ?, "
-                         "last_error = ? WHERE id = ?", (*why, item_id))
-            store_states(conn, [(key, delivery.on_dead(load_state(conn, key), item_id))])
-            self._moved(-1, 1)
-        else:
-            conn.execute("DELETE FROM events WHERE id = ?", (item_id,))
-            admin.release_notification(conn, nid)
-            self._moved(-1, 0)
+        key, _ = found
+        conn.execute("UPDATE events SET status = 'dead', attempts = attempts + 1, reason = ?, last_status = ?, "
+                     "last_error = ? WHERE id = ?", (*why, item_id))
+        store_states(conn, [(key, delivery.on_dead(load_state(conn, key), item_id))])
+        self._moved(-1, 1)
 
     async def ack(self, item: OutboxItem, settle_delay: float = 0.0) -> bool:
         now = self._clock.now()
@@ -292,7 +288,7 @@ class SQLiteOutbox:
     async def dead_letter(self, item: OutboxItem, reason: Reason, status: int | None, error: str) -> None:
         def work(conn: sqlite3.Connection) -> None:
             self._write_sends(conn)
-            self._settle(conn, item.id, "dead", (reason.value, status, error))
+            self._dead_letter_row(conn, item.id, (reason.value, status, error))
 
         await self._db.write(work)
 
