@@ -13,7 +13,7 @@ import getpass
 import json
 import os
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
@@ -54,7 +54,7 @@ async def _opened(settings: Settings, *, encrypt_plain: bool = False) -> AsyncIt
         await box.close()
 
 
-def _run(settings: Settings | None, work: Any) -> int:
+def _run(settings: Settings | None, work: Callable[[Settings], Coroutine[Any, Any, int]]) -> int:
     """Run an outbox command; 2 when the config or the outbox cannot be opened."""
     if settings is None:
         return 2
@@ -121,23 +121,22 @@ def _when(ts: float) -> str:
 
 
 def list_(args: argparse.Namespace) -> int:
-    async def work(settings: Settings) -> list[OutboxItem]:
+    async def work(settings: Settings) -> int:
         async with _opened(settings) as (box, _):
-            return await box.items(status=args.state, routing_key=args.routing_key, reason=args.reason,
-                                   limit=args.limit)
+            items = await box.items(status=args.state, routing_key=args.routing_key, reason=args.reason,
+                                    limit=args.limit)
+        _print_list(args, items)
+        return 0
 
-    settings = load_settings_or_report(args)
-    if settings is None:
-        return 2
-    try:
-        items = asyncio.run(work(settings))
-    except _CannotOpen:
-        return 2
+    return _run(load_settings_or_report(args), work)
+
+
+def _print_list(args: argparse.Namespace, items: list[OutboxItem]) -> None:
     now = SystemClock().now()
     if args.json:
         for it in items:
             print(json.dumps(_to_json(it, now, with_body=False), ensure_ascii=False, sort_keys=True))
-        return 0
+        return
     header = ("ID", "STATE", "ROUTING_KEY", "ACTION", "DEDUP_KEY", "ATTEMPTS", "REASON", "AGE", "LAST_STATUS")
     rows = [header] + [
         (str(it.id), it.status, it.routing_key, it.action, it.dedup_key, str(it.attempts), it.reason or "-",
@@ -147,28 +146,27 @@ def list_(args: argparse.Namespace) -> int:
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     for r in rows:
         print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
-    return 0
 
 
 def show(args: argparse.Namespace) -> int:
-    async def work(settings: Settings) -> OutboxItem:
+    async def work(settings: Settings) -> int:
         async with _opened(settings) as (box, _):
-            return await box.get(args.id)
+            try:
+                it = await box.get(args.id)
+            except NoSuchItem as exc:
+                print(f"pdrelay: {exc}", file=sys.stderr)
+                return 1
+        _print_item(args, it)
+        return 0
 
-    settings = load_settings_or_report(args)
-    if settings is None:
-        return 2
-    try:
-        it = asyncio.run(work(settings))
-    except _CannotOpen:
-        return 2
-    except NoSuchItem as exc:
-        print(f"pdrelay: {exc}", file=sys.stderr)
-        return 1
+    return _run(load_settings_or_report(args), work)
+
+
+def _print_item(args: argparse.Namespace, it: OutboxItem) -> None:
     now = SystemClock().now()
     if args.json:
         print(json.dumps(_to_json(it, now), ensure_ascii=False, sort_keys=True, indent=2))
-        return 0
+        return
     fields = [
         ("id", str(it.id)), ("state", it.status), ("routing_key", it.routing_key), ("action", it.action),
         ("dedup_key", it.dedup_key), ("attempts", str(it.attempts)), ("reason", it.reason or "-"),
@@ -181,7 +179,6 @@ def show(args: argparse.Namespace) -> int:
         print(f"{name + ':':<14}{value}")
     print("body:")
     print(json.dumps(it.body, ensure_ascii=False, sort_keys=True, indent=2))
-    return 0
 
 
 async def _selected(box: Outbox, ids: list[int]) -> list[OutboxItem] | None:
