@@ -29,7 +29,6 @@ from typing import Any
 import yaml
 
 from receiver.errors import ConfigError
-from receiver.secret import Secret
 from receiver.settings.checks import build
 from receiver.settings.model import (
     AUTH_METHODS,
@@ -62,7 +61,6 @@ __all__ = [
     "OutboxSettings",
     "PagerDutySettings",
     "RulesSettings",
-    "Secret",
     "SecuritySettings",
     "ServerSettings",
     "Settings",

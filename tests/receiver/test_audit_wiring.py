@@ -16,13 +16,8 @@ from prometheus_client import CollectorRegistry
 from receiver.app import Deps, create_app
 from receiver.audit import MemoryAudit
 from receiver.pagerduty.events import SendResult, classify
-from receiver.settings import (
-    OutboxSettings,
-    PagerDutySettings,
-    RulesSettings,
-    Secret,
-    Settings,
-)
+from receiver.secret import Secret
+from receiver.settings import OutboxSettings, PagerDutySettings, RulesSettings, Settings
 from tests.fakes import FakeSender
 
 CAPTURED = Path(__file__).parent.parent / "e2e" / "captured"
