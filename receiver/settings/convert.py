@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from receiver.errors import ConfigError
 from receiver.limiter import RateLimit
@@ -27,6 +27,7 @@ __all__ = [
     "host_port",
     "jwt_settings",
     "long_enough",
+    "module_prefixes",
     "not_supported",
     "rate_limit",
     "routing_key_names",
@@ -40,6 +41,7 @@ SYMMETRIC = ("HS256", "HS384", "HS512")
 ASYMMETRIC = ("RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "PS256", "PS384", "PS512", "EdDSA")
 _ES_CURVES = {"ES256": "secp256r1", "ES384": "secp384r1", "ES512": "secp521r1"}
 _ROUTING_KEY_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+_MODULE_PREFIX = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 
 
 def host_port(listen: str, key: str) -> tuple[str, int]:
@@ -77,6 +79,13 @@ def routing_key_names(keys: dict[str, Secret], key: str) -> None:
     for name in keys:
         if not _ROUTING_KEY_NAME.fullmatch(name):
             raise ConfigError(f"config: {key}.{name}: names use letters, digits, _ . -")
+
+
+def module_prefixes(prefixes: tuple[str, ...], key: str) -> None:
+    """Dotted module names (``acme_pdrelay`` allows ``acme_pdrelay`` and ``acme_pdrelay.*``)."""
+    for prefix in prefixes:
+        if not _MODULE_PREFIX.fullmatch(prefix):
+            raise ConfigError(f"config: {key}: expected a dotted module name such as acme_pdrelay, got {prefix!r}")
 
 
 def long_enough(token: Secret, key: str) -> None:
@@ -128,9 +137,13 @@ def jwt_settings(jwt: JWTFile, key: str) -> JWTSettings:
     elif "public_key_file" in jwt:
         raise ConfigError(f"config: {key}.public_key_file: not used by HS* algorithms (they use "
                           "security.jwt_secret); list RS*/ES* algorithms to verify with a public key")
+    scopes = {**default.scopes, **cast("dict[str, str]", jwt.get("scopes", {}))}  # every value read as a str
+    for group, scope in scopes.items():
+        if not scope or " " in scope:
+            raise ConfigError(f"config: {key}.scopes.{group}: expected one scope word, got {scope!r}")
     return JWTSettings(algorithms=algorithms, audience=jwt.get("audience"), issuer=jwt.get("issuer"),
                        public_key=public_key, leeway=jwt.get("leeway", default.leeway),
-                       scope_claim=jwt.get("scope_claim", default.scope_claim))
+                       scope_claim=jwt.get("scope_claim", default.scope_claim), scopes=scopes)
 
 
 def _public_key(path: Path, algorithms: tuple[str, ...], key: str) -> str:

@@ -36,6 +36,7 @@ __all__ = [
 
 DEFAULT_EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
 DEFAULT_ALLOWED_HOSTS = ("events.pagerduty.com", "events.eu.pagerduty.com")
+ENDPOINT_GROUPS = ("intake", "events", "admin")
 
 
 
@@ -60,6 +61,10 @@ class ServerSettings:
     max_alerts: int = 10_000  # per body; set Alertmanager's webhook max_alerts below it
     max_label_bytes: int = 16 * 1024  # one label's name + value
     max_annotation_bytes: int = 256 * 1024  # one annotation's name + value
+    max_labels: int = 128  # labels per alert (and annotations per alert)
+    max_concurrent_intake: int = 4  # intake requests at once; above it: 503 with Retry-After
+    header_timeout: float = 10.0  # to receive a request's line and headers
+    body_timeout: float = 30.0  # to receive a request's body
 
     @property
     def listen(self) -> str:
@@ -103,6 +108,7 @@ class OutboxSettings:
 class RulesSettings:
     paths: tuple[Path, ...] = (Path("rules"),)
     watch: bool = False
+    allow_plugins: tuple[str, ...] = ()  # module prefixes ``module:callable`` plugins may come from
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +126,9 @@ class JWTSettings:
     issuer: str | None = None
     public_key: str | None = None  # PEM text, read from public_key_file
     leeway: float = 30.0  # clock skew allowed on exp / nbf / iat
-    scope_claim: str = "scope"  # space-separated string or list naming endpoint groups
+    scope_claim: str = "scope"  # space-separated string or list of scopes
+    # endpoint group → the scope that opens it; namespaced, as "admin" alone is common in other apps' tokens
+    scopes: Mapping[str, str] = field(default_factory=lambda: {g: f"pdrelay:{g}" for g in ENDPOINT_GROUPS})
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +139,6 @@ class MTLSSettings:
     admin_subjects: tuple[str, ...] = ()  # may also use admin endpoints
 
 
-ENDPOINT_GROUPS = ("intake", "events", "admin")
 AUTH_METHODS = ("bearer", "basic", "jwt", "mtls", "admin_token")
 
 
@@ -164,6 +171,7 @@ class AuditSettings:
     enabled: bool = True
     max_size: int = 10 * 1024 * 1024
     backups: int = 10
+    hmac_key: Secret | None = None  # keys the chain, so that a consistent rewrite is detected too
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,4 +197,6 @@ class Settings:
         found += [s.reveal() for s in self.security.encryption_keys]
         if self.security.jwt_secret is not None:
             found.append(self.security.jwt_secret.reveal())
+        if self.audit.hmac_key is not None:
+            found.append(self.audit.hmac_key.reveal())
         return found

@@ -37,6 +37,7 @@ __all__ = [
     "RateLimitFile",
     "RetryFile",
     "RulesFile",
+    "ScopesFile",
     "SecurityFile",
     "ServerFile",
     "TLSFile",
@@ -59,6 +60,10 @@ class ServerFile(TypedDict, total=False):
     max_alerts: Count
     max_label_bytes: Size
     max_annotation_bytes: Size
+    max_labels: Count
+    max_concurrent_intake: Count
+    header_timeout: Period
+    body_timeout: Period
 
 
 class RetryFile(TypedDict, total=False):
@@ -117,6 +122,7 @@ class OutboxFile(TypedDict, total=False):
 class RulesFile(TypedDict, total=False):
     paths: Annotated[tuple[Path, ...], OneOrMany(), NonEmpty("expected a non-empty list of files or folders")]
     watch: bool
+    allow_plugins: Annotated[tuple[str, ...], OneOrMany(), Check(convert.module_prefixes)]
 
 
 class BasicFile(TypedDict, total=False):
@@ -132,6 +138,13 @@ class JWTFile(TypedDict, total=False):
     public_key_file: ReadableFile
     leeway: Duration
     scope_claim: str
+    scopes: ScopesFile
+
+
+class ScopesFile(TypedDict, total=False):  # the keys are ENDPOINT_GROUPS
+    intake: str
+    events: str
+    admin: str
 
 
 class MTLSFile(TypedDict, total=False):
@@ -175,6 +188,7 @@ class AuditFile(TypedDict, total=False):
     enabled: bool
     max_size: Size
     backups: Count
+    hmac_key: Annotated[Secret, Check(convert.long_enough)] | None
 
 
 class ConfigFile(TypedDict, total=False):

@@ -700,7 +700,7 @@ def _pem_files(tmp_path: Path) -> None:
      "config: auth.jwt.public_key_file: {tmp}/private.pem holds no PEM public key"),
     ({"auth": {"jwt": {"algorithms": ["HS256"], "secret": "x"}}},
      "config: auth.jwt.secret: unknown key (allowed: algorithms, audience, issuer, leeway, public_key_file, "
-     "scope_claim)"),
+     "scope_claim, scopes)"),
     ({"auth": {"jwt": {"leeway": "a while"}}, "security": {"jwt_secret": JWT_SECRET}},
      "config: auth.jwt.leeway: expected a duration such as 30s or 5m, got 'a while'"),
     ({"auth": {"mtls": {"subjects": ["alertmanager"]}}},
