@@ -7,7 +7,9 @@ An :class:`Authenticator`, built once from :class:`~receiver.settings.AuthSettin
 - ``admin_token``: ``Bearer <token>``, a token of ``auth.admin_tokens`` → ``admin:<8 hex>``; all groups
 - ``basic``: ``Basic base64(user:password)`` of ``auth.basic`` → ``basic:<user>``; intake, events
 - ``jwt``: ``Bearer <header.payload.signature>`` (not a configured token) → ``jwt:<sub or iss>``;
-  the groups named by the ``scope_claim`` claim, intake and events when it is absent
+  bound to ``auth.jwt.audience`` and ``issuer`` (both required); the groups whose configured scope
+  (``pdrelay:intake``, ``pdrelay:events``, ``pdrelay:admin``) the ``scope_claim`` claim carries,
+  intake and events when it is absent
 - ``mtls``: the client certificate the TLS layer verified → ``mtls:<subject CN>``; intake, events,
   and admin for ``auth.mtls.admin_subjects``
 

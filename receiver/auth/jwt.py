@@ -2,9 +2,15 @@
 
 :class:`JWTVerifier` is built once from ``auth.jwt`` (the key: ``public_key`` PEM for RS*/ES*,
 else ``security.jwt_secret`` for HS*) and verifies with PyJWT: only the configured algorithms
-(``none`` never), ``exp`` required, audience and issuer when configured, ``leeway`` for clock skew,
-minimum key lengths enforced. Each PyJWT error maps to one reason of
+(``none`` never), ``exp``, ``aud`` and ``iss`` required, the audience and issuer always checked
+(settings without them are refused: a token issued for another app must not open pdrelay),
+``leeway`` for clock skew, minimum key lengths enforced. Each PyJWT error maps to one reason of
 :data:`~receiver.auth.outcomes.REFUSAL_REASONS`; the token itself is never kept or shown.
+
+Rights come from the scope claim (a space-separated string or a list): a group opens only with
+its configured scope (``pdrelay:intake``, ``pdrelay:events``, ``pdrelay:admin`` by default), so
+the bare ``admin`` of another app's token counts for nothing; a token without the claim may
+use intake and events.
 """
 
 from __future__ import annotations
@@ -15,18 +21,22 @@ from typing import Any, Final
 import jwt
 from cryptography.hazmat.primitives import serialization
 
-from receiver.auth.outcomes import ALL_GROUPS, INTAKE_EVENTS, Identity, Refusal, RefusalReason, clean_name
+from receiver.auth.outcomes import INTAKE_EVENTS, Identity, Refusal, RefusalReason, clean_name
+from receiver.errors import ConfigError
 from receiver.settings import JWTSettings, SecuritySettings
 
 __all__ = ["JWTVerifier"]
 
 _MISSING_CLAIM_REASONS: Final[Mapping[str, RefusalReason]] = {"aud": "wrong_audience", "iss": "wrong_issuer"}
+_REQUIRED_CLAIMS: Final = ["exp", "aud", "iss"]
 
 
 class JWTVerifier:
-    """Checks one JWT against ``auth.jwt``; its rights are the groups named by the scope claim."""
+    """Checks one JWT against ``auth.jwt``; its rights are the groups whose scope the token carries."""
 
     def __init__(self, cfg: JWTSettings, security: SecuritySettings) -> None:
+        if (unbound := cfg.unbound()) is not None:  # settings built in code skip the loader's check
+            raise ConfigError(f"config: auth.jwt.{unbound}")
         self._cfg = cfg
         self._key: Any = None
         if cfg.public_key is not None:
@@ -35,12 +45,14 @@ class JWTVerifier:
             self._key = security.jwt_secret.reveal().encode()
 
     def verify(self, token: str) -> Identity | Refusal:
-        """``jwt:<sub or iss>`` with the scope's groups (intake and events without one), or why not."""
+        """``jwt:<sub or iss>`` with the groups its scopes open (intake and events without a scope), or why not."""
         cfg = self._cfg
 
         def refuse(reason: RefusalReason) -> Refusal:
             return Refusal(401, reason, "jwt", token_error=True)
 
+        if not token.isascii():  # base64url segments are ASCII: this is no JWT (and PyJWT would raise)
+            return refuse("invalid_token")
         try:
             claims: dict[str, Any] = jwt.decode(
                 token,
@@ -49,11 +61,8 @@ class JWTVerifier:
                 audience=cfg.audience,
                 issuer=cfg.issuer,
                 leeway=cfg.leeway,
-                options={
-                    "require": ["exp"],
-                    "verify_aud": cfg.audience is not None,
-                    "enforce_minimum_key_length": True,
-                },
+                options={"require": _REQUIRED_CLAIMS, "verify_aud": True, "verify_iss": True,
+                         "enforce_minimum_key_length": True},
             )
         except jwt.ExpiredSignatureError:
             return refuse("expired")
@@ -77,10 +86,15 @@ class JWTVerifier:
         if scope is None:
             rights = INTAKE_EVENTS
         elif isinstance(scope, str):
-            rights = ALL_GROUPS.intersection(scope.split())
+            rights = self._opened_by(scope.split())
         elif isinstance(scope, list) and all(isinstance(s, str) for s in scope):
-            rights = ALL_GROUPS.intersection(scope)
+            rights = self._opened_by(scope)
         else:
             return refuse("malformed")
         who = next((c for c in (claims.get("sub"), claims.get("iss")) if isinstance(c, str) and c), "unknown")
         return Identity(f"jwt:{clean_name(who)}", "jwt", rights)
+
+    def _opened_by(self, scopes: list[str]) -> frozenset[str]:
+        """The endpoint groups whose configured scope is one of ``scopes`` (compared exactly)."""
+        granted = set(scopes)
+        return frozenset(group for group, scope in self._cfg.scopes.items() if scope in granted)

@@ -54,12 +54,17 @@ class Authenticator:
         self._n_bearer = len(auth.bearer_tokens)
         self._basic = tuple((_sha256(b.username), _sha256(b.password.reveal()), b.username) for b in auth.basic)
         self._jwt = JWTVerifier(auth.jwt, security) if auth.jwt is not None else None
+        self._scopes = dict(auth.jwt.scopes) if auth.jwt is not None else {}
         self._mtls = auth.mtls
 
     # what is configured ---------------------------------------------------------------------------
     def accepted(self, group: str) -> tuple[str, ...]:
         """The methods ``group`` accepts, in the order of :data:`~receiver.settings.AUTH_METHODS`."""
         return self._accepts.get(group, ())
+
+    def scope_for(self, group: str) -> str | None:
+        """The JWT scope that opens ``group`` (named in a 403's challenge); ``None`` without JWT."""
+        return self._scopes.get(group)
 
     def describe(self) -> dict[str, list[str]]:
         """Group → accepted methods, for the start-up log."""

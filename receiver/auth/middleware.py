@@ -84,7 +84,9 @@ def _refusal_response(authenticator: Authenticator, group: str, refusal: Refusal
     elif refusal.status == 400:
         headers["WWW-Authenticate"] = f'Bearer realm="{REALM}", error="invalid_request"'
     elif refusal.method in BEARER_METHODS:
-        headers["WWW-Authenticate"] = f'Bearer realm="{REALM}", error="insufficient_scope", scope="{group}"'
+        scope = authenticator.scope_for(group)
+        headers["WWW-Authenticate"] = f'Bearer realm="{REALM}", error="insufficient_scope"' + (
+            f', scope="{scope}"' if scope is not None else "")
     return web.json_response({"error": MESSAGES[refusal.reason]}, status=refusal.status, headers=headers)
 
 

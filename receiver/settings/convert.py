@@ -41,6 +41,7 @@ SYMMETRIC = ("HS256", "HS384", "HS512")
 ASYMMETRIC = ("RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "PS256", "PS384", "PS512", "EdDSA")
 _ES_CURVES = {"ES256": "secp256r1", "ES384": "secp384r1", "ES512": "secp521r1"}
 _ROUTING_KEY_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+_SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")  # RFC 6749 §3.3 scope-token: no space, quote, backslash
 _MODULE_PREFIX = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 
 
@@ -121,7 +122,8 @@ def basic_credential(basic: BasicFile, key: str) -> BasicCredential:
 
 
 def jwt_settings(jwt: JWTFile, key: str) -> JWTSettings:
-    """Algorithms of one family; RS*/ES* read the public key file (HS* use ``security.jwt_secret``)."""
+    """Algorithms of one family; RS*/ES* read the public key file (HS* use ``security.jwt_secret``);
+    ``audience`` and ``issuer`` are required, so that no token issued for another app opens pdrelay."""
     default = JWTSettings()
     algorithms = jwt.get("algorithms", default.algorithms)
     for alg in algorithms:
@@ -139,11 +141,14 @@ def jwt_settings(jwt: JWTFile, key: str) -> JWTSettings:
                           "security.jwt_secret); list RS*/ES* algorithms to verify with a public key")
     scopes = {**default.scopes, **cast("dict[str, str]", jwt.get("scopes", {}))}  # every value read as a str
     for group, scope in scopes.items():
-        if not scope or " " in scope:
+        if not _SCOPE_TOKEN.fullmatch(scope):
             raise ConfigError(f"config: {key}.scopes.{group}: expected one scope word, got {scope!r}")
-    return JWTSettings(algorithms=algorithms, audience=jwt.get("audience"), issuer=jwt.get("issuer"),
-                       public_key=public_key, leeway=jwt.get("leeway", default.leeway),
-                       scope_claim=jwt.get("scope_claim", default.scope_claim), scopes=scopes)
+    settings = JWTSettings(algorithms=algorithms, audience=jwt.get("audience"), issuer=jwt.get("issuer"),
+                           public_key=public_key, leeway=jwt.get("leeway", default.leeway),
+                           scope_claim=jwt.get("scope_claim", default.scope_claim), scopes=scopes)
+    if (unbound := settings.unbound()) is not None:
+        raise ConfigError(f"config: {key}.{unbound}")
+    return settings
 
 
 def _public_key(path: Path, algorithms: tuple[str, ...], key: str) -> str:

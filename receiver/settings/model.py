@@ -130,6 +130,19 @@ class JWTSettings:
     # endpoint group → the scope that opens it; namespaced, as "admin" alone is common in other apps' tokens
     scopes: Mapping[str, str] = field(default_factory=lambda: {g: f"pdrelay:{g}" for g in ENDPOINT_GROUPS})
 
+    def unbound(self) -> str | None:
+        """``<key>: required (…)`` for the first of ``audience`` and ``issuer`` left unset, else ``None``.
+
+        Both are needed: without them a token the identity provider issued for another app opens pdrelay.
+        """
+        if not self.audience:
+            return ("audience: required (the audience pdrelay's tokens are issued for); "
+                    "a token for another app must not open pdrelay")
+        if not self.issuer:
+            return ("issuer: required (the issuer pdrelay's tokens come from); "
+                    "a token from another issuer must not open pdrelay")
+        return None
+
 
 @dataclass(frozen=True, slots=True)
 class MTLSSettings:

@@ -72,13 +72,14 @@ def test_no_configured_secret_leaks_anywhere(tmp_path: Path, pd: PagerDutyStandI
         config={
             "auth": {"bearer_tokens": [BEARER], "admin_tokens": [ADMIN],
                      "basic": {"username": "am", "password": BASIC_PASSWORD},
-                     "jwt": {"algorithms": ["HS256"], "audience": "pdrelay"}},
+                     "jwt": {"algorithms": ["HS256"], "audience": "pdrelay", "issuer": "https://idp.example"}},
             "security": {"encryption_key": KEYS, "jwt_secret": JWT_SECRET},
         },
     )
     exposed: list[str] = []
     body = json.loads((CAPTURED / "am-0.25_firing.json").read_text())
-    token = jwt.encode({"sub": "ci", "aud": "pdrelay", "exp": int(time.time()) + 300}, JWT_SECRET, "HS256")
+    token = jwt.encode({"sub": "ci", "aud": "pdrelay", "iss": "https://idp.example", "exp": int(time.time()) + 300},
+                       JWT_SECRET, "HS256")
     url = relay.url
     answers: list[httpx.Response] = []
     with httpx.Client(timeout=10, trust_env=False) as client:
