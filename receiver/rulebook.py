@@ -3,7 +3,9 @@ atomically, keep the last good one on any error.
 
 Rules are checked against the configuration as they load: a rule naming a routing key
 that ``pagerduty.routing_keys`` does not define is refused at start, at reload and by
-``check-rules --config`` — not found later, when its first event is dead-lettered."""
+``check-rules --config`` — not found later, when its first event is dead-lettered; a
+``module:callable`` plugin outside ``rules.allow_plugins`` is refused the same way,
+before anything is imported for it."""
 
 from __future__ import annotations
 
@@ -20,10 +22,13 @@ from transforms import RulesError, RuleSet, load_rules
 __all__ = ["Rulebook", "load_checked"]
 
 
-def load_checked(paths: Sequence[Path], routing_keys: Collection[str]) -> RuleSet:
+def load_checked(
+    paths: Sequence[Path], routing_keys: Collection[str], allow_plugins: Sequence[str] = ()
+) -> RuleSet:
     """Load the rules and refuse any routing key name not in ``routing_keys`` (none configured: dry run,
-    every name goes). Raises :class:`RulesError` with every ``file:line: message``."""
-    rules = load_rules(paths)
+    every name goes), and any ``module:callable`` plugin whose module is not under ``allow_plugins``.
+    Raises :class:`RulesError` with every ``file:line: message``."""
+    rules = load_rules(paths, allow_plugins=allow_plugins)
     if routing_keys and (errors := rules.unknown_routing_keys(routing_keys)):
         raise RulesError(errors)
     return rules
@@ -34,10 +39,11 @@ class Rulebook:
 
     def __init__(
         self, paths: Sequence[Path], metrics: Metrics, log: logging.Logger, audit: AuditSink | None = None,
-        *, routing_keys: Collection[str] = (),
+        *, routing_keys: Collection[str] = (), allow_plugins: Sequence[str] = (),
     ) -> None:
         self._paths = tuple(paths)
         self._routing_keys = frozenset(routing_keys)
+        self._allow_plugins = tuple(allow_plugins)
         self._metrics = metrics
         self._log = log
         self._audit = audit or NullAudit()
@@ -45,7 +51,7 @@ class Rulebook:
 
     def _load_or_raise(self, actor: str) -> RuleSet:
         self._stamp_loaded = self._stamp()  # taken before reading, so an edit during the load is seen
-        rules = load_checked(self._paths, self._routing_keys)
+        rules = load_checked(self._paths, self._routing_keys, self._allow_plugins)
         self._metrics.rules_reload_success.set(1)
         self._metrics.rules_loaded_at.set(time.time())
         self._audit.record("rules.loaded", actor=actor, sha256=rules.sha256,

@@ -1,7 +1,8 @@
 """pdrelay's pure rule engine: Alertmanager alerts in, PagerDuty Events v2 bodies out.
 
-No I/O except :func:`load_rules` reading the rules files (and importing plugins named in
-them). The receiver parses a webhook body into a :class:`Group`, calls
+No I/O except :func:`load_rules` reading the rules files (and importing the plugins named
+in them: entry points, and ``module:callable`` from the modules its ``allow_plugins``
+allows, none by default). The receiver parses a webhook body into a :class:`Group`, calls
 :meth:`RuleSet.evaluate` and queues the :class:`RenderedEvent` items it gets back
 (:class:`InvalidEvent` items are dead-lettered).
 

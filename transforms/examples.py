@@ -2,7 +2,8 @@
 
 A plugin is a factory: called once at load with the step's ``with`` mapping as keyword
 arguments, it validates them (raising makes it a load error) and returns the transform,
-a callable ``(AlertEvent) -> AlertEvent | None``. Use it from a rules file as::
+a callable ``(AlertEvent) -> AlertEvent | None``. With ``rules.allow_plugins:
+[transforms.examples]`` in the config, use it from a rules file as::
 
     - name: owner
       transform: transforms.examples:add_owner

@@ -9,13 +9,15 @@ or folders whose ``*.yaml``/``*.yml`` are taken sorted by name) are concatenated
 order; their defaults apply in order, later ones overriding (``custom_details`` merges).
 
 Every problem in every file is collected as ``file:line: message`` and raised together
-as :class:`RulesError`; nothing is half-loaded.
+as :class:`RulesError`; nothing is half-loaded. ``allow_plugins`` lists the module
+prefixes ``module:callable`` plugins may come from (none by default: see
+:mod:`transforms.registry`).
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,13 +90,14 @@ class RuleSet:
         ]
 
     @classmethod
-    def from_text(cls, text: str, name: str = "<string>") -> RuleSet:
+    def from_text(cls, text: str, name: str = "<string>", *, allow_plugins: Sequence[str] = ()) -> RuleSet:
         """Compiles one rules document given as text (``name`` appears in errors)."""
-        return _compile([(name, text.encode("utf-8"))])
+        return _compile([(name, text.encode("utf-8"))], tuple(allow_plugins))
 
 
-def load_rules(paths: Iterable[str | Path]) -> RuleSet:
-    """Reads and compiles rules files and folders, in order.
+def load_rules(paths: Iterable[str | Path], *, allow_plugins: Sequence[str] = ()) -> RuleSet:
+    """Reads and compiles rules files and folders, in order; ``module:callable`` plugins only from
+    modules under ``allow_plugins``.
 
     Raises:
         RulesError: listing every problem found, each as ``file:line: message``.
@@ -116,7 +119,7 @@ def load_rules(paths: Iterable[str | Path]) -> RuleSet:
     if not sources and not errors:
         errors.append("<rules>:1: no rules files given")
     try:
-        ruleset = _compile(sources)
+        ruleset = _compile(sources, tuple(allow_plugins))
     except RulesError as exc:
         raise RulesError([*errors, *exc.errors]) from None
     if errors:
@@ -124,10 +127,10 @@ def load_rules(paths: Iterable[str | Path]) -> RuleSet:
     return ruleset
 
 
-def _compile(sources: list[tuple[str, bytes]]) -> RuleSet:
+def _compile(sources: list[tuple[str, bytes]], allow_plugins: tuple[str, ...]) -> RuleSet:
     digest = hashlib.sha256()
     errors: list[str] = []
-    compiled = _Compiled()
+    compiled = _Compiled(allow_plugins)
     for name, data in sources:
         digest.update(data)
         problems = Problems(name)
@@ -150,6 +153,7 @@ def _compile(sources: list[tuple[str, bytes]]) -> RuleSet:
 class _Compiled:
     """What the files compiled so far contribute, in order."""
 
+    allow_plugins: tuple[str, ...]  # module prefixes module:callable plugins may come from
     defaults: list[FieldSetter] = field(default_factory=list)
     rules: list[Rule] = field(default_factory=list)
     routing_keys: list[RoutingKeyRef] = field(default_factory=list)
@@ -207,7 +211,7 @@ def _compile_file(data: bytes, problems: Problems, compiled: _Compiled) -> None:
     first_index = compiled.steps
     compiled.steps += len(steps)
     for index, step in enumerate(steps):
-        rule = _compile_step(step, steps.line_of(index), first_index + index, problems, compiled.seen)
+        rule = _compile_step(step, steps.line_of(index), first_index + index, problems, compiled)
         if rule is None:
             continue
         compiled.rules.append(rule)
@@ -215,11 +219,12 @@ def _compile_file(data: bytes, problems: Problems, compiled: _Compiled) -> None:
             compiled.note_routing_key(rule.action, step.get("set"), problems)
 
 
-def _compile_step(step: Any, line: int, index: int, problems: Problems, seen: dict[str, str]) -> Rule | None:
+def _compile_step(step: Any, line: int, index: int, problems: Problems, compiled: _Compiled) -> Rule | None:
     if not isinstance(step, LineDict):
         problems.add(line, f"a step must be a mapping, got {describe(step)}")
         return None
     before = problems.count
+    seen = compiled.seen
     name = step.get("name", f"rule[{index}]")
     if not isinstance(name, str) or not name.strip():
         problems.add(step.line_of("name"), f"name must be a non-empty string, got {name!r}")
@@ -254,7 +259,8 @@ def _compile_step(step: Any, line: int, index: int, problems: Problems, seen: di
     action = None
     if len(actions) == 1:
         key = actions[0]
-        action = STEP_TYPES[key](step[key], StepContext(name, step.line_of(key), step, problems))
+        context = StepContext(name, step.line_of(key), step, problems, compiled.allow_plugins)
+        action = STEP_TYPES[key](step[key], context)
     if problems.count > before:
         return None
     return Rule(name, matchers, action, stop is True)

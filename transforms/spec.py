@@ -151,10 +151,12 @@ class StepContext:
     """What a step factory gets besides the action's own value.
 
     ``rule`` is the step's name (for ``rule.field`` messages), ``line`` the line of the
-    action key, ``step`` the whole step mapping (a plugin reads ``with`` from it).
+    action key, ``step`` the whole step mapping (a plugin reads ``with`` from it),
+    ``allow_plugins`` the module prefixes ``module:callable`` plugins may come from.
     """
 
     rule: str
     line: int
     step: LineDict
     problems: Problems
+    allow_plugins: tuple[str, ...] = ()

@@ -101,7 +101,7 @@ BAD_ERRORS = [
 def test_every_error_is_reported_with_its_line() -> None:
     """One load reports every problem of the file, each as file:line: message, ordered by line."""
     with pytest.raises(RulesError) as info:
-        RuleSet.from_text(BAD, "bad.yaml")
+        RuleSet.from_text(BAD, "bad.yaml", allow_plugins=["nonexistent_module_xyz"])
     assert info.value.errors == BAD_ERRORS
     assert str(info.value) == "\n".join(BAD_ERRORS)
 
@@ -174,7 +174,7 @@ def test_every_error_is_reported_with_its_line() -> None:
 def test_load_errors(text: str, errors: list[str]) -> None:
     """Each malformed document yields exactly these errors."""
     with pytest.raises(RulesError) as info:
-        RuleSet.from_text(text, "r.yaml")
+        RuleSet.from_text(text, "r.yaml", allow_plugins=["transforms.examples"])
     assert info.value.errors == errors
 
 
@@ -239,9 +239,9 @@ def test_default_rules_file_loads() -> None:
 
 
 def test_default_rules_commented_plugin_example_works() -> None:
-    """The plugin example commented out in rules/default.yaml loads when uncommented."""
+    """The plugin example commented out in rules/default.yaml loads when uncommented and allowed."""
     text = (REPO / "rules" / "default.yaml").read_text()
     start = text.index("  # - name: owner")
     example = "\n".join(line.replace("# ", "", 1) for line in text[start:].splitlines())
-    rules = RuleSet.from_text(text[:start] + example + "\n")
+    rules = RuleSet.from_text(text[:start] + example + "\n", allow_plugins=["transforms.examples"])
     assert rules.engine.rules[-1].name == "owner"

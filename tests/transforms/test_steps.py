@@ -19,8 +19,12 @@ def _run(rules: RuleSet, alert: Alert, group: Group) -> AlertEvent | None:
     return rules.engine.run(alert, group)[0]
 
 
+# The plugins these tests name: the example module and this one's factories.
+ALLOWED = ("transforms.examples", __name__)
+
+
 def _apply(rules_yaml: str, alert: Alert, group: Group) -> AlertEvent | None:
-    return _run(RuleSet.from_text("version: 1\n" + rules_yaml), alert, group)
+    return _run(RuleSet.from_text("version: 1\n" + rules_yaml, allow_plugins=ALLOWED), alert, group)
 
 
 def test_set_writes_fields_and_templates_nested_values(make_alert: Alerts, make_group: Groups) -> None:
@@ -281,7 +285,8 @@ rules:
     transform: {__name__}:_exploding_factory
   - name: junk
     transform: {__name__}:_wrong_type_factory
-"""
+""",
+        allow_plugins=ALLOWED,
     )
     result = rules.evaluate(make_group(make_alert()))
     assert result.template_errors == (
@@ -312,7 +317,8 @@ def test_constant_values_are_not_shared_between_alerts(make_alert: Alerts, make_
     """A plugin changing a constant nested value of one alert does not change the next alert's."""
     rules = RuleSet.from_text(
         "version: 1\nrules:\n  - set: {custom_details: {tags: [a]}}\n"
-        f"  - transform: {__name__}:_appending_factory\n"
+        f"  - transform: {__name__}:_appending_factory\n",
+        allow_plugins=ALLOWED,
     )
     first = _run(rules, make_alert(), make_group(make_alert()))
     second = _run(rules, make_alert(), make_group(make_alert()))
@@ -392,7 +398,8 @@ def test_a_drop_after_a_plugin_replaced_the_work_item(
         "version: 1\nrules:\n"
         f"  - name: replace\n    transform: {__name__}:_replacing_factory\n"
         "  - name: broken\n    set: {component: '{{ 1 / 0 }}'}\n"
-        f"  - name: gone\n    {last_step}\n"
+        f"  - name: gone\n    {last_step}\n",
+        allow_plugins=ALLOWED,
     )
     alert = make_alert(fingerprint="aaaaaaaaaaaaaaaa")
     result = rules.evaluate(make_group(alert))
