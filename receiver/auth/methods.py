@@ -32,7 +32,8 @@ BEARER_METHODS: Final = frozenset({"bearer", "admin_token", "jwt"})
 
 
 def _sha256(data: str) -> bytes:
-    return hashlib.sha256(data.encode("utf-8", "surrogateescape")).digest()
+    """The digest of any text: a lone surrogate (a header byte that is not UTF-8) is encoded, never raised on."""
+    return hashlib.sha256(data.encode("utf-8", "surrogatepass")).digest()
 
 
 class Authenticator:
