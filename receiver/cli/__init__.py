@@ -7,23 +7,30 @@
 This module imports only the standard library. Each command names its function as
 ``"module:function"``, and the module is imported only when that command runs, so
 ``pdrelay --help`` and ``pdrelay keygen`` never load aiohttp, uvloop, the outbox or the rules.
+
+Every command runs under the umask :data:`UMASK`: whatever it creates first (the data directory,
+the outbox and its ``-wal`` and ``-shm`` files, the audit log) is readable by its owner only.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import pkgutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-__all__ = ["DEFAULT_CONFIG", "main"]
+__all__ = ["DEFAULT_CONFIG", "UMASK", "main"]
 
 DEFAULT_CONFIG = Path("pdrelay.yaml")
+UMASK = 0o077
+"""Directories 0700 and files 0600, whichever part of pdrelay (or SQLite) creates them."""
 
 Command = Callable[[argparse.Namespace], int]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    os.umask(UMASK)
     parser = _parser()
     args = parser.parse_args(argv)
     command: Command = pkgutil.resolve_name(args.command)

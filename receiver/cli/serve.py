@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import gc
 import ipaddress
@@ -26,6 +27,7 @@ from receiver.auth import OPEN_PATHS, Authenticator
 from receiver.cli.common import load_settings_or_report
 from receiver.errors import ConfigError
 from receiver.logs import configure_logging
+from receiver.server import app_runner
 from receiver.settings import Settings
 from receiver.state import STATE
 from receiver.tls import server_ssl_context
@@ -38,7 +40,7 @@ def serve(args: argparse.Namespace) -> int:
     settings = load_settings_or_report(args)
     if settings is None:
         return 2
-    log = configure_logging(args.log_level, settings.secrets())
+    log = configure_logging(args.log_level, redacted(settings))
     try:
         if args.listen is not None:
             settings = with_listen(settings, args.listen)
@@ -79,6 +81,16 @@ def serve(args: argparse.Namespace) -> int:
         print(f"pdrelay: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def redacted(settings: Settings) -> list[str]:
+    """What the logs must never show: every secret, and the spellings a request carries some in (the
+    ``Authorization: Basic`` value, an encryption key in URL-safe base64)."""
+    found = settings.secrets()
+    found += [base64.b64encode(f"{b.username}:{b.password.reveal()}".encode()).decode() for b in settings.auth.basic]
+    found += [k.reveal().strip().replace("+", "-").replace("/", "_").rstrip("=")
+              for k in settings.security.encryption_keys]
+    return found
 
 
 def with_listen(settings: Settings, listen: str) -> Settings:
@@ -122,10 +134,7 @@ def _run(
 ) -> None:
     """Serve until SIGTERM or SIGINT and shut down as ``web.run_app`` does; call ``listening`` with the
     bound addresses once the socket listens (``run_app`` has no such moment to hook into)."""
-    runner = web.AppRunner(
-        app, handle_signals=True, access_log=None, shutdown_timeout=10.0, keepalive_timeout=75.0,  # run_app's
-        max_line_size=settings.server.max_header_bytes, max_field_size=settings.server.max_header_bytes,
-    )
+    runner = app_runner(app, settings.server, app[STATE].log, handle_signals=True)
 
     async def serve_forever() -> None:
         await runner.setup()

@@ -11,6 +11,8 @@ import contextlib
 import json
 import os
 import signal
+import socket
+import stat
 import subprocess
 import sys
 import time
@@ -24,6 +26,7 @@ from aiohttp.test_utils import TestClient
 from prometheus_client import CollectorRegistry
 
 from receiver.app import Deps, create_app
+from receiver.server import BAD_REQUEST_BODY
 from receiver.settings import OutboxSettings, RulesSettings, Settings
 from receiver.state import STATE
 
@@ -223,6 +226,105 @@ def test_oversized_request_headers_are_refused_before_any_work(tmp_path: Path) -
         url = wait_ready(tmp_path, proc)
         big = httpx.post(f"{url}/v1/alertmanager", content=body, headers={"X-Big": "x" * 1100}, timeout=5)
         assert big.status_code == 400
-        assert big.text.startswith("Got more than 1024 bytes when reading"), big.text
+        assert big.content == BAD_REQUEST_BODY
         fits = httpx.post(f"{url}/v1/alertmanager", content=body, headers={"X-Fits": "x" * 900}, timeout=5)
         assert fits.status_code == 200
+
+
+# --------------------------------------------------------------------------- hardening of the HTTP server
+
+BEARER = "Bearer-Token-For-Alertmanager-4f1e2d"
+ADMIN = "Admin-Token-For-Operators-9c8b7a6d"
+STRANGER = "Someone-Elses-Token-0b1c2d3e4f5a"  # token-looking, configured nowhere: a credential all the same
+AUTH_CONFIG = f"auth: {{bearer_tokens: ['{BEARER}'], admin_tokens: ['{ADMIN}']}}\nrules: {{paths: [rules.yaml]}}\n"
+
+
+def raw_exchange(port: int, data: bytes) -> bytes:
+    """Send ``data`` on a new connection and read until the server closes it (bounded)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(data)
+        out = b""
+        while chunk := sock.recv(65536):
+            out += chunk
+        return out
+
+
+def malformed_requests(token: str) -> list[bytes]:
+    """Requests aiohttp's parser refuses, each carrying ``token`` where the parser quotes it back."""
+    t = token.encode()
+    return [
+        b"GET /status HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + t + b"\nX-After: 1\r\n\r\n",  # bare LF
+        b"GET /status HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + t + b"\x00\r\n\r\n",  # NUL
+        b"GET /status HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + t + b"x" * 9000 + b"\r\n\r\n",  # too long
+        b"GET /status HTTP/1.1\r\nHost: x\r\n" + t + b"x" * 9000 + b": v\r\n\r\n",  # header name too long
+        b"GET /status?access_token=" + t + b"\x01 HTTP/1.1\r\nHost: x\r\n\r\n",  # request line
+        t + b" /status HTTP/1.1\r\nHost: x\r\n\r\n",  # as the method
+    ]
+
+
+def test_malformed_requests_echo_no_header_byte_in_answers_or_logs(tmp_path: Path) -> None:
+    """A token in a header aiohttp cannot parse (bare LF, NUL, over server.max_header_bytes, in the request
+    line) is neither answered back nor logged, configured or not: each gets the fixed 400 body, and stderr
+    holds JSON lines only, one per request, naming the error class."""
+    (tmp_path / "rules.yaml").write_text(RULES_V1)
+    cfg = tmp_path / "pdrelay.yaml"
+    cfg.write_text(AUTH_CONFIG)
+    tokens = (ADMIN, BEARER, STRANGER)
+    with running(["serve", "--config", str(cfg), *on_port_0(tmp_path)], tmp_path) as proc:
+        port = wait_port(tmp_path, proc)
+        wait_ready(tmp_path, proc)
+        answers = [raw_exchange(port, data) for token in tokens for data in malformed_requests(token)]
+        stderr = stop(proc)
+    for answer in answers:
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert (head.split(b"\r\n")[0], body) == (b"HTTP/1.0 400 Bad Request", BAD_REQUEST_BODY)
+    assert [line for line in stderr.splitlines() if not line.startswith("{")] == []
+    for token in tokens:
+        assert token not in stderr
+    refused = [line for line in json_lines(stderr) if line["msg"].startswith("bad request:")]
+    assert [line["error"] for line in refused] == [
+        "BadHttpMessage", "BadHttpMessage", "LineTooLong", "LineTooLong", "InvalidURLError", "BadHttpMethod"] * 3
+    assert {line["logger"] for line in refused} == {"pdrelay"}
+
+
+def test_header_timeout_closes_a_connection_that_sends_no_complete_request(tmp_path: Path) -> None:
+    """server.header_timeout: a connection that sends nothing, or half a request line, is closed unanswered."""
+    (tmp_path / "rules.yaml").write_text(RULES_V1)
+    cfg = tmp_path / "pdrelay.yaml"
+    cfg.write_text("server: {header_timeout: 0.3s}\nrules: {paths: [rules.yaml]}\n")
+    with running(["serve", "--config", str(cfg), *on_port_0(tmp_path)], tmp_path) as proc:
+        port = wait_port(tmp_path, proc)
+        url = wait_ready(tmp_path, proc)
+        assert raw_exchange(port, b"") == b""
+        assert raw_exchange(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ") == b""
+        assert httpx.get(f"{url}/healthz", timeout=5).status_code == 200
+        lines = json_lines(stop(proc))
+    closed = [line for line in lines if line["msg"].startswith("closed a connection")]
+    assert [(line["msg"], line["header_timeout"]) for line in closed] == [
+        ("closed a connection: no complete request line and headers within server.header_timeout", 0.3)] * 2
+
+
+def mode(path: Path) -> str:
+    return oct(stat.S_IMODE(path.stat().st_mode))
+
+
+@pytest.mark.parametrize("layout", ["one data directory", "audit log first, in a directory of its own"])
+def test_serve_creates_its_files_for_its_owner_only(tmp_path: Path, layout: str) -> None:
+    """Whatever creates them first, the data directories are 0700 and the outbox, its -wal and -shm, and the
+    audit log 0600 (the process umask is 077)."""
+    (tmp_path / "rules.yaml").write_text(RULES_V1)
+    if layout == "one data directory":
+        outbox, audit = tmp_path / "data" / "outbox.db", tmp_path / "data" / "audit.jsonl"
+    else:
+        outbox, audit = tmp_path / "box" / "outbox.db", tmp_path / "trail" / "audit.jsonl"
+    cfg = tmp_path / "pdrelay.yaml"
+    cfg.write_text(f"outbox: {{path: {outbox}}}\naudit: {{path: {audit}}}\nrules: {{paths: [rules.yaml]}}\n")
+    body = (CAPTURED / "am-0.25_firing.json").read_bytes()
+    with running(["serve", "--config", str(cfg), *on_port_0(tmp_path)], tmp_path) as proc:
+        url = wait_ready(tmp_path, proc)
+        assert httpx.post(f"{url}/v1/alertmanager", content=body, timeout=5).status_code == 200
+        files = [outbox, outbox.with_name("outbox.db-wal"), outbox.with_name("outbox.db-shm"), audit]
+        modes = {p.relative_to(tmp_path).as_posix(): mode(p) for p in [*files, outbox.parent, audit.parent]}
+        stop(proc)
+    assert modes == {p.relative_to(tmp_path).as_posix(): "0o600" for p in files} | {
+        outbox.parent.name: "0o700", audit.parent.name: "0o700"}
