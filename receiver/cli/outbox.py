@@ -1,7 +1,9 @@
 """``pdrelay outbox list/show/replay/purge/rekey``: inspect the SQLite outbox, replay or purge dead letters, re-encrypt.
 
 Read-only commands need no secret; the ones that change the outbox are written to the
-audit log the server writes to.
+audit log the server writes to. Everything stored came from a client or from PagerDuty: it is
+printed through :func:`~receiver.cli.common.printable` (plain output) or
+:func:`~receiver.cli.common.json_text` (``--json``), never raw.
 """
 
 from __future__ import annotations
@@ -10,7 +12,6 @@ import argparse
 import asyncio
 import contextlib
 import getpass
-import json
 import os
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
@@ -18,7 +19,7 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from receiver.audit import AuditLog, AuditSink, NullAudit
-from receiver.cli.common import load_rules_or_report, load_settings_or_report
+from receiver.cli.common import json_text, load_rules_or_report, load_settings_or_report, printable
 from receiver.clock import SystemClock
 from receiver.crypto import Keyring
 from receiver.errors import ConfigError, OutboxUnavailable
@@ -135,12 +136,13 @@ def _print_list(args: argparse.Namespace, items: list[OutboxItem]) -> None:
     now = SystemClock().now()
     if args.json:
         for it in items:
-            print(json.dumps(_to_json(it, now, with_body=False), ensure_ascii=False, sort_keys=True))
+            print(json_text(_to_json(it, now, with_body=False)))
         return
     header = ("ID", "STATE", "ROUTING_KEY", "ACTION", "DEDUP_KEY", "ATTEMPTS", "REASON", "AGE", "LAST_STATUS")
     rows = [header] + [
-        (str(it.id), it.status, it.routing_key, it.action, it.dedup_key, str(it.attempts), it.reason or "-",
-         _age(now - it.created_at), "-" if it.last_status is None else str(it.last_status))
+        (str(it.id), printable(it.status), printable(it.routing_key), printable(it.action), printable(it.dedup_key),
+         str(it.attempts), printable(it.reason or "-"), _age(now - it.created_at),
+         "-" if it.last_status is None else str(it.last_status))
         for it in items
     ]
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
@@ -165,9 +167,9 @@ def show(args: argparse.Namespace) -> int:
 def _print_item(args: argparse.Namespace, it: OutboxItem) -> None:
     now = SystemClock().now()
     if args.json:
-        print(json.dumps(_to_json(it, now), ensure_ascii=False, sort_keys=True, indent=2))
+        print(json_text(_to_json(it, now), indent=2))
         return
-    fields = [
+    fields: list[tuple[str, str]] = [
         ("id", str(it.id)), ("state", it.status), ("routing_key", it.routing_key), ("action", it.action),
         ("dedup_key", it.dedup_key), ("attempts", str(it.attempts)), ("reason", it.reason or "-"),
         ("last_status", "-" if it.last_status is None else str(it.last_status)),
@@ -176,9 +178,9 @@ def _print_item(args: argparse.Namespace, it: OutboxItem) -> None:
         ("next_attempt", _when(it.next_attempt_at) if it.status == "queued" else "-"),
     ]
     for name, value in fields:
-        print(f"{name + ':':<14}{value}")
+        print(f"{name + ':':<14}{printable(value)}")
     print("body:")
-    print(json.dumps(it.body, ensure_ascii=False, sort_keys=True, indent=2))
+    print(json_text(it.body, indent=2))
 
 
 async def _selected(box: Outbox, ids: list[int]) -> list[OutboxItem] | None:
@@ -261,7 +263,7 @@ def replay(args: argparse.Namespace) -> int:
                         audit.record("event.replayed", actor=_cli_actor(), item_id=item_id, result=outcome.result,
                                      detail=outcome.detail, queued_as=list(outcome.ids),
                                      routing_key=outcome.routing_key or None, rules_sha256=rules.sha256)
-                        progress.line(outcome.line())
+                        progress.line(printable(outcome.line()))
                         progress.advance()
                 finally:
                     progress.close()

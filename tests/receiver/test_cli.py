@@ -115,3 +115,32 @@ def test_every_command_names_a_function_that_exists(argv: list[str]) -> None:
     """Each command's lazy "module:function" target resolves to a callable."""
     args = cli._parser().parse_args(argv)
     assert callable(pkgutil.resolve_name(args.command))
+
+
+def test_printable_shows_what_a_terminal_would_act_on_as_escapes() -> None:
+    """Control and format characters become escapes, a backslash is doubled, every script stays as it is."""
+    from receiver.cli.common import printable
+
+    assert printable("\x1b]0;owned\x07\x1b[2J") == "\\x1b]0;owned\\x07\\x1b[2J"
+    assert printable("a\nb\rc\td") == "a\\nb\\rc\\td"
+    assert printable("\x7f\x9b31m\xa0") == "\\x7f\\x9b31m\\xa0"  # DEL, C1 CSI, no-break space
+    assert printable("ab\u202ecd\u2066") == "ab\\u202ecd\\u2066"  # bidi override and isolate
+    assert printable("\U000e0041\udcff") == "\\U000e0041\\udcff"  # a tag character, a lone surrogate
+    assert printable("C:\\temp \\x1b") == "C:\\\\temp \\\\x1b"  # literal text never passes for an escape
+    assert printable("Ünïcödé 日本語 🚨 ok") == "Ünïcödé 日本語 🚨 ok"
+
+
+def test_json_text_is_json_whose_every_unprintable_character_is_escaped() -> None:
+    """What `--json` prints: the same value back through json.loads, with only the indent's newlines raw."""
+    from receiver.cli.common import json_text
+
+    value = {"fp": "\x1b]0;x\x07", "c1": "\x9b\x7f", "bidi": "\u202e", "tag": "\U000e0041", "ok": "日本語 🚨",
+             "nested": [{"k\x1b": "v\r\n"}]}
+    for indent in (None, 2):
+        text = json_text(value, indent=indent)
+        assert json.loads(text) == value
+        assert [ch for ch in text if not ch.isprintable() and ch != "\n"] == []
+        assert "日本語 🚨" in text
+    assert json_text({"c1": "\x9b", "bidi": "\u202e", "tag": "\U000e0041"}) == (
+        '{"bidi": "\\u202e", "c1": "\\u009b", "tag": "\\udb40\\udc41"}')
+    assert json_text({"fp": "\x1b"}, indent=2) == '{\n  "fp": "\\u001b"\n}'

@@ -7,14 +7,20 @@ import json
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+
+import httpx
+import yaml
 
 from receiver.audit import verify_files
 from receiver.errors import Reason
 from receiver.models import parse_notification
 from receiver.outbox.sqlite import SQLiteOutbox
 from tests.fakes import FakeClock
+from tests.receiver.test_serve import on_port_0, running, wait_ready
 from transforms import load_rules
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -189,3 +195,86 @@ def test_purge_deletes_dead_items_and_releases_their_notification(tmp_path: Path
         ("event.purged", 1, [1], False), ("event.purged", 1, [2], True)]
     assert all(e["actor"].startswith("cli:") for e in entries)
     assert verify_files([audit]).ok
+
+
+# --------------------------------------------------------------------------- client text reaches the terminal escaped
+
+HOSTILE_FINGERPRINT = "\x1b]0;owned\x07\x1b[2J\x9b31m\u202eab"  # retitle, BEL, clear, C1 CSI, bidi override
+HOSTILE_NAME = "Esc\x1b[5mBlink"
+PD_ERROR = "bad \x1b[31mred\x1b[0m field\x07"
+
+
+class _PagerDutyRefuses(BaseHTTPRequestHandler):
+    """PagerDuty answering 400, its error text carrying escape sequences."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        body = json.dumps({"status": "invalid event", "message": "Event object is invalid", "errors": [PD_ERROR]})
+        self.send_response(400)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body.encode())
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def raw_controls(text: str) -> list[str]:
+    """The characters of ``text`` a terminal would act on or hide (all but the line breaks of the output)."""
+    return sorted({ch for ch in text if not ch.isprintable() and ch != "\n"})
+
+
+def test_outbox_list_and_show_escape_what_clients_sent(tmp_path: Path) -> None:
+    """A fingerprint and labels carrying ESC/BEL sequences, through a real intake, and PagerDuty's error text
+    carrying them too: `outbox list` and `show` print them escaped, `--json` as JSON escapes; no raw control
+    character reaches the terminal."""
+    stand_in = ThreadingHTTPServer(("127.0.0.1", 0), _PagerDutyRefuses)
+    thread = threading.Thread(target=stand_in.serve_forever, daemon=True)
+    thread.start()
+    try:
+        (tmp_path / "rules.yaml").write_text(
+            "version: 1\ndefaults: {routing_key: default, dedup: alert}\n"
+            "rules:\n  - name: text\n    set: {summary: '{{ labels.alertname }} {{ labels.note }}'}\n")
+        (tmp_path / "pdrelay.yaml").write_text(yaml.safe_dump({
+            "pagerduty": {"events_url": f"http://127.0.0.1:{stand_in.server_port}/v2/enqueue",
+                          "allowed_hosts": ["127.0.0.1"], "routing_keys": {"default": "R" * 32}},
+            "outbox": {"path": "outbox.db"}, "rules": {"paths": ["rules.yaml"]},
+        }))
+        body = json.loads(FIRING.read_text())
+        body["alerts"] = body["alerts"][:1]
+        body["alerts"][0]["fingerprint"] = HOSTILE_FINGERPRINT
+        body["alerts"][0]["labels"] |= {"alertname": HOSTILE_NAME, "note": "\x07bell\r\nnext"}
+        with running(["serve", "--config", "pdrelay.yaml", *on_port_0(tmp_path)], tmp_path) as proc:
+            url = wait_ready(tmp_path, proc)
+            assert httpx.post(f"{url}/v1/alertmanager", json=body, timeout=5).status_code == 200
+            deadline = time.monotonic() + 20
+            while rows(tmp_path, "SELECT status FROM events") != [("dead",)]:
+                assert time.monotonic() < deadline, "the event was not dead-lettered"
+                time.sleep(0.05)
+    finally:
+        stand_in.shutdown()
+        stand_in.server_close()
+        thread.join(timeout=10)
+
+    escaped_fp = "\\x1b]0;owned\\x07\\x1b[2J\\x9b31m\\u202eab"
+    listed = pdrelay("list", cwd=tmp_path)
+    assert (listed.returncode, listed.stderr, raw_controls(listed.stdout)) == (0, "", [])
+    assert listed.stdout.splitlines()[1].split()[:5] == ["1", "dead", "default", "trigger", escaped_fp]
+    shown = pdrelay("show", "1", cwd=tmp_path)
+    assert (shown.returncode, shown.stderr, raw_controls(shown.stdout)) == (0, "", [])
+    head, body_text = shown.stdout.split("body:\n")
+    assert f"dedup_key:    {escaped_fp}" in head.splitlines()
+    (last_error,) = [line for line in head.splitlines() if line.startswith("last_error:")]
+    assert last_error == "last_error:   invalid event: Event object is invalid: bad \\x1b[31mred\\x1b[0m field\\x07"
+    stored = json.loads(body_text)
+    assert stored["dedup_key"] == HOSTILE_FINGERPRINT
+    assert stored["payload"]["summary"] == f"{HOSTILE_NAME} \x07bell\r\nnext"
+    assert '"summary": "Esc\\u001b[5mBlink \\u0007bell\\r\\nnext"' in body_text
+    assert '"dedup_key": "\\u001b]0;owned\\u0007\\u001b[2J\\u009b31m\\u202eab"' in body_text
+    for args in (["list", "--json"], ["show", "1", "--json"]):
+        done = pdrelay(*args, cwd=tmp_path)
+        assert (done.returncode, done.stderr, raw_controls(done.stdout)) == (0, "", [])
+        item = json.loads(done.stdout)
+        assert (item["dedup_key"], item["last_error"]) == (HOSTILE_FINGERPRINT,
+                                                          f"invalid event: Event object is invalid: {PD_ERROR}")
