@@ -2,16 +2,21 @@
 
 One pdrelay process runs with every kind of secret configured (two routing keys, bearer and admin
 tokens, a basic-auth password, a JWT secret, two encryption keys). It is driven through accepted and
-refused requests, a reload, a PagerDuty 400 (a dead letter), /status (JSON and HTML), /metrics, and
-the CLI (outbox list/show, test-rules, check-rules, config errors). Then its log, its audit file, its
-outbox file, every HTTP answer and every CLI output are searched for each secret. Only PagerDuty may
-see a routing key: the stand-in receives it, and nothing else does.
+refused requests, a reload, a PagerDuty 400 (a dead letter), /status (JSON and HTML), /metrics,
+requests aiohttp's parser refuses with a credential in the bytes it would quote (a header with a bare
+LF or a NUL, a header or request line over server.max_header_bytes, a token as the method), and the
+CLI (outbox list/show/replay/purge/rekey, test-rules, check-rules, audit verify, keygen, config
+errors). Then its log, its audit file, its outbox file, every HTTP answer and every CLI output are
+searched for each secret, and for a token-looking value that is configured nowhere (a credential of
+someone all the same: the malformed requests must not be quoted back at all). Only PagerDuty may see
+a routing key: the stand-in receives it, and nothing else does.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -46,6 +51,10 @@ rules:
 """
 
 
+STRANGER = "Someone-Elses-Token-0b1c2d3e4f5a"  # configured nowhere
+FIXED_400 = b'{"error": "bad request: malformed request line, header or body framing"}'
+
+
 def secrets() -> dict[str, str]:
     found = {f"routing_key:{k}": v for k, v in ROUTING_KEYS.items()}
     found |= {"bearer": BEARER, "admin": ADMIN, "basic": BASIC_PASSWORD, "jwt_secret": JWT_SECRET,
@@ -53,7 +62,30 @@ def secrets() -> dict[str, str]:
     # also the raw key bytes' other spellings, and the basic header as sent
     found |= {f"key{i}-urlsafe": k.replace("+", "-").replace("/", "_").rstrip("=") for i, k in enumerate(KEYS)}
     found["basic-header"] = base64.b64encode(f"am:{BASIC_PASSWORD}".encode()).decode()
+    found["unconfigured token"] = STRANGER
     return found
+
+
+def malformed(credential: str) -> list[bytes]:
+    """Requests aiohttp's parser refuses, each with ``credential`` in the bytes the parser quotes."""
+    c = credential.encode()
+    return [
+        b"GET /status HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + c + b"\nX-After: 1\r\n\r\n",
+        b"GET /status HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + c + b"\x00\r\n\r\n",
+        b"GET /status HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + c + b"x" * 9000 + b"\r\n\r\n",
+        b"GET /status?access_token=" + c + b"\x01 HTTP/1.1\r\nHost: x\r\n\r\n",
+        c + b" /status HTTP/1.1\r\nHost: x\r\n\r\n",
+    ]
+
+
+def raw_exchange(port: int, data: bytes) -> bytes:
+    """``data`` on a new connection; everything the server sends until it closes the connection."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(data)
+        out = b""
+        while chunk := sock.recv(65536):
+            out += chunk
+        return out
 
 
 def scan(where: str, text: str | bytes, exposed: list[str]) -> None:
@@ -109,6 +141,16 @@ def test_no_configured_secret_leaks_anywhere(tmp_path: Path, pd: PagerDutyStandI
     for i, answer in enumerate(answers):
         scan(f"answer {i} ({answer.request.url.path})", answer.text, exposed)
         scan(f"answer {i} headers", json.dumps(dict(answer.headers)), exposed)
+    credentials = {"bearer": BEARER, "admin": ADMIN, "basic-header": "Basic " + secrets()["basic-header"],
+                   "jwt": token, "unconfigured": STRANGER}
+    for name, credential in credentials.items():
+        for i, request in enumerate(malformed(credential)):
+            raw = raw_exchange(relay.port, request)
+            assert raw.split(b"\r\n")[0] == b"HTTP/1.0 400 Bad Request", raw
+            assert raw.endswith(b"\r\n\r\n" + FIXED_400), raw
+            scan(f"answer to malformed request {i} with {name}", raw, exposed)
+            if credential.encode() in raw:
+                exposed.append(f"{name} quoted in the answer to malformed request {i}")
 
     cfg = str(relay.config_path)
     cli = [
@@ -138,7 +180,21 @@ def test_no_configured_secret_leaks_anywhere(tmp_path: Path, pd: PagerDutyStandI
         assert bad_key not in err.stderr and BEARER[:10] not in err.stderr
 
     relay.stop()
-    scan("pdrelay log", relay.log(), exposed)
+    log = relay.log()
+    scan("pdrelay log", log, exposed)
+    assert [line for line in log.splitlines() if not line.startswith("{")] == []  # JSON lines only
+    assert token not in log
+    refused = [json.loads(line) for line in log.splitlines() if '"bad request: malformed' in line]
+    assert len(refused) == 5 * len(credentials)
+
+    # The commands that change the outbox or read the audit log, once the server is gone.
+    for args in (["outbox", "replay", "--all", "--config", cfg],
+                 ["outbox", "purge", "--dead", "--yes", "--config", cfg], ["outbox", "rekey", "--config", cfg],
+                 ["audit", "verify", str(relay.workdir / "audit.jsonl")], ["keygen"]):
+        done = subprocess.run([sys.executable, "-m", "receiver", *args], cwd=relay.workdir, capture_output=True,
+                              text=True, timeout=60)
+        assert done.returncode in (0, 1), (args, done.stderr)
+        scan(" ".join(args[:2]), done.stdout + done.stderr, exposed)
     audit = (relay.workdir / "audit.jsonl").read_text()
     assert '"intake.accepted"' in audit and '"auth.refused"' in audit
     scan("audit log", audit, exposed)
