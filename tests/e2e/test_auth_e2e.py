@@ -1,12 +1,20 @@
 """A real Alertmanager 0.25 authenticates to pdrelay: with a bearer token, with a client certificate
 over https (mTLS), and with a wrong token, which pdrelay refuses (401, counted) while the right one
-gets its event delivered to the PagerDuty stand-in. Every wait polls against a deadline."""
+gets its event delivered to the PagerDuty stand-in. A pdrelay process with JWT auth refuses a token
+issued for another app and a bearer value that is not UTF-8, and does not start without an
+audience and issuer. Every wait polls against a deadline."""
 
 from __future__ import annotations
 
+import socket
 import ssl
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import httpx
+import jwt
 import pytest
 from e2e_support import (
     ROUTING_KEY,
@@ -26,6 +34,8 @@ pytestmark = pytest.mark.e2e
 
 TOKEN = "e2e-intake-token-0123456789abcdef"
 WRONG = "e2e-wrong-token-fedcba9876543210"
+JWT_SECRET = "e2e-jwt-secret-shared-with-the-idp-0123456789"
+IDP = "https://idp.example"
 
 
 def alert(name: str) -> AlertSpec:
@@ -119,3 +129,62 @@ def test_wrong_token_is_refused_and_the_right_one_delivers(
     log = relay.log()
     assert '"msg": "auth refused"' in log and '"reason": "invalid_token"' in log
     assert WRONG not in log and TOKEN not in log
+
+
+def idp_token(**claims: object) -> str:
+    payload = {"sub": "alice", "iss": IDP, "aud": "pdrelay", "exp": int(time.time()) + 300, **claims}
+    return jwt.encode(payload, JWT_SECRET, "HS256")
+
+
+def test_jwt_for_another_app_and_bytes_that_are_not_utf8_are_refused(start_pdrelay: PdRelayFactory) -> None:
+    relay = start_pdrelay(config={"auth": {"jwt": {"algorithms": ["HS256"], "audience": "pdrelay", "issuer": IDP}},
+                                  "security": {"jwt_secret": JWT_SECRET}})
+    grafana = idp_token(aud="grafana", scope="openid profile email admin")
+    bare = idp_token(scope="openid profile email admin")
+    admin = idp_token(scope="openid pdrelay:admin")
+    with httpx.Client(base_url=relay.url, timeout=10, trust_env=False) as client:
+        def call(method: str, path: str, token: str) -> tuple[int, object]:
+            answer = client.request(method, path, headers={"Authorization": f"Bearer {token}",
+                                                           "Accept": "application/json"})
+            return answer.status_code, answer.json()
+
+        assert call("GET", "/status", grafana) == (401, {"error": "token audience does not match"})
+        assert call("POST", "/-/reload", grafana) == (401, {"error": "token audience does not match"})
+        assert call("GET", "/status", bare) == (403, {"error": "this identity may not use this endpoint"})
+        assert call("POST", "/-/reload", bare) == (403, {"error": "this identity may not use this endpoint"})
+        assert call("GET", "/status", admin)[0] == 200
+        assert call("POST", "/-/reload", admin)[0] == 200
+    with socket.create_connection(("127.0.0.1", relay.port), timeout=10) as conn:
+        conn.sendall(b"POST /v1/alertmanager HTTP/1.1\r\nHost: pdrelay\r\nContent-Length: 0\r\n"
+                     b"Authorization: Bearer a\xff.b.c\r\nConnection: close\r\n\r\n")
+        answer = b"".join(iter(lambda: conn.recv(65536), b""))
+    assert answer.startswith(b"HTTP/1.1 401 ") and answer.endswith(b'{"error": "invalid bearer token"}')
+    assert sample(relay, 'pdrelay_auth_refused_total{group="admin",reason="wrong_audience"}') == 2
+    assert sample(relay, 'pdrelay_auth_refused_total{group="admin",reason="forbidden"}') == 2
+    assert sample(relay, 'pdrelay_auth_refused_total{group="intake",reason="invalid_token"}') == 1
+    assert sample(relay, 'pdrelay_auth_total{group="admin",result="allowed"}') == 2
+    relay.stop()
+    log = relay.log()
+    assert log.count('"msg": "auth refused"') == 5
+    assert "Traceback" not in log
+    for token in (grafana, bare, admin, JWT_SECRET):
+        assert token not in log and token.rpartition(".")[2] not in log
+
+
+def test_serve_refuses_jwt_without_audience_or_issuer(tmp_path: Path) -> None:
+    (tmp_path / "rules.yaml").write_text("version: 1\ndefaults: {routing_key: default, dedup: alert}\nrules: []\n")
+    for jwt_config, message in (
+        ("{algorithms: [HS256], issuer: 'https://idp.example'}",
+         "auth.jwt.audience: required (the audience pdrelay's tokens are issued for); "
+         "a token for another app must not open pdrelay"),
+        ("{algorithms: [HS256], audience: pdrelay}",
+         "auth.jwt.issuer: required (the issuer pdrelay's tokens come from); "
+         "a token from another issuer must not open pdrelay"),
+    ):
+        config = tmp_path / "pdrelay.yaml"
+        config.write_text(f"auth: {{jwt: {jwt_config}}}\nsecurity: {{jwt_secret: {JWT_SECRET}}}\n"
+                          "rules: {paths: [rules.yaml]}\noutbox: {path: outbox.db}\n")
+        done = subprocess.run([sys.executable, "-m", "receiver", "serve", "--config", str(config),
+                               "--listen", "127.0.0.1:0"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        assert (done.returncode, done.stderr) == (2, f"pdrelay: config: {message}\n")
+        assert JWT_SECRET not in done.stdout + done.stderr
