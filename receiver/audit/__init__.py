@@ -11,12 +11,14 @@ Modules, each documenting its part of the contract:
 ``tail``    finding the chain head (and torn lines) at the end of a file
 ``writer``  :class:`AuditLog`: appends under ``flock``, shared by processes, rotated by size
 ``sinks``   the :class:`AuditSink` seam, :class:`NullAudit`, :class:`GuardedAudit`, :class:`MemoryAudit`
-``verify``  :func:`verify_files` and ``pdrelay audit verify``
+``refusals`` :class:`RefusalAggregator`: ``auth.refused`` entries counted by the interval, not one per request
+``verify``  :func:`verify_files` and ``pdrelay audit verify`` (start, end against a kept head, keys)
 """
 
 from __future__ import annotations
 
 from receiver.audit.entry import REDACTED, ZERO_HASH, AuditError
+from receiver.audit.refusals import RefusalAggregator
 from receiver.audit.sinks import AuditSink, GuardedAudit, MemoryAudit, NullAudit
 from receiver.audit.verify import verify_files, verify_main
 from receiver.audit.writer import AuditLog
@@ -30,6 +32,7 @@ __all__ = [
     "GuardedAudit",
     "MemoryAudit",
     "NullAudit",
+    "RefusalAggregator",
     "verify_files",
     "verify_main",
 ]

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 from receiver.audit.entry import AuditError, Chain, prepare, timestamp
 from receiver.audit.verify import Verifier, VerifyReport
 from receiver.clock import Clock, SystemClock
+from receiver.secret import Secret
 
 __all__ = ["AuditSink", "GuardedAudit", "MemoryAudit", "NullAudit"]
 
@@ -64,9 +65,10 @@ class GuardedAudit:
 class MemoryAudit:
     """Entries kept in a list, chained exactly as in a file (for tests and embedders); for one thread."""
 
-    def __init__(self, clock: Clock | None = None) -> None:
+    def __init__(self, clock: Clock | None = None, hmac_key: Secret | None = None) -> None:
         self._clock: Clock = clock if clock is not None else SystemClock()
-        self._chain = Chain()
+        self._key = None if hmac_key is None else hmac_key.reveal().encode("utf-8")
+        self._chain = Chain(self._key)
         self._closed = False
         self.lines: list[str] = []
         """Every line as it would be stored in a file, without its newline."""
@@ -95,7 +97,7 @@ class MemoryAudit:
 
     def verify(self) -> VerifyReport:
         """Check the kept lines as :func:`~receiver.audit.verify.verify_files` checks a file."""
-        checker = Verifier()
+        checker = Verifier(self._key)
         checker.feed("<memory>", (line.encode("utf-8") + b"\n" for line in self.lines))
         return checker.report()
 

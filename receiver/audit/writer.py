@@ -42,6 +42,19 @@ first entry of each file is the next ordinary entry, whose ``prev`` is the line 
 last entry of the rotated file. An empty or missing file with no writer state starts a new
 chain (``seq`` 1, zero ``prev``); a running writer whose file was truncated or removed
 keeps its own head, so the break stays visible.
+
+The head kept elsewhere
+-----------------------
+Dropping entries from the end of a file leaves a chain that still verifies. So after each
+write, :class:`AuditLog` hands the new head, ``"<seq>:<line hash>"`` (:attr:`AuditLog.chain_head`),
+to ``on_head``: the service keeps it outside the file (a metric, the outbox), and
+``pdrelay audit verify --head`` fails a log that ends before it. Opening a file reports
+nothing: what the file says at open is not evidence about itself.
+
+Keyed chains
+------------
+With ``hmac_key`` each entry's hash is an HMAC-SHA256 (see :mod:`receiver.audit.entry`), so that
+a consistent rewrite of entries needs the key. Every writer of one file must be given the same key.
 """
 
 from __future__ import annotations
@@ -55,9 +68,10 @@ import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from receiver.audit.entry import AuditError, Chain, prepare, timestamp
+from receiver.audit.entry import AuditError, Chain, format_head, prepare, timestamp
 from receiver.audit.tail import read_tail
 from receiver.clock import Clock, SystemClock
+from receiver.secret import Secret
 
 __all__ = ["AuditLog"]
 
@@ -81,6 +95,8 @@ class AuditLog:
         fsync_interval: float | None = 1.0,
         batch_on_loop: bool = False,
         on_error: Callable[[str, BaseException], None] | None = None,
+        on_head: Callable[[str], None] | None = None,
+        hmac_key: Secret | None = None,
     ) -> None:
         """Open (creating it and its directory, mode 0600 / 0700) and continue the chain in ``path``.
 
@@ -90,6 +106,9 @@ class AuditLog:
         ``batch_on_loop``: a ``record`` made on a running event loop is queued, and the queue is
         written once per loop iteration (one lock, one ``write(2)``), before the loop waits for
         I/O again; ``on_error(event, exc)`` is told of each entry such a write loses.
+        ``on_head(head)``: called with :attr:`chain_head` after each write of entries (an error it
+        raises goes to ``on_error("audit.head", exc)``).
+        ``hmac_key``: key the chain (HMAC-SHA256 entry hashes).
         """
         if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1:
             raise ValueError(f"max_bytes must be an integer >= 1, got {max_bytes!r}")
@@ -103,7 +122,8 @@ class AuditLog:
         self.max_bytes = max_bytes
         self.backups = backups
         self.fsync_interval = fsync_interval
-        self._chain = Chain()
+        self._chain = Chain(None if hmac_key is None else hmac_key.reveal().encode("utf-8"))
+        self._on_head = on_head
         self._tlock = threading.Lock()  # flock does not exclude threads sharing one descriptor
         self._closed = False
         self._fd = -1
@@ -146,6 +166,11 @@ class AuditLog:
     def head(self) -> str:
         """Line hash of the last entry this writer wrote or read (zeros for an empty chain)."""
         return self._chain.head
+
+    @property
+    def chain_head(self) -> str:
+        """``"<seq>:<line hash>"`` of the last entry this writer wrote or read (``"0:000…"`` when empty)."""
+        return format_head(self._chain.seq, self._chain.head)
 
     def record(self, event: str, *, actor: str | None = None, **fields: object) -> None:
         """Append one entry (locks, checks for other writers, writes one line; may rotate or fsync);
@@ -198,6 +223,11 @@ class AuditLog:
                 if now - self._last_sync >= self.fsync_interval and self._fd >= 0:
                     self._last_sync = now
                     _datasync(self._fd)
+            if self._on_head is not None:
+                try:
+                    self._on_head(format_head(self._chain.seq, self._chain.head))
+                except Exception as exc:
+                    self._on_error("audit.head", exc)
 
     def sync(self) -> None:
         """Write what is queued, and fsync the file now."""

@@ -10,7 +10,8 @@ writes one entry.
 
 - **encoding**: the plain path (``json``, canonical text, encoded twice: once for the entry hash,
   once for the line) against candidate (a), msgspec's sorted compact JSON, which gives the same
-  bytes for entries of scalars (checked here for the entry measured);
+  bytes for entries of scalars (checked here for the entry measured); and what a keyed chain
+  (``audit.hmac_key``: an HMAC-SHA256 entry hash) costs over the plain one;
 - **writing**: ``AuditLog.record`` to a file (lock, stat, one ``write(2)``) against
   ``MemoryAudit.record`` (the same entry, no file). Their difference is the file work per entry:
   the most that candidate (b), writing the entries of one event-loop iteration with one lock and
@@ -57,6 +58,14 @@ def per_entry_us(run: Callable[[int], None], entries: int, rounds: int) -> float
 
 def plain_encoding(entries: int) -> None:
     chain = Chain()
+    actor, fields = prepare("intake.accepted", ACTOR, FIELDS)
+    for _ in range(entries):
+        _, line_hash = chain.build("intake.accepted", actor, fields, TS)
+        chain.advance(line_hash)
+
+
+def keyed_encoding(entries: int) -> None:
+    chain = Chain(b"audit-hmac-key-0123456789abcdef")
     actor, fields = prepare("intake.accepted", ACTOR, FIELDS)
     for _ in range(entries):
         _, line_hash = chain.build("intake.accepted", actor, fields, TS)
@@ -132,6 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     print("encoding and hashing one entry")
     print(row("plain: json, canonical text", plain, plain, request_us))
     print(row("candidate (a): msgspec" + ("" if same_bytes() else " (DIFFERENT BYTES)"), fast, plain, request_us))
+    keyed = per_entry_us(keyed_encoding, n, rounds)
+    print(f"  {'keyed chain: HMAC-SHA256 entry hash':<44} {keyed:7.2f} µs   {keyed / plain:5.2f}× plain   "
+          f"costs {(keyed - plain) / request_us:+6.2%} of a request")
 
     on_file = per_entry_us(file_records, n, rounds)
     in_memory = per_entry_us(memory_records, n, rounds)

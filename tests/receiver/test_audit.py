@@ -205,12 +205,25 @@ def test_values_json_cannot_hold_are_written_as_text_and_still_verify(tmp_path: 
 
 
 _TEXT = st.text(st.characters(exclude_categories=()))  # every code point, lone surrogates too
+_TEXT = _TEXT | st.text(st.characters(exclude_categories=()), min_size=250, max_size=300)  # around the cap
 _JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | _TEXT,
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_TEXT, inner, max_size=4),
     max_leaves=12,
 )
 _NAMES = st.text(min_size=1, max_size=8).filter(lambda s: s not in {"seq", "ts", "event", "actor", "prev", "hash"})
+
+
+def capped(value: Any) -> Any:
+    """``value`` with every text over 256 characters written as the audit log's one rule says."""
+    if isinstance(value, str) and len(value) > 256:
+        digest = sha(value.encode("utf-8", "backslashreplace"))[:16]
+        return f"{value[:64]}…[sha256:{digest}, {len(value)} chars]"
+    if isinstance(value, dict):
+        return {capped(k): capped(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [capped(v) for v in value]
+    return value
 
 
 def utf8_encodable(value: object) -> bool:
@@ -226,7 +239,7 @@ def utf8_encodable(value: object) -> bool:
 def test_any_values_are_written_by_the_published_rule(records: list[tuple[str | None, dict[str, Any]]]) -> None:
     """Whatever the values (control characters, astral text, lone surrogates, big integers, floats,
     nesting), each line is the canonical JSON of what it reads back as, hashed and chained by the rule;
-    values UTF-8 can encode read back unchanged."""
+    values UTF-8 can encode read back unchanged, or capped by the rule when over 256 characters."""
     audit = MemoryAudit(clock=FakeClock())
     for actor, fields in records:
         audit.record("admin.action", actor=actor, **fields)
@@ -239,8 +252,8 @@ def test_any_values_are_written_by_the_published_rule(records: list[tuple[str | 
         assert entry["prev"] == prev
         prev = sha(data)
         if utf8_encodable([actor, fields]):
-            assert entry["actor"] == actor
-            assert {k: entry[k] for k in fields} == fields
+            assert entry["actor"] == capped(actor)
+            assert {k: entry[k] for k in capped(fields)} == capped(fields)
     assert audit.verify().ok
 
 
@@ -538,7 +551,11 @@ def test_a_writer_whose_file_was_removed_keeps_its_head(tmp_path: Path) -> None:
         log.record("intake.accepted")
     entry = json.loads(path.read_bytes())
     assert (entry["seq"], entry["prev"]) == (3, head)  # the gap stays visible
-    assert verify_files([path]).continues_from == head
+    report = verify_files([path])
+    assert report.continues_from == head
+    assert [str(p) for p in report.problems] == [
+        f"{path}:1: the start of the chain is missing: the first entry is entry 3 and its prev is not zeros, "
+        "but no rotated file exists: entries 1 to 2 were removed from the start"]
 
 
 # --------------------------------------------------------------------------- verify_main
@@ -548,7 +565,7 @@ def test_verify_main_ok(six: Path) -> None:
     out, err = io.StringIO(), io.StringIO()
     assert verify_main([str(six)], out, err) == 0
     head = sha(raw_lines(six)[-1])
-    assert out.getvalue() == f"ok: 6 entries in 1 file(s), chain intact, head {head}\n"
+    assert out.getvalue() == f"ok: 6 entries in 1 file(s), chain intact, head 6:{head}\n"
     assert err.getvalue() == ""
 
 
@@ -558,8 +575,8 @@ def test_verify_main_notes_a_chain_that_continues(tmp_path: Path) -> None:
     first = json.loads(raw_lines(path)[0])
     out, err = io.StringIO(), io.StringIO()
     assert verify_main([str(path)], out, err) == 0
-    assert out.getvalue().endswith(f"(continues from an earlier file: entry {first['seq']} has prev "
-                                   f"{first['prev']})\n")
+    assert out.getvalue().endswith(f"(starts mid-chain: the oldest file begins at entry {first['seq']}, whose prev "
+                                   f"{first['prev']} is in a rotated file that is gone or not given)\n")
 
 
 def test_verify_main_reports_problems(six: Path) -> None:
@@ -574,7 +591,7 @@ def test_verify_main_reports_problems(six: Path) -> None:
     assert err.getvalue() == (
         f"{six}:1: entry was edited: its hash does not match its content\n"
         f"{six}:4: entry 4 is missing or out of order: prev does not match the hash of line 3\n"
-        f"FAILED: 2 problem(s) in 5 entries in 1 file(s), head {head}\n"
+        f"FAILED: 2 problem(s) in 5 entries in 1 file(s), head 6:{head}\n"
     )
 
 
@@ -590,11 +607,14 @@ def test_verify_main_cannot_read(tmp_path: Path) -> None:
 
 
 def test_verify_main_on_an_empty_file(tmp_path: Path) -> None:
+    """An empty file fails: a log in use always holds entries, so it was emptied (or never written)."""
     path = tmp_path / "audit.jsonl"
     AuditLog(path).close()
     out, err = io.StringIO(), io.StringIO()
-    assert verify_main([str(path)], out, err) == 0
-    assert out.getvalue() == "ok: 0 entries in 1 file(s), chain intact, head none\n"
+    assert verify_main([str(path)], out, err) == 1
+    assert out.getvalue() == ""
+    assert err.getvalue() == (f"{path}: the file is empty: no audit entries (it was emptied, or nothing was ever "
+                              "recorded)\nFAILED: 1 problem(s) in 0 entries in 1 file(s), head none\n")
     assert os.path.getsize(path) == 0
 
 
