@@ -1,14 +1,52 @@
-"""``pdrelay audit verify``: check the audit log's hash chain."""
+"""``pdrelay audit verify``: check the audit log's hash chain, with its key and the head kept outside it.
+
+The files are the ones given, or with ``--config`` and none given, ``audit.path`` and its rotated
+files. The key is read from ``--key-file`` (the file's text, surrounding whitespace stripped),
+else from the ``audit.hmac_key`` of ``--config``.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from receiver.audit import verify_main
+from receiver.cli.common import load_settings_or_report
 
 __all__ = ["verify"]
 
 
 def verify(args: argparse.Namespace) -> int:
-    return verify_main(args.files, sys.stdout, sys.stderr)
+    files: list[str] = list(args.files)
+    key: bytes | None = None
+    if args.config is not None:
+        settings = load_settings_or_report(args)
+        if settings is None:
+            return 2
+        if settings.audit.hmac_key is not None:
+            key = settings.audit.hmac_key.reveal().encode("utf-8")
+        if not files:
+            files = [str(p) for p in _with_rotated(settings.audit_path)]
+    if args.key_file is not None:
+        try:
+            text = Path(args.key_file).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            print(f"audit verify: cannot read the key file {args.key_file}: {why}", file=sys.stderr)
+            return 2
+        if not text:
+            print(f"audit verify: the key file {args.key_file} is empty", file=sys.stderr)
+            return 2
+        key = text.encode("utf-8")
+    return verify_main(files, sys.stdout, sys.stderr, key=key, head=args.head)
+
+
+def _with_rotated(path: Path) -> list[Path]:
+    """``path`` and the ``path.N`` files next to it (the order does not matter to verify)."""
+    prefix = path.name + "."
+    try:
+        rotated = [p for p in path.parent.iterdir() if p.name.startswith(prefix) and p.name[len(prefix):].isdigit()]
+    except OSError:
+        rotated = []  # verify says what is wrong with path itself
+    return [*rotated, path]
