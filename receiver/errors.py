@@ -73,6 +73,7 @@ class Reason(enum.StrEnum):
     UNKNOWN_ROUTING_KEY = "unknown_routing_key"  # a rule named a key the config lacks
     EXPIRED = "expired"  # retryable, but over retry_attempts or max_age
     UNDECRYPTABLE = "undecryptable"  # the stored value failed authentication: altered on disk or moved
+    UNREADABLE = "unreadable"  # the stored value is not an event of its row: not UTF-8 JSON, or the wrong shape
 
     @property
     def retryable(self) -> bool:

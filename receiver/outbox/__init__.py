@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from receiver.clock import Clock
+from receiver.errors import Reason
 from receiver.outbox.contract import (
     Depth,
     EnqueueResult,
@@ -44,7 +45,7 @@ def build_outbox(
     keyring: Keyring | None,
     clock: Clock,
     keep_sends_for: float,
-    on_unreadable: Callable[[int, str], None] | None = None,
+    on_unreadable: Callable[[int, Reason, str], None] | None = None,
     operator: bool = False,
     encrypt_plain: bool | None = None,
 ) -> Outbox:

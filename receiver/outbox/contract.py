@@ -46,7 +46,7 @@ class OutboxItem:
     routing_key: str  # the configured key's name, never the secret
     dedup_key: str
     action: str
-    body: dict[str, Any]  # an unreadable stored value shows as {"undecryptable": why} in operator reads
+    body: dict[str, Any]  # operator reads show a stored value that cannot be read as {reason: why}
     status: str  # "queued" | "dead"
     attempts: int
     created_at: float
@@ -75,12 +75,14 @@ class Depth:
 
 @dataclass(frozen=True, slots=True)
 class OpenReport:
-    """What opening had to do: a plain outbox meeting keys for the first time is encrypted in place."""
+    """What opening had to do: a plain outbox meeting keys for the first time is encrypted in place; one
+    encrypted by an earlier version has its events sealed again, bound to their ids (``resealed``)."""
 
     encrypted_now: bool = False
     events: int = 0
     notifications: int = 0
     states: int = 0
+    resealed: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,8 +136,11 @@ class Outbox(Protocol):
     ) -> list[OutboxItem]:
         """Due queue heads (at most one per dedup_key), resolves and critical triggers first, then
         oldest first; skipping the item ids ``exclude`` and the routing key names ``exclude_keys``.
-        A head whose stored value cannot be read is dead-lettered (reason ``undecryptable``) and
-        reported to the backend's ``on_unreadable`` callback instead of being returned."""
+        A head that cannot be sent is dead-lettered instead of being returned, and reported to the
+        backend's ``on_unreadable(item_id, reason, why)`` callback: reason ``undecryptable`` when its
+        stored value fails authentication (altered, or moved or copied from another row),
+        ``unreadable`` when it is not UTF-8 JSON or not the event of its row (action, dedup key).
+        The other heads are returned as usual."""
         ...
 
     async def ack(self, item: OutboxItem, settle_delay: float = 0.0) -> bool:
@@ -159,6 +164,17 @@ class Outbox(Protocol):
 
     async def recent_sends(self, since: float) -> list[tuple[str, float]]:
         """``(routing_key, wall time)`` of the sends noted at or after ``since``, oldest first."""
+        ...
+
+    # ------------------------------------------------------------------ audit
+
+    def note_audit_head(self, head: str) -> None:
+        """The audit log's chain head is now ``head`` (opaque text of at most 256 characters; a
+        ``ValueError`` otherwise): stored with the next write, and at :meth:`close` at the latest."""
+        ...
+
+    async def audit_head(self) -> str | None:
+        """The latest audit chain head noted, by this process or (as stored) an earlier one; ``None`` if none."""
         ...
 
     # ------------------------------------------------------------------ health

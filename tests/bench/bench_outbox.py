@@ -6,7 +6,8 @@ Both sides write the same rows to a file in WAL mode with ``synchronous=FULL``, 
 per transaction (what group commit gives under load): the baseline inserts the notification and
 its three event rows with ``executemany``; pdrelay's ``SQLiteOutbox.enqueue`` also decides each
 event with the delivery rules and keeps the per-key state. The ratio is what the outbox's
-bookkeeping costs over the rows themselves.
+bookkeeping costs over the rows themselves. The encrypted outbox (``security.encryption_key``)
+is measured too: it also seals each body and notification, and keys each payload hash.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from receiver.crypto import Keyring, generate_key
 from receiver.outbox.sqlite import SQLiteOutbox
 from transforms.base import RenderedEvent
 
@@ -35,8 +37,8 @@ def event(i: int, j: int) -> RenderedEvent:
                          payload_hash=f"{i:064x}", rules=("r1", "r2"), fingerprints=(dedup,))
 
 
-async def pdrelay(path: Path, notifications: list[list[RenderedEvent]]) -> float:
-    box = SQLiteOutbox(path)
+async def pdrelay(path: Path, notifications: list[list[RenderedEvent]], keyring: Keyring | None = None) -> float:
+    box = SQLiteOutbox(path, keyring=keyring)
     await box.open()
     start = time.process_time()
     for k in range(0, len(notifications), BATCH):
@@ -81,16 +83,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args(argv)
     notifications = [[event(i, j) for j in range(3)] for i in range(args.notifications)]
-    base, relay = [], []
+    keyring = Keyring.from_keys([generate_key()])
+    base, relay, sealed = [], [], []
     for r in range(args.rounds):  # alternating, each on a fresh file
         with tempfile.TemporaryDirectory(prefix="pdrelay-bench-outbox-") as tmp:
             base.append(baseline(Path(tmp) / "b.db", notifications))
             relay.append(asyncio.run(pdrelay(Path(tmp) / f"o{r}.db", notifications)))
+            sealed.append(asyncio.run(pdrelay(Path(tmp) / f"e{r}.db", notifications, keyring)))
     n = args.notifications
-    b, p = sorted(base)[len(base) // 2] / n * 1e6, sorted(relay)[len(relay) // 2] / n * 1e6
+
+    def median(cpu: list[float]) -> float:
+        return sorted(cpu)[len(cpu) // 2] / n * 1e6
+
+    b, p, e = median(base), median(relay), median(sealed)
     print(f"{n} notifications x 3 events, {BATCH} per transaction, median of {args.rounds}")
     print(f"baseline (rows only)      {b:7.1f} us CPU per notification")
     print(f"pdrelay SQLiteOutbox      {p:7.1f} us CPU per notification   {p / b:.2f} x baseline")
+    print(f"  encrypted               {e:7.1f} us CPU per notification   {e / b:.2f} x baseline")
     return 0
 
 

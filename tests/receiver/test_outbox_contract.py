@@ -230,6 +230,28 @@ async def test_the_send_window_survives_a_reopen(reopen: Factory, clock: FakeClo
     assert await again.recent_sends(0.0) == []
 
 
+async def test_the_audit_head_is_stored_with_the_next_write_and_at_close(reopen: Factory) -> None:
+    """The audit log's chain head, noted between writes: none at first; stored with the next write (another
+    outbox on the same storage reads it then, not before); one noted after the last write is stored at close."""
+    box = await reopen()
+    assert await box.audit_head() is None
+    first, second = "7:" + "a" * 64, "8:" + "b" * 250  # up to 256 characters
+    box.note_audit_head(first)
+    assert await box.audit_head() == first
+    assert await (await reopen()).audit_head() is None  # not written on its own
+    await enqueue(box, ev("a"))
+    assert await (await reopen()).audit_head() == first
+    box.note_audit_head(second)
+    await box.close()
+    assert await (await reopen()).audit_head() == second
+
+
+async def test_an_audit_head_over_256_characters_is_refused(outbox: Outbox) -> None:
+    with pytest.raises(ValueError, match="^an audit head is text of at most 256 characters$"):
+        outbox.note_audit_head("x" * 257)
+    assert await outbox.audit_head() is None
+
+
 async def test_check_passes_on_a_writable_outbox(outbox: Outbox) -> None:
     """check() returns when a write would succeed."""
     await outbox.check()

@@ -22,24 +22,33 @@ from receiver.outbox.sqlite.schema import EVENT_COLUMNS, IdAllocator, load_state
 from receiver.outbox.sqlite.sealing import Sealer
 from transforms.base import InvalidEvent, RenderedEvent
 
-__all__ = ["get", "item", "notification", "purge", "release_notification", "requeue", "select"]
+__all__ = ["Unreadable", "get", "item", "notification", "purge", "release_notification", "requeue", "select"]
 
 _ENCODE = msgspec.json.Encoder().encode
+_DECODE = msgspec.json.Decoder(dict[str, Any]).decode
 _PURGE_CHUNK = 500  # items per savepoint-sized step
 
 
+class Unreadable(Exception):
+    """A stored event that cannot be sent: its value fails authentication, or is not an event of its row."""
+
+    def __init__(self, reason: Reason, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 def item(row: tuple[Any, ...], sealer: Sealer, *, lenient: bool = False) -> OutboxItem:
-    """A row as an item; raises :class:`DecryptError` for a value that fails authentication, unless
-    ``lenient`` (for operators: the item then shows the error instead of its body)."""
-    stored = row[4].encode("utf-8", "surrogateescape") if isinstance(row[4], str) else bytes(row[4])
+    """A row as an item; raises :class:`Unreadable` for a row that cannot be sent (its value fails
+    authentication, is not UTF-8 JSON, or is not the event of its row), unless ``lenient`` (for
+    operators: the item then shows ``{reason: why}`` instead of a body it cannot show)."""
     try:
-        body = msgspec.json.decode(sealer.open_event(stored, row[1], row[2], row[3], row[9]))
-    except DecryptError as exc:
+        body = _body(row, sealer, check=not lenient)
+    except Unreadable as exc:
         if not lenient:
             raise
-        body = {"undecryptable": str(exc)}
+        body = {exc.reason.value: str(exc)}
     dedup_key = row[2]
-    if sealer.encrypted and isinstance(body, dict) and isinstance(body.get("dedup_key"), str):
+    if sealer.encrypted and isinstance(body.get("dedup_key"), str):
         dedup_key = body["dedup_key"]  # the column holds a blind index; the body has the key
     return OutboxItem(
         id=row[0], routing_key=row[1], dedup_key=dedup_key, action=row[3], body=body, status=row[5],
@@ -47,6 +56,39 @@ def item(row: tuple[Any, ...], sealer: Sealer, *, lenient: bool = False) -> Outb
         rules=tuple(r for r in row[10].split(",") if r), reason=row[11], last_status=row[12],
         last_error=row[13], superseded=bool(row[14]) if len(row) > 14 else False,
     )
+
+
+def _body(row: tuple[Any, ...], sealer: Sealer, *, check: bool) -> dict[str, Any]:
+    """The stored body of event row ``row``, opened and decoded; with ``check``, also that it is the event its
+    row says (its action and dedup key, and no routing key of its own: the sender adds the configured one)."""
+    item_id, routing_key, ref, action, stored, payload_hash = row[0], row[1], row[2], row[3], row[4], row[9]
+    if not (isinstance(routing_key, str) and isinstance(ref, str) and isinstance(action, str)
+            and isinstance(payload_hash, str) and isinstance(row[10], str)):
+        raise Unreadable(Reason.UNREADABLE, "the stored row is malformed (a text column holds another type)")
+    try:
+        data = sealer.open_event(_as_bytes(stored), item_id, routing_key, ref, action, payload_hash)
+    except DecryptError as exc:
+        raise Unreadable(Reason.UNDECRYPTABLE, str(exc)) from None
+    try:
+        body = _DECODE(data)
+    except msgspec.DecodeError as exc:
+        raise Unreadable(Reason.UNREADABLE, f"the stored body is not a UTF-8 JSON object: {str(exc)[:200]}") from None
+    if check:
+        dedup_key = body.get("dedup_key")
+        if body.get("event_action") != action:
+            raise Unreadable(Reason.UNREADABLE, f"the stored body's event_action is not the item's action {action!r}")
+        if not isinstance(dedup_key, str) or sealer.index(dedup_key) != ref:
+            raise Unreadable(Reason.UNREADABLE, "the stored body's dedup_key is not the item's dedup key")
+        if "routing_key" in body:
+            raise Unreadable(Reason.UNREADABLE, "the stored body names a routing key of its own")
+    return body
+
+
+def _as_bytes(stored: Any) -> bytes:
+    """A stored value as bytes (the columns are read as BLOB; a str or a number only from a hand-made row)."""
+    if isinstance(stored, bytes):
+        return stored
+    return str(stored).encode("utf-8", "surrogateescape")
 
 
 def select(conn: sqlite3.Connection, sealer: Sealer, status: str | None, routing_key: str | None,
@@ -75,7 +117,8 @@ def get(conn: sqlite3.Connection, sealer: Sealer, item_id: int) -> OutboxItem:
 
 def notification(conn: sqlite3.Connection, sealer: Sealer, item_id: int) -> bytes | None:
     """The opened body of the notification an item came from; raises :class:`DecryptError` if it fails."""
-    row = conn.execute("SELECT n.id, n.body FROM events e LEFT JOIN notifications n ON n.id = e.notification_id "
+    row = conn.execute("SELECT n.id, CAST(n.body AS BLOB) FROM events e LEFT JOIN notifications n "
+                       "ON n.id = e.notification_id "
                        "WHERE e.id = ?", (item_id,)).fetchone()
     if row is None:
         raise NoSuchItem(item_id)
@@ -112,9 +155,9 @@ def requeue(
     if (ref, event.action) != (stored_key[1], action):
         return RequeueResult(item_id, "invalid", detail="the rules now give it another dedup key or action"), (0, 0)
     if isinstance(event, InvalidEvent):
-        phash, valid = "", False
+        phash, valid = sealer.payload_hash(""), False
     else:
-        phash, valid = event.payload_hash, True
+        phash, valid = sealer.payload_hash(event.payload_hash), True
     critical = isinstance(event.body.get("payload"), dict) and event.body["payload"].get("severity") == "critical"
     ids = IdAllocator(conn)
     ledger = Ledger(load_states(conn, [ref], _ENCODE), ids)
@@ -138,7 +181,7 @@ def requeue(
         return RequeueResult(item_id, result, detail=detail), (0, -1)  # type: ignore[arg-type]
     rules = ",".join(event.rules)
     for n, o in enumerate(queued):
-        sealed = sealer.seal_event(body, o.routing_key, ref, event.action, phash)
+        sealed = sealer.seal_event(body, o.item_id, o.routing_key, ref, event.action, phash)
         if n == 0:  # the dead row itself: requeued in place, or moved to a new id behind newer items
             conn.execute(
                 "UPDATE events SET id = ?, status = 'queued', routing_key = ?, body = ?, payload_hash = ?, "

@@ -46,6 +46,8 @@ class GroupCommitter:
         self._commits_since_checkpoint = 0
         self._pending: list[tuple[Write, asyncio.Future[Any]]] = []
         self._flusher: asyncio.Task[None] | None = None
+        # Runs last in each batch's transaction, in a savepoint of its own (what is kept "with the next write").
+        self.before_commit: Write = lambda conn: None
         # Told after each batch whether it committed (True) or was rolled back; runs on the event loop.
         self.after_commit: Callable[[bool], None] = lambda committed: None
 
@@ -165,7 +167,9 @@ class GroupCommitter:
         conn = self._require_conn()
         conn.execute("BEGIN IMMEDIATE")
         try:
-            return [self._in_savepoint(conn, op) for op, _ in batch]
+            results = [self._in_savepoint(conn, op) for op, _ in batch]
+            self._in_savepoint(conn, self.before_commit)  # its failure spoils nothing else
+            return results
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")

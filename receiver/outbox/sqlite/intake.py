@@ -75,12 +75,12 @@ def _plan(
     op: Enqueue, ledger: Ledger, refs: dict[str, str], sealer: Sealer
 ) -> tuple[EnqueueResult, list[tuple[Any, ...]]]:
     """The delivery rules' decision for each of one notification's events, as rows to insert."""
-    now, seal = op.now, sealer.seal_event
+    now, seal, keyed = op.now, sealer.seal_event, sealer.payload_hash
     queued = duplicates = rerouted = 0
     rows: list[tuple[Any, ...]] = []
     for ev, body in op.events:
-        ref = refs[ev.dedup_key]
-        incoming = Incoming(ev.routing_key, ref, ev.action, ev.payload_hash, critical=_critical(ev.body))
+        ref, phash = refs[ev.dedup_key], keyed(ev.payload_hash)
+        incoming = Incoming(ev.routing_key, ref, ev.action, phash, critical=_critical(ev.body))
         outcomes = ledger.intake(incoming, now, op.resend_interval)
         stored = [o for o in outcomes if o.verdict is Verdict.QUEUE]
         duplicates += not stored
@@ -88,14 +88,14 @@ def _plan(
             queued += 1
             rerouted += o.rerouted
             rows.append((o.item_id, o.routing_key, ref, ev.action, "queued",
-                         seal(body, o.routing_key, ref, ev.action, ev.payload_hash),
-                         ev.payload_hash, o.priority, ",".join(ev.rules), now, now, None, None))
+                         seal(body, o.item_id, o.routing_key, ref, ev.action, phash),
+                         phash, o.priority, ",".join(ev.rules), now, now, None, None))
     for bad, body in op.invalid:
-        ref, phash = refs[bad.dedup_key], hashlib.sha256(body).hexdigest()
+        ref, phash = refs[bad.dedup_key], keyed(hashlib.sha256(body).hexdigest())
         [o] = ledger.intake(Incoming(bad.routing_key, ref, bad.action, phash, valid=False), now,
                             op.resend_interval)
         rows.append((o.item_id, bad.routing_key, ref, bad.action, "dead",
-                     seal(body, bad.routing_key, ref, bad.action, phash),
+                     seal(body, o.item_id, bad.routing_key, ref, bad.action, phash),
                      phash, 1, ",".join(bad.rules), now, now, Reason.INVALID_EVENT.value, bad.reason))
     return EnqueueResult(queued=queued, duplicates=duplicates, dead_lettered=len(op.invalid),
                          rerouted=rerouted), rows

@@ -12,7 +12,8 @@ Tables:
   carrying Alertmanager's last word, and whether a timeout left PagerDuty's state unknown.
 - ``sends``: when each recent send was answered, so a restart does not forget how much of
   PagerDuty's per-key window is used.
-- ``meta``: ``next_id``, and the sealed index key of an encrypted outbox.
+- ``meta``: ``next_id``, the sealed index key of an encrypted outbox, and the audit log's
+  latest chain head (``audit_head``, kept for the audit log to check its file against).
 """
 
 from __future__ import annotations
@@ -70,8 +71,9 @@ CREATE TABLE IF NOT EXISTS sends (  -- when PagerDuty answered each recent send:
 CREATE INDEX IF NOT EXISTS sends_at ON sends (sent_at);
 """
 
+# The body as BLOB whatever its stored type: a TEXT value that is not UTF-8 must not fail the whole query.
 EVENT_COLUMNS = (
-    "id, routing_key, dedup_key, action, body, status, attempts, created_at, next_attempt_at, "
+    "id, routing_key, dedup_key, action, CAST(body AS BLOB), status, attempts, created_at, next_attempt_at, "
     "payload_hash, rules, reason, last_status, last_error"
 )
 

@@ -5,20 +5,35 @@ is encrypted by :class:`~receiver.crypto.Keyring`: the Alertmanager body of each
 notification and each event's body (queued or dead-lettered). Dedup keys (which a rule may
 build from labels) are looked up and ordered by, so the ``dedup_key`` columns of events and
 state rows hold a keyed HMAC of the key (a blind index) instead of the key; an event's key
-is read back from its sealed body, and a state row needs nothing else (routing key name,
-action, payload hash and times carry no alert content). The associated data of every
-ciphertext names its row (table, routing key, index, action, payload hash or notification
-id), so a value copied into another row fails to decrypt instead of being sent for the
-wrong alert.
+is read back from its sealed body. The associated data of every ciphertext names its row
+(an event's id, routing key, index, action and payload hash; a notification's id), so a
+value copied into another row, or a row copied under a new id, fails to decrypt instead of
+being sent for the wrong alert, or twice.
+
+Payload hashes (what duplicate suppression compares) are keyed as well: ``hk:`` and an
+HMAC of the hash under a key derived from the index key, so a guess about an alert's
+content cannot be confirmed from what is stored. Intake keys each incoming event's hash
+the same way before comparing, so what was a duplicate stays one.
 
 The blind index uses a random 256-bit index key made when the outbox is first encrypted
 and stored in ``meta``, sealed with the primary encryption key. Rotating encryption keys
 therefore never changes an index: ``rekey`` re-encrypts values and the index key, and the
 old key can be removed afterwards.
 
+A file encrypted before event ids were bound and payload hashes keyed is upgraded when
+``serve`` or ``outbox rekey`` opens it (:meth:`Sealer.attach`): in one transaction, each
+event is opened as it was sealed and sealed again bound to its id, with its payload hash
+keyed, and the hashes in ``key_state`` are keyed alike. The ``hk:`` prefix tells a row's
+format, so the upgrade is done once, and again for any row written the earlier way since.
+Other operator commands leave a file not upgraded yet as it is (a server of the earlier
+version may be running beside them): they read it, and a requeue writes the earlier way.
+Once a file is upgraded, a value sealed the earlier way (restored from an old copy) is refused.
+
 Start-up refuses, with a message naming ``security.encryption_key``, an encrypted outbox
-without keys or with values under a key id that is not configured. A plain outbox is
-encrypted in place the first time keys are configured.
+without keys, with values under a key id that is not configured, or with encrypted values
+but no index key (its ``meta`` row deleted: taken for a plain file, its sealed values would
+be sealed a second time). A plain outbox is encrypted in place the first time keys are
+configured.
 """
 
 from __future__ import annotations
@@ -28,15 +43,26 @@ import hashlib
 import hmac
 import os
 import sqlite3
+from typing import Any
 
-from receiver.crypto import OVERHEAD, DecryptError, Keyring, blob_key_id
+from receiver.crypto import OVERHEAD, DecryptError, DecryptFailure, Keyring, blob_key_id
 from receiver.errors import ConfigError
 from receiver.outbox.contract import OpenReport
 
 __all__ = ["Sealer"]
 
+_KEYED = "hk:"  # the prefix of a keyed payload hash (and of a row sealed bound to its id)
 _INDEX_KEY_AAD = b"pdrelay.outbox.meta.index_key"
+_PAYLOAD_KEY_INFO = b"pdrelay.outbox.payload_hash"
 _META = "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL)"
+# A stored value that begins like a ciphertext: a plain body is JSON and never starts with byte 0x01.
+_LOOKS_SEALED = f"substr(CAST(body AS BLOB), 1, 1) = X'01' AND length(CAST(body AS BLOB)) >= {OVERHEAD}"
+_SEALED_VALUES = (f"SELECT EXISTS (SELECT 1 FROM events WHERE {_LOOKS_SEALED}) "
+                  f"OR EXISTS (SELECT 1 FROM notifications WHERE {_LOOKS_SEALED})")
+_UNKEYED_EVENTS = f"FROM events WHERE substr(payload_hash, 1, 3) != '{_KEYED}'"
+_UNKEYED_STATES = (f"FROM key_state WHERE substr(told_hash, 1, 3) != '{_KEYED}' "
+                   f"OR substr(tail_hash, 1, 3) != '{_KEYED}'")
+_EVENT_ROWS = "SELECT id, routing_key, dedup_key, action, payload_hash, CAST(body AS BLOB)"
 
 
 class Sealer:
@@ -45,6 +71,8 @@ class Sealer:
     def __init__(self, keyring: Keyring | None = None) -> None:
         self._keyring = keyring
         self._index: hmac.HMAC | None = None
+        self._payload: hmac.HMAC | None = None
+        self._legacy = False  # the file is in the earlier format (read by an operator, not upgraded yet)
 
     @property
     def encrypted(self) -> bool:
@@ -54,12 +82,18 @@ class Sealer:
 
     def attach(self, conn: sqlite3.Connection, where: str, *, encrypt_plain: bool = True) -> OpenReport:
         """Check the file against the configured keys, load the index key, encrypt a plain file
-        (unless ``encrypt_plain`` is false: then a plain file with keys configured is refused).
+        (unless ``encrypt_plain`` is false: then a plain file with keys configured is refused) or
+        upgrade one sealed the old way (only when ``encrypt_plain``).
 
         Raises :class:`ConfigError` when the file cannot be read with the configured keys.
         """
         conn.execute(_META)
         row = conn.execute("SELECT value FROM meta WHERE key = 'index_key'").fetchone()
+        if row is None and conn.execute(_SEALED_VALUES).fetchone()[0]:
+            raise ConfigError(
+                f"config: security.encryption_key: the outbox {where} holds encrypted values but its index key "
+                "(table meta, key 'index_key') is missing, so they cannot be read; restore the file from a "
+                "backup, or move it aside to start with an empty outbox")
         if self._keyring is None:
             if row is not None:
                 raise ConfigError(
@@ -82,6 +116,11 @@ class Sealer:
             self._set_index_key(self._keyring.decrypt_bytes(bytes(row[0]), _INDEX_KEY_AAD))
         except DecryptError as exc:
             raise ConfigError(f"config: security.encryption_key: cannot open the outbox {where}: {exc}") from None
+        if encrypt_plain:
+            return OpenReport(resealed=self._upgrade(conn))
+        # An operator's command beside a possibly older server: the file stays as it is, and what the command
+        # writes (a requeue) is written the way the file already is.
+        self._legacy = self._needs_upgrade(conn)
         return OpenReport()
 
     @staticmethod
@@ -89,14 +128,15 @@ class Sealer:
         ids: set[str] = set()
         for table, column in (("events", "body"), ("notifications", "body")):
             # substr: enough of each value for its header (an encrypted value is at least OVERHEAD bytes)
-            for (blob,) in conn.execute(f"SELECT DISTINCT substr({column}, 1, {OVERHEAD}) FROM {table} "
-                                        f"WHERE {column} IS NOT NULL"):
+            for (blob,) in conn.execute(f"SELECT DISTINCT substr(CAST({column} AS BLOB), 1, {OVERHEAD}) "
+                                        f"FROM {table} WHERE {column} IS NOT NULL"):
                 with contextlib.suppress(DecryptError):  # not encrypted: reported when the row is read
                     ids.add(blob_key_id(bytes(blob)))
         return ids
 
     def _set_index_key(self, key: bytes) -> None:
         self._index = hmac.new(key, digestmod=hashlib.sha256)
+        self._payload = hmac.new(hmac.digest(key, _PAYLOAD_KEY_INFO, "sha256"), digestmod=hashlib.sha256)
 
     def _encrypt_plain_file(self, conn: sqlite3.Connection) -> OpenReport:
         """First start with keys: make the index key and seal every row already stored, in one transaction."""
@@ -108,19 +148,21 @@ class Sealer:
         try:
             conn.execute("INSERT INTO meta (key, value) VALUES ('index_key', ?)",
                          (self._keyring.encrypt_bytes(index_key, _INDEX_KEY_AAD),))
-            notes = conn.execute("SELECT id, body FROM notifications").fetchall()
+            notes = conn.execute("SELECT id, CAST(body AS BLOB) FROM notifications").fetchall()
             conn.executemany("UPDATE notifications SET body = ? WHERE id = ?",
                              [(self.seal_notification(bytes(b), nid), nid) for nid, b in notes])
-            events = conn.execute(
-                "SELECT id, routing_key, dedup_key, action, payload_hash, body FROM events").fetchall()
+            events = conn.execute(f"{_EVENT_ROWS} FROM events").fetchall()
             updates = []
             for eid, rk, dk, action, phash, body in events:
-                ref = self.index(dk)
-                updates.append((ref, self.seal_event(bytes(body), rk, ref, action, phash), eid))
-            conn.executemany("UPDATE events SET dedup_key = ?, body = ? WHERE id = ?", updates)
-            states = conn.execute("SELECT routing_key, dedup_key FROM key_state").fetchall()
-            conn.executemany("UPDATE key_state SET dedup_key = ? WHERE routing_key = ? AND dedup_key = ?",
-                             [(self.index(dk), rk, dk) for rk, dk in states])
+                ref, keyed = self.index(dk), self.payload_hash(phash)
+                updates.append((ref, keyed, self.seal_event(bytes(body), eid, rk, ref, action, keyed), eid))
+            conn.executemany("UPDATE events SET dedup_key = ?, payload_hash = ?, body = ? WHERE id = ?", updates)
+            states = conn.execute("SELECT routing_key, dedup_key, told_hash, tail_hash FROM key_state").fetchall()
+            conn.executemany(
+                "UPDATE key_state SET dedup_key = ?, told_hash = ?, tail_hash = ? "
+                "WHERE routing_key = ? AND dedup_key = ?",
+                [(self.index(dk), self._keyed_once(told), self._keyed_once(tail), rk, dk)
+                 for rk, dk, told, tail in states])
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -129,6 +171,45 @@ class Sealer:
             conn.execute("PRAGMA secure_delete=OFF")
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # and the WAL that held the new pages is emptied
         return OpenReport(events=len(events), notifications=len(notes), states=len(states), encrypted_now=True)
+
+    def _upgrade(self, conn: sqlite3.Connection) -> int:
+        """Seal again, bound to its id and with its payload hash keyed, every event sealed before both (no
+        ``hk:`` prefix), and key the hashes of ``key_state`` alike; one transaction. Returns how many events."""
+        if not self._needs_upgrade(conn):
+            return 0
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            events = conn.execute(f"{_EVENT_ROWS} {_UNKEYED_EVENTS}").fetchall()
+            conn.executemany("UPDATE events SET payload_hash = ?, body = ? WHERE id = ?",
+                             [self._sealed_again(*r) for r in events])
+            states = conn.execute(f"SELECT routing_key, dedup_key, told_hash, tail_hash {_UNKEYED_STATES}").fetchall()
+            conn.executemany(
+                "UPDATE key_state SET told_hash = ?, tail_hash = ? WHERE routing_key = ? AND dedup_key = ?",
+                [(self._keyed_once(told), self._keyed_once(tail), rk, dk) for rk, dk, told, tail in states])
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return len(events)
+
+    @staticmethod
+    def _needs_upgrade(conn: sqlite3.Connection) -> bool:
+        found = conn.execute(f"SELECT EXISTS (SELECT 1 {_UNKEYED_EVENTS}) OR EXISTS (SELECT 1 {_UNKEYED_STATES})")
+        return bool(found.fetchone()[0])
+
+    def _sealed_again(self, eid: int, rk: str, ref: str, action: str, phash: str, blob: bytes) -> tuple[Any, ...]:
+        assert self._keyring is not None
+        keyed = self.payload_hash(phash)
+        try:
+            body = self._keyring.decrypt_bytes(bytes(blob), _legacy_aad(rk, ref, action, phash))
+        except DecryptError:  # unreadable already: it stays so, and is set aside when claimed
+            return keyed, blob, eid
+        return keyed, self.seal_event(body, eid, rk, ref, action, keyed), eid
+
+    def _keyed_once(self, payload_hash: str | None) -> str | None:
+        if payload_hash is None or payload_hash.startswith(_KEYED):
+            return payload_hash
+        return self.payload_hash(payload_hash)
 
     def rekey(self, conn: sqlite3.Connection) -> OpenReport:
         """Re-encrypt with the primary key every value made with another key (and the index key)."""
@@ -141,13 +222,12 @@ class Sealer:
             if row is not None and (new := keyring.rotate_blob(bytes(row[0]), _INDEX_KEY_AAD)) is not None:
                 conn.execute("UPDATE meta SET value = ? WHERE key = 'index_key'", (new,))
             n_notes = n_events = 0
-            for nid, blob in conn.execute("SELECT id, body FROM notifications").fetchall():
-                if (new := keyring.rotate_blob(bytes(blob), self._notification_aad(nid))) is not None:
+            for nid, blob in conn.execute("SELECT id, CAST(body AS BLOB) FROM notifications").fetchall():
+                if (new := keyring.rotate_blob(bytes(blob), _notification_aad(nid))) is not None:
                     conn.execute("UPDATE notifications SET body = ? WHERE id = ?", (new, nid))
                     n_notes += 1
-            for eid, rk, ref, action, phash, blob in conn.execute(
-                    "SELECT id, routing_key, dedup_key, action, payload_hash, body FROM events").fetchall():
-                if (new := keyring.rotate_blob(bytes(blob), self._event_aad(rk, ref, action, phash))) is not None:
+            for eid, rk, ref, action, phash, blob in conn.execute(f"{_EVENT_ROWS} FROM events").fetchall():
+                if (new := keyring.rotate_blob(bytes(blob), self._aad(eid, rk, ref, action, phash))) is not None:
                     conn.execute("UPDATE events SET body = ? WHERE id = ?", (new, eid))
                     n_events += 1
             conn.execute("COMMIT")
@@ -166,27 +246,53 @@ class Sealer:
         h.update(dedup_key.encode())
         return "ix:" + h.hexdigest()[:40]
 
-    def seal_event(self, body: bytes, routing_key: str, ref: str, action: str, payload_hash: str) -> bytes:
+    def payload_hash(self, payload_hash: str) -> str:
+        """What the ``payload_hash`` columns hold: the hash itself, or ``hk:`` and its HMAC when sealed
+        (unless the file is still in the earlier format: then as it holds them)."""
+        if self._payload is None or self._legacy:
+            return payload_hash
+        h = self._payload.copy()
+        h.update(payload_hash.encode())
+        return _KEYED + h.hexdigest()
+
+    def seal_event(self, body: bytes, item_id: int, routing_key: str, ref: str, action: str,
+                   payload_hash: str) -> bytes:
+        """``body`` sealed for event ``item_id`` (``payload_hash`` as :meth:`payload_hash` gives it)."""
         if self._keyring is None:
             return body
-        return self._keyring.encrypt_bytes(body, self._event_aad(routing_key, ref, action, payload_hash))
+        return self._keyring.encrypt_bytes(body, self._aad(item_id, routing_key, ref, action, payload_hash))
 
-    def open_event(self, blob: bytes, routing_key: str, ref: str, action: str, payload_hash: str) -> bytes:
+    def open_event(self, blob: bytes, item_id: int, routing_key: str, ref: str, action: str,
+                   payload_hash: str) -> bytes:
         """The event body; raises :class:`~receiver.crypto.DecryptError` for a value that fails authentication."""
         if self._keyring is None:
             return blob
-        return self._keyring.decrypt_bytes(blob, self._event_aad(routing_key, ref, action, payload_hash))
+        return self._keyring.decrypt_bytes(blob, self._aad(item_id, routing_key, ref, action, payload_hash))
+
+    def _aad(self, item_id: int, routing_key: str, ref: str, action: str, payload_hash: str) -> bytes:
+        if payload_hash.startswith(_KEYED):
+            return _event_aad(item_id, routing_key, ref, action, payload_hash)
+        if self._legacy:
+            return _legacy_aad(routing_key, ref, action, payload_hash)
+        raise DecryptError(
+            "cannot decrypt: sealed the way of an earlier pdrelay, without its item id, in an outbox upgraded "
+            "since (copied or restored from an older file)", DecryptFailure.AUTHENTICATION)
 
     def seal_notification(self, body: bytes, nid: int) -> bytes:
-        return body if self._keyring is None else self._keyring.encrypt_bytes(body, self._notification_aad(nid))
+        return body if self._keyring is None else self._keyring.encrypt_bytes(body, _notification_aad(nid))
 
     def open_notification(self, blob: bytes, nid: int) -> bytes:
-        return blob if self._keyring is None else self._keyring.decrypt_bytes(blob, self._notification_aad(nid))
+        return blob if self._keyring is None else self._keyring.decrypt_bytes(blob, _notification_aad(nid))
 
-    @staticmethod
-    def _event_aad(routing_key: str, ref: str, action: str, payload_hash: str) -> bytes:
-        return "\0".join(("pdrelay.outbox.events", routing_key, ref, action, payload_hash)).encode()
 
-    @staticmethod
-    def _notification_aad(nid: int) -> bytes:
-        return f"pdrelay.outbox.notifications\0{nid}".encode()
+def _event_aad(item_id: int, routing_key: str, ref: str, action: str, payload_hash: str) -> bytes:
+    return "\0".join(("pdrelay.outbox.events.v2", str(item_id), routing_key, ref, action, payload_hash)).encode()
+
+
+def _legacy_aad(routing_key: str, ref: str, action: str, payload_hash: str) -> bytes:
+    """What a value sealed before event ids were bound was bound to."""
+    return "\0".join(("pdrelay.outbox.events", routing_key, ref, action, payload_hash)).encode()
+
+
+def _notification_aad(nid: int) -> bytes:
+    return f"pdrelay.outbox.notifications\0{nid}".encode()

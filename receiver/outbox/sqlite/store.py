@@ -3,7 +3,8 @@
 Writes are group-committed (:mod:`.committer`); the tables are described in
 :mod:`.schema`; what each event becomes, and how a key's state changes after each send,
 is decided by :mod:`receiver.delivery` inside the write transaction. The operators'
-commands (list, show, requeue, purge) are in :mod:`.admin`.
+commands (list, show, requeue, purge) are in :mod:`.admin`; what is kept with the next commit
+(send times, the audit head) in :mod:`.notes`.
 
 Every enqueue that arrives while a batch is being written joins the next one, which
 :mod:`.intake` writes in one go.
@@ -22,13 +23,14 @@ import msgspec
 
 from receiver import delivery
 from receiver.clock import Clock, SystemClock
-from receiver.crypto import DecryptError, Keyring
+from receiver.crypto import Keyring
 from receiver.delivery import Key
 from receiver.errors import ConfigError, OutboxUnavailable, Reason
 from receiver.outbox.contract import Depth, EnqueueResult, OpenReport, OutboxItem, RequeueResult
 from receiver.outbox.sqlite import admin
 from receiver.outbox.sqlite.committer import GroupCommitter
 from receiver.outbox.sqlite.intake import Enqueue, write_batch
+from receiver.outbox.sqlite.notes import Notes, recent_sends
 from receiver.outbox.sqlite.schema import EVENT_COLUMNS, load_state, migrate, store_states
 from receiver.outbox.sqlite.sealing import Sealer
 from transforms.base import InvalidEvent, RenderedEvent
@@ -61,7 +63,7 @@ class SQLiteOutbox:
 
     def __init__(
         self, path: Path, clock: Clock | None = None, *, keep_sends_for: float = 3600.0,
-        keyring: Keyring | None = None, on_unreadable: Callable[[int, str], None] | None = None,
+        keyring: Keyring | None = None, on_unreadable: Callable[[int, Reason, str], None] | None = None,
         operator: bool = False, encrypt_plain: bool | None = None,
     ) -> None:
         self._path = path
@@ -69,11 +71,10 @@ class SQLiteOutbox:
         self._sealer = Sealer(keyring)
         self._encrypt_plain = not operator if encrypt_plain is None else encrypt_plain
         self._db = GroupCommitter(path, busy_timeout_ms=5000 if operator else 1000, create=not operator)
+        self._notes = Notes(self._clock, keep_sends_for)  # send times and the audit head, kept with the next commit
+        self._db.before_commit = self._notes.write
         self._db.after_commit = self._after_commit
-        self._keep_sends_for = keep_sends_for
-        self._sends: list[tuple[str, float]] = []  # noted sends, written with the next commit
-        self._sends_pruned_at = float("-inf")
-        self._on_unreadable = on_unreadable or (lambda item_id, error: None)
+        self._on_unreadable = on_unreadable or (lambda item_id, reason, error: None)
         self._intake: list[tuple[Enqueue, asyncio.Future[EnqueueResult]]] = []
         self._intake_pending = False
         self._tasks: set[asyncio.Task[None]] = set()
@@ -87,6 +88,7 @@ class SQLiteOutbox:
         def prepare(conn: sqlite3.Connection) -> OpenReport:
             migrate(conn)
             report = self._sealer.attach(conn, str(self._path), encrypt_plain=self._encrypt_plain)
+            self._notes.load(conn)
             self._count(conn)
             return report
 
@@ -100,6 +102,9 @@ class SQLiteOutbox:
     async def close(self) -> None:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._notes.unwritten:  # the audit head noted after the last write
+            with contextlib.suppress(OutboxUnavailable):
+                await self._db.write(lambda conn: None)
         await self._db.close()
 
     # ------------------------------------------------------------------ counts
@@ -115,6 +120,7 @@ class SQLiteOutbox:
         self._delta[1] += dead
 
     def _after_commit(self, committed: bool) -> None:
+        self._notes.committed(committed)
         if committed:
             self._queued += self._delta[0]
             self._dead += self._delta[1]
@@ -177,7 +183,6 @@ class SQLiteOutbox:
                 fut.set_result(result)
 
     def _enqueue_batch(self, conn: sqlite3.Connection, ops: Sequence[Enqueue]) -> list[EnqueueResult]:
-        self._write_sends(conn)
         results = write_batch(conn, ops, self._sealer)
         self._moved(sum(r.queued for r in results), sum(r.dead_lettered for r in results))
         return results
@@ -190,7 +195,7 @@ class SQLiteOutbox:
         now = self._clock.now()
         keys = _ENCODER.encode(sorted(exclude_keys))
 
-        def read(conn: sqlite3.Connection) -> tuple[list[OutboxItem], list[tuple[int, str]]]:
+        def read(conn: sqlite3.Connection) -> tuple[list[OutboxItem], list[tuple[int, Reason, str]]]:
             rows = conn.execute(_CLAIM, (now, keys, limit + len(exclude))).fetchall()
             items, unreadable = [], []
             for r in rows:
@@ -198,8 +203,8 @@ class SQLiteOutbox:
                     continue
                 try:
                     items.append(admin.item(r, self._sealer))
-                except DecryptError as exc:
-                    unreadable.append((r[0], str(exc)))
+                except admin.Unreadable as exc:
+                    unreadable.append((r[0], exc.reason, str(exc)))
             return items[:limit], unreadable
 
         items, unreadable = await self._db.read(read)
@@ -207,17 +212,18 @@ class SQLiteOutbox:
             await self._set_aside(unreadable)
         return items
 
-    async def _set_aside(self, rows: list[tuple[int, str]]) -> None:
-        """Dead-letter queued rows whose stored value fails authentication: altered on disk, or moved
-        from another row. Nothing else can be done with them; they stay visible in ``outbox list``."""
+    async def _set_aside(self, rows: list[tuple[int, Reason, str]]) -> None:
+        """Dead-letter queued rows that cannot be sent: their stored value fails authentication (altered on
+        disk, moved or copied from another row) or is not the event of its row. Nothing else can be done
+        with them; they stay visible in ``outbox list``, with the reason and why."""
 
         def work(conn: sqlite3.Connection) -> None:
-            for item_id, error in rows:
-                self._dead_letter_row(conn, item_id, (Reason.UNDECRYPTABLE.value, None, error))
+            for item_id, reason, error in rows:
+                self._dead_letter_row(conn, item_id, (reason.value, None, error))
 
         await self._db.write(work)
-        for item_id, error in rows:
-            self._on_unreadable(item_id, error)
+        for item_id, reason, error in rows:
+            self._on_unreadable(item_id, reason, error)
 
     def _queued_row(self, conn: sqlite3.Connection, item_id: int) -> tuple[Key, int | None] | None:
         """The key and notification of queued row ``item_id``; None if it is no longer queued (settled twice)."""
@@ -241,7 +247,6 @@ class SQLiteOutbox:
         now = self._clock.now()
 
         def work(conn: sqlite3.Connection) -> bool:
-            self._write_sends(conn)
             found = self._queued_row(conn, item.id)
             if found is None:
                 return False  # settled twice
@@ -271,7 +276,6 @@ class SQLiteOutbox:
         when = self._clock.now()
 
         def work(conn: sqlite3.Connection) -> None:
-            self._write_sends(conn)
             row = conn.execute("SELECT routing_key, dedup_key FROM events WHERE id = ?", (item.id,)).fetchone()
             conn.execute(
                 "UPDATE events SET attempts = attempts + 1, next_attempt_at = ?, reason = ?, "
@@ -287,7 +291,6 @@ class SQLiteOutbox:
 
     async def dead_letter(self, item: OutboxItem, reason: Reason, status: int | None, error: str) -> None:
         def work(conn: sqlite3.Connection) -> None:
-            self._write_sends(conn)
             self._dead_letter_row(conn, item.id, (reason.value, status, error))
 
         await self._db.write(work)
@@ -308,25 +311,19 @@ class SQLiteOutbox:
 
     def note_send(self, routing_key: str, at: float) -> None:
         """Written with the next commit (the send's own ack, retry or dead letter), not on its own."""
-        self._sends.append((routing_key, at))
-
-    def _write_sends(self, conn: sqlite3.Connection) -> None:
-        """Write the noted send times (lost, harmlessly, if this commit fails) and prune old ones."""
-        if self._sends:
-            sends, self._sends = self._sends, []
-            conn.executemany("INSERT INTO sends (routing_key, sent_at) VALUES (?, ?)", sends)
-        now = self._clock.now()
-        if now - self._sends_pruned_at >= 60.0:
-            self._sends_pruned_at = now
-            conn.execute("DELETE FROM sends WHERE sent_at < ?", (now - self._keep_sends_for,))
+        self._notes.send(routing_key, at)
 
     async def recent_sends(self, since: float) -> list[tuple[str, float]]:
-        def read(conn: sqlite3.Connection) -> list[tuple[str, float]]:
-            rows = conn.execute("SELECT routing_key, sent_at FROM sends WHERE sent_at >= ? ORDER BY sent_at",
-                                (since,)).fetchall()
-            return [(str(k), float(t)) for k, t in rows]
+        return await self._db.read(lambda conn: recent_sends(conn, since))
 
-        return await self._db.read(read)
+    # ------------------------------------------------------------------ audit
+
+    def note_audit_head(self, head: str) -> None:
+        """Written with the next commit, or at close."""
+        self._notes.audit_head(head)
+
+    async def audit_head(self) -> str | None:
+        return self._notes.latest_head
 
     # ------------------------------------------------------------------ operators
 
