@@ -10,6 +10,12 @@ jitter (5xx, timeouts, connection errors), backs the key off on a 429, or dead-l
 (400 and other permanent answers, unknown routing key names, retries exhausted).
 Nothing is removed from the outbox before PagerDuty accepted it, so a crash at any
 point only means a resend. While the breaker is open, events simply stay queued.
+
+An unexpected exception — from the outbox, from the sender, or from a delivery's own
+bookkeeping — ends :meth:`Dispatcher.run` (once the deliveries in flight have settled);
+:mod:`receiver.supervisor` logs it, counts it and runs the dispatcher again. ``run`` tells
+its supervisor each time it is healthy: a delivery settled, or a look at the queue left
+nothing in flight.
 """
 
 from __future__ import annotations
@@ -82,6 +88,9 @@ class Dispatcher:
         self._wakeup = asyncio.Event()
         self._inflight: dict[int, asyncio.Task[None]] = {}
         self._wakes = 0
+        self._window_restored = False
+        self._fault: BaseException | None = None  # an unexpected error of a delivery: ends run()
+        self._clean: Callable[[], None] = lambda: None
         self.looked_after = 0  # the number of wake() calls made before the latest look at the queue began
 
     def wake(self, routing_keys: Iterable[str] | None = None) -> int:
@@ -101,14 +110,23 @@ class Dispatcher:
         self._wakeup.set()
         return self._wakes
 
-    async def run(self) -> None:
+    async def run(self, clean: Callable[[], None] = lambda: None) -> None:
+        """Deliver until cancelled, or until an unexpected error (raised, for the supervisor); ``clean`` is
+        called whenever the dispatcher is known to be healthy."""
+        self._fault, self._clean = None, clean
         try:
-            await self._restore_window()
+            if not self._window_restored:
+                await self._restore_window()
+                self._window_restored = True
             while True:
+                self._raise_fault()
                 wakes = self._wakes
                 self._wakeup.clear()
                 started = await self._dispatch_due()
                 self.looked_after = wakes
+                self._raise_fault()
+                if not self._inflight:
+                    clean()
                 if len(self._inflight) >= self._settings.concurrency:
                     await self._wakeup.wait()
                 else:
@@ -116,6 +134,17 @@ class Dispatcher:
                     await self._sleep_until_due(0.0 if started else _MIN_WAIT)
         finally:
             await self._drain()
+
+    def _raise_fault(self) -> None:
+        if self._fault is not None:
+            fault, self._fault = self._fault, None
+            raise fault
+
+    def _failed(self, exc: BaseException) -> None:
+        """A delivery failed unexpectedly: ``run`` raises it at its next turn (the first one, if several)."""
+        if self._fault is None:
+            self._fault = exc
+        self._wakeup.set()
 
     async def _restore_window(self) -> None:
         """Seed the limiter with the sends the outbox remembers, so a restart does not provoke 429s."""
@@ -203,11 +232,15 @@ class Dispatcher:
     async def _deliver(self, item: OutboxItem, taken_at: float | None = None) -> None:
         try:
             await self._deliver_once(item, taken_at)
-        except Exception:
+        except OutboxUnavailable:
             # An outbox write failed while settling: the item stays queued and is retried
             # after the next claim, so nothing is lost; say so loudly.
             self._log.exception("could not settle outbox item", extra={"item_id": item.id})
             await asyncio.sleep(1.0)  # hold the slot briefly: a broken outbox must not become a busy loop
+        except Exception as exc:  # unexpected: the item stays queued; the dispatcher restarts
+            self._failed(exc)
+        else:
+            self._clean()
 
     async def _skip_superseded(self, item: OutboxItem) -> None:
         """Settle a trigger whose resolve is queued behind it without sending it (opt-in)."""
@@ -219,9 +252,11 @@ class Dispatcher:
                 "trigger not sent: its resolve is already queued (pagerduty.skip_superseded_triggers)",
                 extra={"routing_key": item.routing_key, "dedup_key": item.dedup_key, "item_id": item.id},
             )
-        except Exception:
+        except OutboxUnavailable:
             self._log.exception("could not settle outbox item", extra={"item_id": item.id})
             await asyncio.sleep(1.0)
+        except Exception as exc:
+            self._failed(exc)
 
     async def _deliver_once(self, item: OutboxItem, taken_at: float | None) -> None:
         key = Secret("dry-run") if self._dry_run else self._keys.get(item.routing_key)
