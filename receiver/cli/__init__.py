@@ -63,7 +63,11 @@ def _parser() -> argparse.ArgumentParser:
     audit = sub.add_parser("audit", help="the tamper-evident audit log")
     asub = audit.add_subparsers(required=True, metavar="ACTION")
     verify = asub.add_parser("verify", help="check the hash chain of one or more audit files (rotated ones too)")
-    verify.add_argument("files", nargs="+", metavar="FILE")
+    verify.add_argument("files", nargs="*", metavar="FILE",
+                        help="default with --config: audit.path and its rotated files")
+    verify.add_argument("--head", metavar="HEAD", help="the head kept outside the file (pdrelay_audit_head_info)")
+    verify.add_argument("--key-file", type=Path, metavar="FILE", help="the chain's HMAC key (audit.hmac_key)")
+    verify.add_argument("--config", type=Path, metavar="FILE", help="read audit.hmac_key (and audit.path) from it")
     verify.set_defaults(command="receiver.cli.audit:verify")
 
     keygen = sub.add_parser("keygen", help="print a new 256-bit encryption key (base64) for security.encryption_key")
