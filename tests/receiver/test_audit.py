@@ -211,7 +211,8 @@ _JSON = st.recursive(
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_TEXT, inner, max_size=4),
     max_leaves=12,
 )
-_NAMES = st.text(min_size=1, max_size=8).filter(lambda s: s not in {"seq", "ts", "event", "actor", "prev", "hash"})
+_RESERVED = {"seq", "ts", "event", "actor", "prev", "hash", "mac"}
+_NAMES = st.text(min_size=1, max_size=8).filter(lambda s: s not in _RESERVED)
 
 
 def capped(value: Any) -> Any:
