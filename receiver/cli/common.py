@@ -74,13 +74,16 @@ def load_settings_or_report(args: argparse.Namespace) -> Settings | None:
         return None
 
 
-def load_rules_or_report(paths: Sequence[Path], routing_keys: Collection[str] = ()) -> RuleSet | None:
-    """The rules, checked against the configured ``routing_keys`` names (if any), or ``None`` after
-    printing each ``file:line: message`` to stderr."""
+def load_rules_or_report(
+    paths: Sequence[Path], routing_keys: Collection[str] = (), allow_plugins: Sequence[str] = ()
+) -> RuleSet | None:
+    """The rules, checked against the configured ``routing_keys`` names (if any) and ``allow_plugins``
+    (none: no ``module:callable`` plugin loads), or ``None`` after printing each ``file:line: message``
+    to stderr."""
     from receiver.rulebook import load_checked
 
     try:
-        return load_checked(paths, routing_keys)
+        return load_checked(paths, routing_keys, allow_plugins)
     except RulesError as exc:
         print(str(exc), file=sys.stderr)
         return None

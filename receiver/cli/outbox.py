@@ -237,7 +237,8 @@ def replay(args: argparse.Namespace) -> int:
     settings = load_settings_or_report(args)
     if settings is None:
         return 2
-    rules = load_rules_or_report(settings.rules.paths, set(settings.pagerduty.routing_keys))
+    rules = load_rules_or_report(settings.rules.paths, set(settings.pagerduty.routing_keys),
+                                 settings.rules.allow_plugins)
     if rules is None:
         return 2
     pd = settings.pagerduty
@@ -278,7 +279,8 @@ def replay(args: argparse.Namespace) -> int:
 def _cli_audit(settings: Settings) -> Iterator[AuditSink]:
     """The audit log the server writes to (the same chain: writers take turns under a file lock)."""
     sink: AuditSink = (
-        AuditLog(settings.audit_path, max_bytes=settings.audit.max_size, backups=settings.audit.backups)
+        AuditLog(settings.audit_path, max_bytes=settings.audit.max_size, backups=settings.audit.backups,
+                 hmac_key=settings.audit.hmac_key)
         if settings.audit.enabled else NullAudit()
     )
     try:
