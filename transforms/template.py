@@ -1,4 +1,4 @@
-"""Rule templates: Jinja2 in an immutable sandbox, compiled when the rules load. No I/O.
+"""Rule templates: Jinja2 in an immutable sandbox on a render budget, compiled when the rules load. No I/O.
 
 Names in scope: ``labels``, ``annotations``, ``vars`` (what ``extract`` captured),
 ``alert`` (status, labels, annotations, startsAt, endsAt, generatorURL, fingerprint) and
@@ -13,6 +13,10 @@ externalURL, truncatedAlerts, notification_reason, routeLabels).
   *through* a missing key (``labels.a.b``) is an error, as in Jinja.
 - Unsafe attribute access (``labels.__class__``) raises ``SecurityError`` instead of
   Jinja's silent empty string.
+- Every Jinja render runs on a fresh :class:`~transforms.budget.Budget` (output, loop
+  iterations, calls, value sizes; see :mod:`transforms.budget` and
+  :mod:`transforms.sandbox`): a template that would go past it fails with
+  ``BudgetExceeded: …`` before doing the work.
 - Every render failure is raised as :class:`RenderError`; the caller records it and
   falls back.
 - Templates made of plain paths, constants and ``default`` take :mod:`transforms.fastpath`,
@@ -23,15 +27,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from operator import attrgetter
-from typing import Any, Literal, NoReturn
+from typing import Any, Literal
 
 from jinja2 import TemplateSyntaxError, Undefined, nodes
 from jinja2.environment import TemplateExpression
-from jinja2.exceptions import SecurityError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from transforms import budget
 from transforms.base import Alert, AlertEvent, Group
 from transforms.fastpath import MISSING, Evaluate, Getter, Slow, expression, interpolation, key_render
+from transforms.sandbox import RuleEnvironment, bound
 
 __all__ = [
     "RenderError",
@@ -52,15 +56,8 @@ class RenderError(Exception):
     """A template that failed while rendering one alert."""
 
 
-class _Environment(ImmutableSandboxedEnvironment):
-    """The sandbox, refusing unsafe attributes loudly instead of rendering ``""``."""
-
-    def unsafe_undefined(self, obj: Any, attribute: str) -> NoReturn:
-        raise SecurityError(f"access to attribute {attribute!r} of {type(obj).__name__!r} object is unsafe")
-
-
-# Configuration only (no loader, no globals added): sharing one instance is safe.
-_ENV = _Environment(autoescape=False)
+# Configuration only (no loader; each render's budget is its own): sharing one instance is safe.
+_ENV = RuleEnvironment()
 
 
 def alert_dict(alert: Alert) -> dict[str, Any]:
@@ -180,16 +177,22 @@ def compile_template(source: str, *, fast: bool = True) -> Template:
         only = output.nodes[0] if output is not None and len(output.nodes) == 1 else None
         if only is not None and not isinstance(only, nodes.TemplateData):  # exactly one {{ expression }}
             return _expression(source, only, fast)
-        jinja = _ENV.from_string(tree)
+        jinja = _ENV.from_string(bound(tree))
     except TemplateSyntaxError as exc:
         where = f" (template line {exc.lineno})" if exc.lineno > 1 else ""
         raise TemplateError(f"template syntax error in {source!r}: {exc.message}{where}") from None
 
     def render_jinja(event: AlertEvent) -> str:
+        token = budget.start()
         try:
-            return jinja.render(template_context(event))
+            text = jinja.render(template_context(event))
+            if len(text) > budget.MAX_SIZE:  # literal text repeated by loops is not counted as it goes
+                raise budget.BudgetExceeded(f"output over the limit of {budget.MAX_SIZE} characters")
+            return text
         except Exception as exc:
             raise _failed(exc) from exc
+        finally:
+            budget.finish(token)
 
     evaluate = interpolation(output, _ROOTS) if fast and output is not None else None
     if evaluate is None:
@@ -200,13 +203,16 @@ def compile_template(source: str, *, fast: bool = True) -> Template:
 def _expression(source: str, expr: nodes.Expr, fast: bool) -> Template:
     """A template that is one ``{{ expression }}``: evaluated to a native value."""
     body = [nodes.Assign(nodes.Name("result", "store", lineno=1), expr, lineno=1)]
-    compiled = TemplateExpression(_ENV.from_string(nodes.Template(body, lineno=1)), False)
+    compiled = TemplateExpression(_ENV.from_string(bound(nodes.Template(body, lineno=1))), False)
 
     def render_jinja(event: AlertEvent) -> Any:
+        token = budget.start()
         try:
             return _to_native(compiled(template_context(event)))
         except Exception as exc:
             raise _failed(exc) from exc
+        finally:
+            budget.finish(token)
 
     if fast and (direct := key_render(expr, _ROOTS, render_jinja)) is not None:
         return Template(source, "fast", direct)
