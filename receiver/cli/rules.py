@@ -15,14 +15,19 @@ __all__ = ["check_rules", "test_rules"]
 
 
 def check_rules(args: argparse.Namespace) -> int:
-    """Exit 1 with ``file:line: message`` lines on error; with ``--config``, routing key names are checked too."""
+    """Exit 1 with ``file:line: message`` lines on error; with ``--config``, routing key names are checked too.
+
+    A ``module:callable`` plugin loads only from the modules ``--config``'s ``rules.allow_plugins`` allows
+    (without ``--config``, none): checking a rules file from a pull request runs none of its code."""
     routing_keys: set[str] = set()
+    allow_plugins: tuple[str, ...] = ()
     if args.config is not None:
         settings = load_settings_or_report(args)
         if settings is None:
             return 2
         routing_keys = set(settings.pagerduty.routing_keys)
-    rules = load_rules_or_report(args.paths, routing_keys)
+        allow_plugins = settings.rules.allow_plugins
+    rules = load_rules_or_report(args.paths, routing_keys, allow_plugins)
     if rules is None:
         return 1
     print(f"ok: {len(rules.sources)} file(s), sha256 {rules.sha256}")
@@ -30,6 +35,8 @@ def check_rules(args: argparse.Namespace) -> int:
 
 
 def test_rules(args: argparse.Namespace) -> int:
+    """Print what the bodies would produce; like ``check-rules`` without ``--config``, no ``module:callable``
+    plugin loads."""
     rules = load_rules_or_report(args.rules)
     if rules is None:
         return 1
