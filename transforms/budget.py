@@ -23,7 +23,9 @@ means a runaway template, not a large alert:
   string is one item, whatever its length), about a tenth of a second of work.
 
 Templates on the fast path (:mod:`transforms.fastpath`) only look values up and never
-reach Jinja: they need no budget and pay nothing for it.
+reach Jinja, and straight templates (:mod:`transforms.straight`: no loops, macros or
+multiplying operations) run each part once on alert data: neither needs the counting nor
+pays for it; the output limit holds for them too.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ __all__ = [
     "counted",
     "current",
     "finish",
+    "joined",
     "start",
     "too_big",
 ]
@@ -181,6 +184,18 @@ def current() -> Budget:
     """The budget of the render running here; a throwaway one outside renders (Jinja folds constant
     expressions while compiling, through the same checks)."""
     return _CURRENT.get() or Budget()
+
+
+def joined(chunks: Iterable[str]) -> str:
+    """A render's output pieces, joined; past :data:`MAX_SIZE` characters the render stops where it is."""
+    parts = []
+    size = 0
+    for chunk in chunks:
+        size += len(chunk)
+        if size > MAX_SIZE:
+            raise BudgetExceeded(f"output over the limit of {MAX_SIZE} characters")
+        parts.append(chunk)
+    return "".join(parts)
 
 
 def bounded_range(*args: int) -> range:

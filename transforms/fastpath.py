@@ -21,6 +21,8 @@ from typing import Any
 
 from jinja2 import nodes
 
+from transforms.budget import MAX_SIZE, BudgetExceeded
+
 __all__ = ["MISSING", "Evaluate", "Getter", "Slow", "expression", "interpolation", "key_render"]
 
 Getter = Callable[[Any], Any]  # reads one name in scope from the work item
@@ -163,7 +165,10 @@ def interpolation(output: nodes.Output, roots: Mapping[str, Getter]) -> Evaluate
             value = part(event)
             if value is not MISSING:  # Jinja renders Undefined as ""
                 out.append(value if isinstance(value, str) else str(value))
-        return "".join(out)
+        text = "".join(out)
+        if len(text) > MAX_SIZE:  # a value written out many times: the output limit holds here too
+            raise BudgetExceeded(f"output over the limit of {MAX_SIZE} characters")
+        return text
 
     return render
 

@@ -10,7 +10,9 @@ grow work goes through :mod:`transforms.budget`:
   inputs or a number, like ``default`` and ``length``), and the filters that multiply are
   checked from their arguments first (:data:`transforms.growth.FILTER_CHECKS`);
 - every call (function, method, macro, a recursive loop's ``loop(…)``) counts, its
-  arguments and result are measured, string methods that multiply are checked first;
+  arguments and result are measured (not the result of a string's, map's or list's own
+  method: that is at most a few times its owner), string methods that multiply are
+  checked first;
 - ``range`` makes at most :data:`~transforms.budget.MAX_ITERATIONS` numbers and
   ``lipsum`` (paragraphs of filler text by the count) is not there;
 - :func:`bound` rewrites a parsed template so every ``for`` loop counts its iterations and
@@ -18,12 +20,15 @@ grow work goes through :mod:`transforms.budget`:
 - every ``{{ … }}`` output is measured and counted against the output limit.
 
 Unsafe attribute access raises ``SecurityError`` instead of Jinja's silent empty string.
+Templates that cannot outgrow their inputs (:mod:`transforms.straight`) compile in
+:class:`StraightEnvironment` instead: the same sandbox without the counting.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from functools import wraps
+from types import BuiltinMethodType
 from typing import Any, NoReturn
 
 from jinja2 import Undefined, nodes
@@ -35,12 +40,13 @@ from jinja2.utils import _PassArg
 from transforms.budget import bounded_range, checked, counted, current
 from transforms.growth import FILTER_CHECKS, check_binop, check_method
 
-__all__ = ["RuleEnvironment", "bound"]
+__all__ = ["RuleEnvironment", "StraightEnvironment", "bound"]
 
 # The filters bound() inserts; the dot keeps them apart from the filters templates name.
 _COUNTED = "pdrelay.counted"
 _CHECKED = "pdrelay.checked"
 _SCOPE_KWARGS = ("_loop_vars", "_block_vars")
+_OWNERS = frozenset({str, dict, list, tuple})
 # Filters that hand back one of their inputs or a number, and look no deeper than the value's top:
 # nothing to measure (default is in most templates).
 _PASS_THROUGH = frozenset({"default", "d", "length", "count", "first", "last", "attr", "abs", "round", "random"})
@@ -78,24 +84,32 @@ def _measured(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
     return run
 
 
-class RuleEnvironment(ImmutableSandboxedEnvironment):
-    """The sandbox for rule templates: immutable, loud about unsafe attributes, on a budget."""
+class StraightEnvironment(ImmutableSandboxedEnvironment):
+    """The sandbox for straight templates (:mod:`transforms.straight`): immutable, loud about unsafe
+    attributes, the same names in scope as on the budget, nothing counted."""
+
+    def __init__(self, finalize: Callable[[Any], Any] | None = None) -> None:
+        super().__init__(autoescape=False, finalize=finalize)
+        self.globals["range"] = bounded_range
+        del self.globals["lipsum"]
+
+    def unsafe_undefined(self, obj: Any, attribute: str) -> NoReturn:
+        raise SecurityError(f"access to attribute {attribute!r} of {type(obj).__name__!r} object is unsafe")
+
+
+class RuleEnvironment(StraightEnvironment):
+    """The sandbox for every other rule template: a render in it runs on the budget."""
 
     intercepted_binops = frozenset({"*", "**", "+", "%"})
 
     def __init__(self) -> None:
-        super().__init__(autoescape=False, finalize=_finalize)
-        self.globals["range"] = bounded_range
-        del self.globals["lipsum"]
+        super().__init__(finalize=_finalize)
         self.filters = {
             name: function if name in _PASS_THROUGH else _measured(name, function)
             for name, function in self.filters.items()
         }
         self.filters[_COUNTED] = counted
         self.filters[_CHECKED] = checked
-
-    def unsafe_undefined(self, obj: Any, attribute: str) -> NoReturn:
-        raise SecurityError(f"access to attribute {attribute!r} of {type(obj).__name__!r} object is unsafe")
 
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
         check_binop(current(), operator, left, right)
@@ -114,8 +128,13 @@ class RuleEnvironment(ImmutableSandboxedEnvironment):
         if type(__obj) is LoopContext and args:  # a recursive loop going one level down
             args = (counted(args[0]), *args[1:])
         args = check_method(__obj, args, kwargs)
-        result = super().call(__context, __obj, *args, **kwargs, **scopes)
-        budget.measure(result)
+        if not __self.is_safe_callable(__obj):
+            raise SecurityError(f"{__obj!r} is not safely callable")
+        result = __context.call(__obj, *args, **kwargs, **scopes)
+        # A method of a string, map or list gives back at most a few times its owner (the ones that
+        # multiply were checked above); anything else -- macros, dict.fromkeys, namespace() -- is measured.
+        if not (type(__obj) is BuiltinMethodType and type(__obj.__self__) in _OWNERS):
+            budget.measure(result)
         return result
 
 

@@ -16,7 +16,9 @@ externalURL, truncatedAlerts, notification_reason, routeLabels).
 - Every Jinja render runs on a fresh :class:`~transforms.budget.Budget` (output, loop
   iterations, calls, value sizes; see :mod:`transforms.budget` and
   :mod:`transforms.sandbox`): a template that would go past it fails with
-  ``BudgetExceeded: …`` before doing the work.
+  ``BudgetExceeded: …`` before doing the work. A template whose AST shows it cannot
+  outgrow the alert (:mod:`transforms.straight`: no loops, macros, ``*``...) renders
+  without the counting.
 - Every render failure is raised as :class:`RenderError`; the caller records it and
   falls back.
 - Templates made of plain paths, constants and ``default`` take :mod:`transforms.fastpath`,
@@ -35,7 +37,8 @@ from jinja2.environment import TemplateExpression
 from transforms import budget
 from transforms.base import Alert, AlertEvent, Group
 from transforms.fastpath import MISSING, Evaluate, Getter, Slow, expression, interpolation, key_render
-from transforms.sandbox import RuleEnvironment, bound
+from transforms.sandbox import RuleEnvironment, StraightEnvironment, bound
+from transforms.straight import is_straight
 
 __all__ = [
     "RenderError",
@@ -58,6 +61,7 @@ class RenderError(Exception):
 
 # Configuration only (no loader; each render's budget is its own): sharing one instance is safe.
 _ENV = RuleEnvironment()
+_STRAIGHT_ENV = StraightEnvironment()
 
 
 def alert_dict(alert: Alert) -> dict[str, Any]:
@@ -177,33 +181,46 @@ def compile_template(source: str, *, fast: bool = True) -> Template:
         only = output.nodes[0] if output is not None and len(output.nodes) == 1 else None
         if only is not None and not isinstance(only, nodes.TemplateData):  # exactly one {{ expression }}
             return _expression(source, only, fast)
-        jinja = _ENV.from_string(bound(tree))
+        straight = is_straight(tree)
+        jinja = _STRAIGHT_ENV.from_string(tree) if straight else _ENV.from_string(bound(tree))
     except TemplateSyntaxError as exc:
         where = f" (template line {exc.lineno})" if exc.lineno > 1 else ""
         raise TemplateError(f"template syntax error in {source!r}: {exc.message}{where}") from None
 
+    def render_straight(event: AlertEvent) -> str:
+        try:
+            return budget.joined(jinja.generate(template_context(event)))
+        except Exception as exc:
+            raise _failed(exc) from exc
+
     def render_jinja(event: AlertEvent) -> str:
         token = budget.start()
         try:
-            text = jinja.render(template_context(event))
-            if len(text) > budget.MAX_SIZE:  # literal text repeated by loops is not counted as it goes
-                raise budget.BudgetExceeded(f"output over the limit of {budget.MAX_SIZE} characters")
-            return text
+            return budget.joined(jinja.generate(template_context(event)))
         except Exception as exc:
             raise _failed(exc) from exc
         finally:
             budget.finish(token)
 
+    render = render_straight if straight else render_jinja
     evaluate = interpolation(output, _ROOTS) if fast and output is not None else None
     if evaluate is None:
-        return Template(source, "jinja", render_jinja)
-    return Template(source, "fast", _fast_or_jinja(evaluate, render_jinja))
+        return Template(source, "jinja", render)
+    return Template(source, "fast", _fast_or_jinja(evaluate, render))
 
 
 def _expression(source: str, expr: nodes.Expr, fast: bool) -> Template:
     """A template that is one ``{{ expression }}``: evaluated to a native value."""
-    body = [nodes.Assign(nodes.Name("result", "store", lineno=1), expr, lineno=1)]
-    compiled = TemplateExpression(_ENV.from_string(bound(nodes.Template(body, lineno=1))), False)
+    straight = is_straight(expr)
+    body = nodes.Template([nodes.Assign(nodes.Name("result", "store", lineno=1), expr, lineno=1)], lineno=1)
+    compiled = TemplateExpression(_STRAIGHT_ENV.from_string(body) if straight else _ENV.from_string(bound(body)),
+                                  False)
+
+    def render_straight(event: AlertEvent) -> Any:
+        try:
+            return _to_native(compiled(template_context(event)))
+        except Exception as exc:
+            raise _failed(exc) from exc
 
     def render_jinja(event: AlertEvent) -> Any:
         token = budget.start()
@@ -214,12 +231,13 @@ def _expression(source: str, expr: nodes.Expr, fast: bool) -> Template:
         finally:
             budget.finish(token)
 
-    if fast and (direct := key_render(expr, _ROOTS, render_jinja)) is not None:
+    render = render_straight if straight else render_jinja
+    if fast and (direct := key_render(expr, _ROOTS, render)) is not None:
         return Template(source, "fast", direct)
     evaluate = expression(expr, _ROOTS) if fast else None
     if evaluate is None:
-        return Template(source, "jinja", render_jinja)
-    return Template(source, "fast", _fast_or_jinja(evaluate, render_jinja))
+        return Template(source, "jinja", render)
+    return Template(source, "fast", _fast_or_jinja(evaluate, render))
 
 
 def _fast_or_jinja(evaluate: Evaluate, render_jinja: Callable[[AlertEvent], Any]) -> Callable[[AlertEvent], Any]:

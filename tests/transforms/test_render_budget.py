@@ -15,6 +15,8 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from transforms import RuleSet
 from transforms.base import Alert, AlertEvent, Group
 from transforms.budget import MAX_INSPECTED, MAX_ITERATIONS, MAX_SIZE
+from transforms.sandbox import RuleEnvironment
+from transforms.straight import is_straight
 from transforms.template import RenderError, compile_template, template_context
 
 Alerts = Callable[..., Alert]
@@ -189,6 +191,43 @@ def test_templates_for_real_alerts_render_as_before(event: AlertEvent) -> None:
     unbounded = ImmutableSandboxedEnvironment().from_string(source).render(template_context(event))
     assert compile_template(source).render(event) == unbounded
     assert unbounded.startswith("".join(f"l{i:03}=v{i};" for i in range(120)) + "|a,alertname,hundred,")
+
+
+STRAIGHT = [
+    '{{ group.groupLabels.values() | join(" ") }}: {{ group.commonAnnotations.summary | default(labels.alertname) }}',
+    "{% if labels.a == 'a' %}{{ labels | dictsort | first }}{% else %}{{ -1 // 2 }}{% endif %}",
+    "{{ labels.hundred[:10] ~ '/' ~ labels.get('a', 'none') | upper }}{{ labels.keys() | sort | join(', ') }}",
+    "{{ labels | tojson }}{{ annotations.summary.split() | length is odd }}{{ [labels.a, labels.a] | unique | list }}",
+]
+BUDGETED = [
+    "{% for k in labels %}{{ k }}{% endfor %}", "{{ labels.a * 2 }}", "{{ labels.a + 'b' }}", "{{ '%s' % labels.a }}",
+    "{{ 2 ** 3 }}", "{{ labels.a | center(9) }}", "{{ labels | tojson(indent=2) }}", "{{ range(3) | list }}",
+    "{{ labels.a.ljust(9) }}", "{{ '{}'.format(labels.a) }}", "{% set x = labels %}{{ x }}",
+    "{% macro m() %}{% endmacro %}{{ m() }}", "{{ labels.a | replace('a', '" + "b" * 65 + "') }}",
+    "{{ labels.values() | map('upper') | join }}", "{% with x = 1 %}{{ x }}{% endwith %}",
+]
+
+
+@pytest.mark.parametrize(("source", "straight"), [(s, True) for s in STRAIGHT] + [(s, False) for s in BUDGETED])
+def test_only_templates_that_cannot_outgrow_the_alert_skip_the_counting(
+    event: AlertEvent, source: str, straight: bool
+) -> None:
+    """No loop, macro, assignment, multiplying operator, global call or multiplying filter, no long literal
+    argument: each part runs once on alert data. Both kinds render exactly as the plain sandbox does."""
+    assert is_straight(RuleEnvironment().parse(source)) is straight
+    unbounded = ImmutableSandboxedEnvironment().from_string(source).render(template_context(event))
+    assert str(compile_template(source).render(event)) == unbounded
+
+
+@pytest.mark.parametrize(
+    ("part", "kind"), [("{{ labels.hundred }}", "fast"), ("{{ labels.hundred | upper }}", "jinja")]
+)
+def test_templates_without_loops_still_have_an_output_limit(event: AlertEvent, part: str, kind: str) -> None:
+    """Without loops a template can still repeat a large value by writing it out many times: on the fast
+    path and on a straight template alike, the output stops at the limit."""
+    source = part * 6000
+    assert (compile_template(source).kind, is_straight(RuleEnvironment().parse(source))) == (kind, True)
+    assert failure(source, event) == f"BudgetExceeded: output over the limit of {MAX_SIZE} characters"
 
 
 def test_a_template_over_budget_fails_its_field_like_any_template_error(make_alert: Alerts, make_group: Groups) -> None:
