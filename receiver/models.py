@@ -41,9 +41,31 @@ class Limits(msgspec.Struct, frozen=True):
     max_alerts: int = 10_000
     max_label_bytes: int = 16 * 1024  # one label: name + value, UTF-8
     max_annotation_bytes: int = 256 * 1024  # one annotation: name + value, UTF-8
+    max_labels: int = 128  # labels in one map: an alert's labels or annotations, a group-level map
+
+
+class _AlertMaps(msgspec.Struct):
+    """An alert as far as counting its maps goes: their JSON text, not decoded."""
+
+    labels: msgspec.Raw = msgspec.Raw(b"{}")
+    annotations: msgspec.Raw = msgspec.Raw(b"{}")
+
+
+class _Maps(msgspec.Struct):
+    """A notification as far as counting its maps goes."""
+
+    version: str = ""
+    alerts: list[_AlertMaps] = []
+    groupLabels: msgspec.Raw = msgspec.Raw(b"{}")
+    commonLabels: msgspec.Raw = msgspec.Raw(b"{}")
+    commonAnnotations: msgspec.Raw = msgspec.Raw(b"{}")
+    routeLabels: msgspec.Raw = msgspec.Raw(b"{}")
 
 
 _DECODER = msgspec.json.Decoder(_Message)
+_MAPS_DECODER = msgspec.json.Decoder(_Maps)
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')  # a JSON string, escapes included
+_TOO_DEEP = "invalid JSON: nested too deeply (an Alertmanager webhook body is a few levels deep)"
 _PATH_RE = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
 
 
@@ -51,8 +73,12 @@ def parse_notification(body: bytes, limits: Limits | None = None) -> Group:
     """Decode one webhook body, or raise :class:`PayloadError` naming the bad field."""
     if not body.strip():
         raise PayloadError("empty body: expected an Alertmanager webhook JSON object")
+    lim = limits or Limits()
+    _count_maps(body, lim)
     try:
         msg = _DECODER.decode(body)
+    except RecursionError as exc:  # msgspec skips unknown fields recursively: arrays in arrays in arrays…
+        raise PayloadError(_TOO_DEEP) from exc
     except UnicodeDecodeError as exc:
         raise _utf8_error(body) or PayloadError("body is not valid UTF-8") from exc
     except msgspec.ValidationError as exc:
@@ -61,12 +87,9 @@ def parse_notification(body: bytes, limits: Limits | None = None) -> Group:
         raise _utf8_error(body) or PayloadError(f"invalid JSON: {exc}") from exc
     if msg.version != "4":
         raise PayloadError(f"unsupported webhook version {msg.version!r}: expected \"4\"", "version")
-    lim = limits or Limits()
     if len(msg.alerts) > lim.max_alerts:
-        raise PayloadTooLarge(
-            f"too many alerts: {len(msg.alerts)} > {lim.max_alerts} (server.max_alerts; set Alertmanager's "
-            "webhook max_alerts below it)", "alerts")
-    _check_sizes(msg, lim)
+        raise _too_many_alerts(len(msg.alerts), lim)
+    _check_maps(msg, lim)
     if msg.truncatedAlerts < 0:
         raise PayloadError("must not be negative", "truncatedAlerts")
     return Group(
@@ -84,8 +107,51 @@ def parse_notification(body: bytes, limits: Limits | None = None) -> Group:
     )
 
 
-def _check_sizes(msg: _Message, lim: Limits) -> None:
-    """Refuse any label or annotation over its limit, naming it (413)."""
+def _count_maps(body: bytes, lim: Limits) -> None:
+    """Refuse a body with too many alerts, or a map with too many entries, before decoding it (413).
+
+    Decoding a map of 600,000 labels takes 140 MiB and most of a second; counting its entries in its
+    JSON text takes neither. A label is two JSON strings (four quotes): a body with no more quotes
+    than ``4 * max_labels`` (every small notification) cannot hold a map over the limit, and is not
+    looked at. Otherwise the maps are found undecoded (``msgspec.Raw``) and their strings counted:
+    their quotes when none is escaped, else the strings themselves. A map's entries are half its
+    strings: exact for a map of strings, which is all a notification's maps may be. A body this
+    pass cannot read is left to the full decode, which names what is wrong with it.
+    """
+    if body.count(b'"') <= 4 * lim.max_labels:
+        return
+    try:
+        shape = _MAPS_DECODER.decode(body)
+    except (msgspec.DecodeError, RecursionError, ValueError):  # ValueError: UnicodeDecodeError among others
+        return
+    if shape.version != "4":
+        return
+    if len(shape.alerts) > lim.max_alerts:
+        raise _too_many_alerts(len(shape.alerts), lim)
+    maps = [("groupLabels", shape.groupLabels), ("commonLabels", shape.commonLabels),
+            ("commonAnnotations", shape.commonAnnotations), ("routeLabels", shape.routeLabels)]
+    for i, alert in enumerate(shape.alerts):
+        maps += [(f"alerts[{i}].labels", alert.labels), (f"alerts[{i}].annotations", alert.annotations)]
+    for where, raw in maps:
+        text = bytes(raw)
+        strings = text.count(b'"') // 2 if b"\\" not in text else _STRING.subn(b"", text)[1]
+        if strings // 2 > lim.max_labels:
+            raise _too_many_entries(where, strings // 2, lim)
+
+
+def _too_many_alerts(count: int, lim: Limits) -> PayloadTooLarge:
+    return PayloadTooLarge(f"too many alerts: {count} > {lim.max_alerts} (server.max_alerts; set Alertmanager's "
+                           "webhook max_alerts below it)", "alerts")
+
+
+def _too_many_entries(where: str, count: int, lim: Limits) -> PayloadTooLarge:
+    noun = "annotations" if where.endswith("nnotations") else "labels"
+    return PayloadTooLarge(f"{where}: {count} {noun} is over the limit of {lim.max_labels} (server.max_labels)",
+                           where)
+
+
+def _check_maps(msg: _Message, lim: Limits) -> None:
+    """Refuse a map with too many entries, then any label or annotation over its size, naming it (413)."""
     maps: list[tuple[str, Mapping[str, str], int, str]] = [
         ("groupLabels", msg.groupLabels, lim.max_label_bytes, "server.max_label_bytes"),
         ("commonLabels", msg.commonLabels, lim.max_label_bytes, "server.max_label_bytes"),
@@ -96,6 +162,9 @@ def _check_sizes(msg: _Message, lim: Limits) -> None:
         maps.append((f"alerts[{i}].labels", alert.labels, lim.max_label_bytes, "server.max_label_bytes"))
         maps.append((f"alerts[{i}].annotations", alert.annotations, lim.max_annotation_bytes,
                      "server.max_annotation_bytes"))
+    for where, mapping, _, _ in maps:
+        if len(mapping) > lim.max_labels:  # what _count_maps found already, unless a key came twice
+            raise _too_many_entries(where, len(mapping), lim)
     for where, mapping, limit, key in maps:
         for name, value in mapping.items():
             # Characters first (cheap); bytes only when the characters alone might not fit.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tracemalloc
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,8 @@ from aiohttp.test_utils import TestClient
 from prometheus_client import CollectorRegistry
 
 from receiver.app import Deps, create_app
+from receiver.errors import PayloadTooLarge
+from receiver.models import Limits, parse_notification
 from receiver.pagerduty.events import classify
 from receiver.secret import Secret
 from receiver.settings import OutboxSettings, PagerDutySettings, RulesSettings, ServerSettings, Settings
@@ -180,6 +183,115 @@ async def test_bodies_over_the_content_limits_get_413_naming_the_limit(
     assert client.app[STATE].outbox.depth().queued == 0
     ok = await client.post("/v1/alertmanager", json=valid_body())  # the labels of the real body fit
     assert ok.status == 200
+
+
+def labels(count: int, prefix: str = "l") -> dict[str, str]:
+    return {f"{prefix}{i}": str(i) for i in range(count)}
+
+
+@pytest.mark.parametrize(
+    ("body", "answer"),
+    [
+        (valid_body(alerts=[alert_like(n) for n in range(3)] + [dict(alert_like(3), labels=labels(600))]),
+         {"error": "alerts[3].labels: 600 labels is over the limit of 10 (server.max_labels)",
+          "field": "alerts[3].labels"}),
+        (valid_body(alerts=[dict(alert_like(0), annotations=labels(11, "a"))]),
+         {"error": "alerts[0].annotations: 11 annotations is over the limit of 10 (server.max_labels)",
+          "field": "alerts[0].annotations"}),
+        (valid_body(groupLabels=labels(11)),
+         {"error": "groupLabels: 11 labels is over the limit of 10 (server.max_labels)", "field": "groupLabels"}),
+        (valid_body(commonLabels=labels(11)),
+         {"error": "commonLabels: 11 labels is over the limit of 10 (server.max_labels)", "field": "commonLabels"}),
+        (valid_body(commonAnnotations=labels(11)),
+         {"error": "commonAnnotations: 11 annotations is over the limit of 10 (server.max_labels)",
+          "field": "commonAnnotations"}),
+        (valid_body(routeLabels=labels(11)),
+         {"error": "routeLabels: 11 labels is over the limit of 10 (server.max_labels)", "field": "routeLabels"}),
+        # Values with escaped quotes and backslashes are counted as the strings they are.
+        (valid_body(alerts=[dict(alert_like(0), labels={f"l{i}": 'say "hi" \\ ":"' for i in range(11)})]),
+         {"error": "alerts[0].labels: 11 labels is over the limit of 10 (server.max_labels)",
+          "field": "alerts[0].labels"}),
+        # The count is checked before any label's size: the many labels are not read one by one.
+        (valid_body(alerts=[alert_like(0, big="x" * 100), dict(alert_like(1), labels=labels(11))]),
+         {"error": "alerts[1].labels: 11 labels is over the limit of 10 (server.max_labels)",
+          "field": "alerts[1].labels"}),
+    ],
+    ids=["alert-labels", "alert-annotations", "group-labels", "common-labels", "common-annotations",
+         "route-labels", "escaped-values", "count-before-size"],
+)
+async def test_maps_with_too_many_entries_get_413_naming_the_map(
+    make_client: Any, body: dict[str, Any], answer: dict[str, str]
+) -> None:
+    """Labels (and annotations) per alert and in each group-level map are bounded by server.max_labels:
+    413, the map, its count, the limit and its key; nothing stored, nothing evaluated."""
+    client = await make_client(max_labels=10, max_label_bytes=64)  # the real body's maps have up to 9
+    resp = await client.post("/v1/alertmanager", json=body)
+    assert (resp.status, await resp.json()) == (413, answer)
+    assert client.app[STATE].outbox.depth().queued == 0
+    reg = client.app[STATE].metrics.registry
+    assert reg.get_sample_value("pdrelay_bodies_rejected_total", {"reason": "too_large"}) == 1
+    assert reg.get_sample_value("pdrelay_alerts_received_total") == 0
+
+
+async def test_maps_at_the_limit_are_accepted_whatever_their_values_hold(make_client: Any) -> None:
+    """Ten labels with quotes, backslashes and colons in their values are ten labels, not more."""
+    client = await make_client(max_labels=10)
+    tricky = {f"l{i}": 'say "hi" \\ ":", {"a": "b"}' for i in range(10)}
+    resp = await client.post("/v1/alertmanager", json=valid_body(alerts=[dict(alert_like(0), labels=tricky)]))
+    assert resp.status == 200
+
+
+def test_a_map_over_the_limit_is_refused_without_being_decoded() -> None:
+    """600,000 labels in a 9.6 MiB body are counted in its text: refused with what the body itself takes,
+    where decoding the map would take 8 times as much (and the rules, 3 times that)."""
+    labels = {"alertname": "ManyLabels", **{f"l{i:05x}": f"{i:x}" for i in range(600_000)}}
+    raw = json.dumps(valid_body(alerts=[dict(alert_like(0), labels=labels)]), separators=(",", ":")).encode()
+    tracemalloc.start()
+    try:
+        with pytest.raises(PayloadTooLarge) as refused:
+            parse_notification(raw, Limits())
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert refused.value.to_json() == {
+        "error": "alerts[0].labels: 600001 labels is over the limit of 128 (server.max_labels)",
+        "field": "alerts[0].labels"}
+    assert peak < 2 * len(raw), f"{peak / 2 ** 20:.1f} MiB for a {len(raw) / 2 ** 20:.1f} MiB body"
+
+
+async def test_the_label_count_limit_defaults_to_128(make_client: Any) -> None:
+    client = await make_client()
+    ok = await client.post("/v1/alertmanager", json=valid_body(alerts=[dict(alert_like(0), labels=labels(128))]))
+    assert ok.status == 200
+    resp = await client.post("/v1/alertmanager", json=valid_body(alerts=[dict(alert_like(1), labels=labels(129))]))
+    assert (resp.status, await resp.json()) == (413, {
+        "error": "alerts[0].labels: 129 labels is over the limit of 128 (server.max_labels)",
+        "field": "alerts[0].labels"})
+
+
+DEEP = "invalid JSON: nested too deeply (an Alertmanager webhook body is a few levels deep)"
+
+
+def nested(depth: int, where: str) -> bytes:
+    """A valid body with ``depth`` nested arrays in an unknown field, at the top or in an alert."""
+    raw = json.dumps(valid_body()).encode()
+    deep = b"[" * depth + b"]" * depth
+    if where == "top":
+        return raw[:-1] + b', "extra": ' + deep + b"}"
+    return raw.replace(b'"fingerprint": ', b'"extra": ' + deep + b', "fingerprint": ', 1)
+
+
+@pytest.mark.parametrize("depth", [1_000, 100_000])
+@pytest.mark.parametrize("where", ["top", "alert"])
+async def test_deeply_nested_json_gets_400(make_client: Any, depth: int, where: str) -> None:
+    """JSON nested a thousand levels deep (RecursionError in the decoder) is a bad body like any other."""
+    client = await make_client()
+    resp = await client.post("/v1/alertmanager", data=nested(depth, where))
+    assert (resp.status, await resp.json()) == (400, {"error": DEEP})
+    assert client.app[STATE].outbox.depth().queued == 0
+    reg = client.app[STATE].metrics.registry
+    assert reg.get_sample_value("pdrelay_bodies_rejected_total", {"reason": "invalid_body"}) == 1
+    assert (await client.post("/v1/alertmanager", data=nested(100, where))).status == 200
 
 
 async def test_outbox_that_cannot_commit_gives_503(make_client: Any) -> None:
