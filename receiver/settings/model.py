@@ -62,7 +62,13 @@ class ServerSettings:
     max_label_bytes: int = 16 * 1024  # one label's name + value
     max_annotation_bytes: int = 256 * 1024  # one annotation's name + value
     max_labels: int = 128  # labels per alert (and annotations per alert)
-    max_concurrent_intake: int = 4  # intake requests at once; above it: 503 with Retry-After
+    # intake requests at once; above it: 503 with Retry-After. Memory has its own bound (receiver/admission.py):
+    # bodies in progress add up to body_limit at most. A body peaks at up to ~18x its size over ~62 MiB idle
+    # (tests/bench/bench_memory.py: +174 MiB for 9.5 MiB of 10,000 alerts x 48 labels): 236 MiB, under the
+    # 256 MiB of deploy/; 4 full-size bodies at once, this count's old default, would take ~760 MiB. This
+    # count bounds small bodies (a few KB; well under 1 MiB each at the peak): at 4, the 64 connections of
+    # bench_intake.py halved throughput (2727 -> 1330 req/s), each group commit holding 4 bodies at most.
+    max_concurrent_intake: int = 64
     header_timeout: float = 10.0  # to receive a request's line and headers
     body_timeout: float = 30.0  # to receive a request's body
 
