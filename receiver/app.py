@@ -21,7 +21,8 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from receiver import handlers
-from receiver.audit import AuditLog, AuditSink, GuardedAudit, NullAudit
+from receiver.admission import IntakeGate
+from receiver.audit import AuditLog, AuditSink, GuardedAudit, NullAudit, RefusalAggregator
 from receiver.auth import AuthDecision, Authenticator, auth_middleware
 from receiver.breaker import BreakerState, CircuitBreaker
 from receiver.clock import Clock, SystemClock
@@ -31,11 +32,13 @@ from receiver.errors import Reason
 from receiver.limiter import RateLimiter
 from receiver.metrics import Metrics
 from receiver.models import Limits
+from receiver.offload import Worker
 from receiver.outbox import build_outbox
 from receiver.pagerduty.events import DryRunSender, EventsSender, Sender
 from receiver.rulebook import Rulebook
 from receiver.settings import ENDPOINT_GROUPS, Settings
 from receiver.state import STATE, AppState
+from receiver.supervisor import Sleep, Supervisor
 
 __all__ = ["Deps", "create_app"]
 
@@ -49,6 +52,7 @@ class Deps:
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("pdrelay"))
     sender: Sender | None = None
     audit: AuditSink | None = None  # default: the file at settings.audit_path (NullAudit if audit.enabled is false)
+    sleep: Sleep = asyncio.sleep  # the dispatcher supervisor's backoff between restarts
 
 
 def create_app(settings: Settings, deps: Deps | None = None) -> web.Application:
@@ -59,12 +63,11 @@ def create_app(settings: Settings, deps: Deps | None = None) -> web.Application:
     metrics = Metrics(d.registry)
     metrics.dry_run.set(1 if dry_run else 0)
     audit_failed = _audit_failed(metrics, d.log)
-    audit = GuardedAudit(d.audit or (
-        AuditLog(settings.audit_path, clock=d.clock, max_bytes=settings.audit.max_size,
-                 backups=settings.audit.backups, batch_on_loop=True, on_error=audit_failed)
-        if settings.audit.enabled else NullAudit()
-    ), audit_failed)
-    rulebook = Rulebook(settings.rules.paths, metrics, d.log, audit, routing_keys=pd.routing_keys.keys())
+    # auth.refused entries counted by the interval: a flood of refusals cannot rotate the real entries out.
+    audit = RefusalAggregator(GuardedAudit(d.audit or _audit_log(settings, d.clock, metrics, audit_failed),
+                                           audit_failed), d.clock)
+    rulebook = Rulebook(settings.rules.paths, metrics, d.log, audit, routing_keys=pd.routing_keys.keys(),
+                        allow_plugins=settings.rules.allow_plugins)
     keyring = Keyring.from_secrets(settings.security.encryption_keys)
     outbox = build_outbox(settings.outbox.backend, settings.outbox.path, keyring=keyring, clock=d.clock,
                           keep_sends_for=pd.rate_limit.longest_window,
@@ -83,20 +86,26 @@ def create_app(settings: Settings, deps: Deps | None = None) -> web.Application:
         outbox, sender, pd.routing_keys, pd, metrics=metrics, clock=d.clock, log=d.log,
         limiter=limiter, breaker=breaker, dry_run=dry_run, audit=audit,
     )
+    supervisor = Supervisor("dispatcher", dispatcher.run, log=d.log, on_restart=metrics.dispatcher_restarts.inc,
+                            sleep=d.sleep)
     metrics.track_depth(lambda: (outbox.depth().queued, outbox.depth().dead))
 
-    app = web.Application(client_max_size=settings.server.body_limit)
+    worker = Worker()
+    # Bodies are never inflated: intake refuses any Content-Encoding (415) unread, a gzip bomb included.
+    app = web.Application(client_max_size=settings.server.body_limit, handler_args={"auto_decompress": False})
     if settings.auth.enabled:  # without auth nothing is installed: no cost per request
         authenticator = Authenticator(settings.auth, settings.security)
         # First, so that no other middleware runs for a request that is refused.
         app.middlewares.insert(0, auth_middleware(authenticator, _auth_recorder(metrics, d.log, audit)))
     app[STATE] = AppState(
         settings=settings, metrics=metrics, rulebook=rulebook, outbox=outbox,
-        dispatcher=dispatcher, log=d.log, dry_run=dry_run, limiter=limiter, breaker=breaker,
+        dispatcher=dispatcher, supervisor=supervisor, log=d.log, dry_run=dry_run, limiter=limiter, breaker=breaker,
         limits=Limits(max_alerts=settings.server.max_alerts, max_label_bytes=settings.server.max_label_bytes,
-                      max_annotation_bytes=settings.server.max_annotation_bytes),
+                      max_annotation_bytes=settings.server.max_annotation_bytes, max_labels=settings.server.max_labels),
         audit=audit,
         keyring=keyring,
+        gate=IntakeGate(settings.server.max_concurrent_intake, settings.server.body_limit),
+        worker=worker,
     )
     app.add_routes(handlers.routes())
 
@@ -109,6 +118,9 @@ def create_app(settings: Settings, deps: Deps | None = None) -> web.Application:
         if done.encrypted_now:
             d.log.warning("the outbox was stored in clear: encrypted it in place",
                           extra={"events": done.events, "notifications": done.notifications, "states": done.states})
+        if done.resealed:
+            d.log.warning("the outbox's events were sealed again, bound to their ids, with keyed payload hashes",
+                          extra={"events": done.resealed})
         yield
         await outbox.close()
 
@@ -116,10 +128,27 @@ def create_app(settings: Settings, deps: Deps | None = None) -> web.Application:
         yield
         await sender.aclose()
 
-    app.cleanup_ctx.extend([audit_ctx, outbox_ctx, sender_ctx, _background("pdrelay-dispatcher", dispatcher.run)])
+    async def worker_ctx(_: web.Application) -> AsyncIterator[None]:
+        yield
+        worker.close()  # after in-flight intake requests finished; before the outbox closes
+
+    app.cleanup_ctx.extend([audit_ctx, outbox_ctx, worker_ctx, sender_ctx,
+                            _background("pdrelay-dispatcher", supervisor.run)])
     if settings.rules.watch:
         app.cleanup_ctx.append(_background("pdrelay-rules-watch", rulebook.watch))
     return app
+
+
+def _audit_log(settings: Settings, clock: Clock, metrics: Metrics,
+               failed: Callable[[str, BaseException], None]) -> AuditSink:
+    """The audit file of the settings (keyed with ``audit.hmac_key``), its head kept in a metric."""
+    if not settings.audit.enabled:
+        return NullAudit()
+    log = AuditLog(settings.audit_path, clock=clock, max_bytes=settings.audit.max_size,
+                   backups=settings.audit.backups, batch_on_loop=True, on_error=failed,
+                   on_head=metrics.audit_head_written, hmac_key=settings.audit.hmac_key)
+    metrics.audit_head_written(log.chain_head)  # where the file ends at start: a drop since the last run shows
+    return log
 
 
 def _breaker_reporter(log: logging.Logger, audit: AuditSink) -> Callable[[str, BreakerState, BreakerState], None]:
@@ -162,15 +191,18 @@ def _audit_failed(metrics: Metrics, log: logging.Logger) -> Callable[[str, BaseE
     return failed
 
 
-def _unreadable_reporter(metrics: Metrics, log: logging.Logger, audit: AuditSink) -> Callable[[int, str], None]:
-    """A queued row whose stored value failed authentication was dead-lettered: count, log, audit it."""
+def _unreadable_reporter(metrics: Metrics, log: logging.Logger,
+                         audit: AuditSink) -> Callable[[int, Reason, str], None]:
+    """A queued row that cannot be sent was dead-lettered instead (reason ``undecryptable`` or ``unreadable``):
+    count, log, audit it."""
 
-    def report(item_id: int, error: str) -> None:
-        metrics.events_dead_lettered.labels(Reason.UNDECRYPTABLE.value).inc()
-        log.error("stored event fails authentication (altered on disk, or moved from another row); "
-                  "dead-lettered, never sent", extra={"item_id": item_id, "error": error})
-        audit.record("event.dead_lettered", actor=None, item_id=item_id, reason=Reason.UNDECRYPTABLE.value,
-                     error=error)
+    def report(item_id: int, reason: Reason, error: str) -> None:
+        metrics.events_dead_lettered.labels(reason.value).inc()
+        log.error("stored event fails authentication (altered on disk, or moved or copied from another row); "
+                  "dead-lettered, never sent" if reason is Reason.UNDECRYPTABLE else
+                  "stored event cannot be read (not UTF-8 JSON, or not the event of its row); dead-lettered, "
+                  "never sent", extra={"item_id": item_id, "reason": reason.value, "error": error})
+        audit.record("event.dead_lettered", actor=None, item_id=item_id, reason=reason.value, error=error)
 
     return report
 

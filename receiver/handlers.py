@@ -1,106 +1,20 @@
-"""HTTP handlers: the Alertmanager intake, health, readiness, status and rule reload.
-
-Intake answers ``200`` only once the notification's events are committed to the
-outbox, ``400``/``413`` for bodies that are not Alertmanager notifications (with a JSON
-error naming the field), and ``503`` when the outbox cannot commit, which
-Alertmanager retries. It never answers ``500`` for bad input.
-"""
+"""HTTP handlers: health, readiness, metrics, status and rule reload; the routes, the Alertmanager
+intake among them (its handler is :mod:`receiver.intake`)."""
 
 from __future__ import annotations
 
-import hashlib
 import html
 from typing import Any
 
-import msgspec
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from receiver import state
+from receiver import intake, state
 from receiver.auth import identity_of
-from receiver.errors import OutboxUnavailable, PayloadError, PayloadTooLarge
-from receiver.models import parse_notification
+from receiver.errors import OutboxUnavailable
 from transforms import RulesError
 
 __all__ = ["routes"]
-
-_ENCODE = msgspec.json.Encoder().encode
-
-
-def _reject(request: web.Request, st: state.AppState, error: PayloadError | OutboxUnavailable) -> web.Response:
-    actor = identity_of(request)
-    if isinstance(error, OutboxUnavailable):
-        st.metrics.bodies_rejected.labels("outbox_unavailable").inc()
-        st.log.error("intake refused: outbox unavailable", extra={"error": str(error)})
-        st.audit.record("intake.refused", actor=actor, status=503, reason="outbox_unavailable")
-        return web.json_response(
-            {"error": "outbox unavailable: the notification was not stored; retry later"}, status=503
-        )
-    reason = "too_large" if isinstance(error, PayloadTooLarge) else "invalid_body"
-    st.metrics.bodies_rejected.labels(reason).inc()
-    st.log.warning("intake refused", extra={"status": error.status, **error.to_json()})
-    st.audit.record("intake.refused", actor=actor, status=error.status, reason=reason, **error.to_json())
-    return web.json_response(error.to_json(), status=error.status)
-
-
-async def alertmanager(request: web.Request) -> web.Response:
-    st = request.app[state.STATE]
-    st.metrics.bodies_received.inc()
-    limit = st.settings.server.body_limit
-    if request.content_length is not None and request.content_length > limit:
-        too_large = f"body of {request.content_length} bytes is over the limit of {limit}"
-        return _reject(request, st, PayloadTooLarge(too_large))
-    try:
-        body = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        return _reject(request, st, PayloadTooLarge(f"body is over the limit of {limit} bytes"))
-    try:
-        group = parse_notification(body, st.limits)
-    except PayloadError as exc:
-        return _reject(request, st, exc)
-    evaluation = st.rulebook.current.evaluate(group)
-    try:
-        result = await st.outbox.enqueue(
-            body, evaluation.events, evaluation.invalid,
-            resend_interval=st.settings.pagerduty.resend_interval,
-        )
-    except OutboxUnavailable as exc:
-        return _reject(request, st, exc)
-    if result.queued:
-        st.dispatcher.wake(None if result.rerouted else {ev.routing_key for ev in evaluation.events})
-    st.audit.record(
-        "intake.accepted", actor=identity_of(request), receiver=group.receiver,
-        group_key_sha256=hashlib.sha256(group.group_key.encode()).hexdigest()[:16],
-        body_sha256=hashlib.sha256(body).hexdigest(), alerts=len(group.alerts), queued=result.queued,
-        duplicates=result.duplicates, dropped=len(evaluation.dropped), dead_lettered=result.dead_lettered,
-    )
-    m = st.metrics
-    m.bodies_accepted.inc()
-    m.alerts_received.inc(len(group.alerts))
-    m.events_enqueued.inc(result.queued)
-    # The rest is rare: skip the counters' locks when there is nothing to add.
-    if result.duplicates:
-        m.events_duplicate.inc(result.duplicates)
-    if evaluation.dropped:
-        m.alerts_dropped.inc(len(evaluation.dropped))
-    if evaluation.template_errors:
-        m.template_errors.inc(len(evaluation.template_errors))
-        st.log.warning("templates fell back to defaults", extra={"errors": list(evaluation.template_errors)})
-    if evaluation.invalid:
-        m.events_dead_lettered.labels("invalid_event").inc(result.dead_lettered)
-        for bad in evaluation.invalid:
-            st.log.error("event cannot be made valid; dead-lettered",
-                         extra={"dedup_key": bad.dedup_key, "routing_key": bad.routing_key, "reason": bad.reason})
-    answer = {
-        "status": "accepted",
-        "alerts": len(group.alerts),
-        "queued": result.queued,
-        "duplicates": result.duplicates,
-        "dropped": len(evaluation.dropped),
-        "dead_lettered": result.dead_lettered,
-    }
-    return web.Response(body=_ENCODE(answer), content_type="application/json")
-
 
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
@@ -108,6 +22,8 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     st = request.app[state.STATE]
+    if (problem := st.supervisor.problem) is not None:  # the dispatcher keeps failing: nothing is delivered
+        return web.json_response({"status": "not ready", "dispatcher": problem}, status=503)
     try:
         await st.outbox.check()
     except OutboxUnavailable as exc:
@@ -179,7 +95,7 @@ async def reload(request: web.Request) -> web.Response:
 
 def routes() -> list[web.RouteDef]:
     return [
-        web.post("/v1/alertmanager", alertmanager),
+        web.post("/v1/alertmanager", intake.alertmanager),
         web.get("/healthz", healthz),
         web.get("/readyz", readyz),
         web.get("/metrics", metrics),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from receiver.auth import REFUSAL_REASONS
 from receiver.breaker import BreakerState
@@ -14,7 +14,9 @@ from receiver.settings import ENDPOINT_GROUPS
 
 __all__ = ["AUTH_RESULTS", "REJECT_REASONS", "Metrics"]
 
-REJECT_REASONS = ("invalid_body", "too_large", "outbox_unavailable")
+REJECT_REASONS = (
+    "invalid_body", "too_large", "outbox_unavailable", "busy", "unsupported_encoding", "body_timeout",
+)
 AUTH_RESULTS = ("allowed", "refused")
 _BREAKER_VALUES = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
 
@@ -102,10 +104,20 @@ class Metrics:
             "pdrelay_auth_refused_total", "Requests refused by authentication (401/403/400), by group and reason.",
             ["group", "reason"], registry=registry,
         )
+        self.dispatcher_restarts = Counter(
+            "pdrelay_dispatcher_restarts_total", "Restarts of the dispatcher after an unexpected error.",
+            registry=registry,
+        )
         self.audit_errors = Counter(
             "pdrelay_audit_errors_total", "Audit entries that could not be written (and are lost).",
             registry=registry,
         )
+        self.audit_head = Info(
+            "pdrelay_audit_head",
+            "The audit chain's head (<seq>:<line hash>) after the last write, for `pdrelay audit verify --head`.",
+            registry=registry,
+        )
+        self.audit_head.info({"head": ""})
         for group in ENDPOINT_GROUPS:
             for result in AUTH_RESULTS:
                 self.auth.labels(group, result)
@@ -120,6 +132,10 @@ class Metrics:
     def breaker_changed(self, endpoint: str, old: BreakerState, new: BreakerState) -> None:
         """A breaker listener: keep ``pdrelay_breaker_state`` current."""
         self.breaker_state.labels(endpoint).set(_BREAKER_VALUES[new])
+
+    def audit_head_written(self, head: str) -> None:
+        """An ``AuditLog`` ``on_head`` listener: keep ``pdrelay_audit_head_info`` current."""
+        self.audit_head.info({"head": head})
 
     def track_depth(self, depth: Callable[[], tuple[int, int]]) -> None:
         """Read the outbox depth at scrape time: ``depth()`` returns (queued, dead)."""

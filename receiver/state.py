@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from receiver.admission import IntakeGate
 from receiver.audit import AuditSink
 from receiver.breaker import CircuitBreaker
 from receiver.crypto import Keyring
@@ -14,9 +15,11 @@ from receiver.dispatcher import Dispatcher
 from receiver.limiter import RateLimiter
 from receiver.metrics import Metrics
 from receiver.models import Limits
+from receiver.offload import Worker
 from receiver.outbox import Outbox
 from receiver.rulebook import Rulebook
 from receiver.settings import Settings
+from receiver.supervisor import Supervisor
 
 __all__ = ["STATE", "AppState"]
 
@@ -28,6 +31,7 @@ class AppState:
     rulebook: Rulebook
     outbox: Outbox
     dispatcher: Dispatcher
+    supervisor: Supervisor  # keeps the dispatcher running; its problem makes /readyz answer 503
     log: logging.Logger
     dry_run: bool
     limiter: RateLimiter
@@ -35,6 +39,8 @@ class AppState:
     limits: Limits
     audit: AuditSink
     keyring: Keyring | None  # what seals stored alert content (None: stored in clear)
+    gate: IntakeGate  # intake's admission: requests and body bytes at once
+    worker: Worker  # the thread that parses and evaluates large bodies
 
 
 STATE = web.AppKey("pdrelay_state", AppState)

@@ -2,7 +2,8 @@
 
 `serve` refuses a rules file naming another module at start (exit 2), `/-/reload` and SIGHUP keep
 the last good rules, `outbox replay` refuses; none of them runs the step (its marker file never
-appears).
+appears). A plugin module the config allows is loaded and runs. The plugin module is written to
+pdrelay's working directory, which `python -m receiver` puts on its import path.
 """
 
 from __future__ import annotations
@@ -14,9 +15,22 @@ import sys
 from pathlib import Path
 
 import httpx
-from e2e_support import PdRelay, PdRelayFactory, wait_until
+from e2e_support import PagerDutyStandIn, PdRelay, PdRelayFactory, wait_until
 
 GOOD_RULES = "version: 1\ndefaults: {routing_key: default, dedup: alert}\nrules: []\n"
+PLUGIN = '''\
+"""Tags every event with its owner."""
+from transforms import AlertEvent, Transform
+
+
+def owner(name: str) -> Transform:
+    def transform(event: AlertEvent) -> AlertEvent:
+        event.fields["custom_details"] = {"owner": name}
+        return event
+
+    return transform
+'''
+PLUGIN_RULES = GOOD_RULES.replace("rules: []", "rules:\n  - transform: acme_owner:owner\n    with: {name: team-db}")
 
 
 def os_system_rules(marker: Path) -> str:
@@ -64,3 +78,21 @@ def test_a_plugin_outside_the_allow_list_is_refused_everywhere(start_pdrelay: Pd
     assert serve.returncode == 2
     assert refusal(relay) in serve.stderr
     assert not marker.exists()
+
+
+def test_a_plugin_the_config_allows_runs(pd: PagerDutyStandIn, start_pdrelay: PdRelayFactory) -> None:
+    """With `rules.allow_plugins: [acme_owner]`, a reload to a rules file using it succeeds and its
+    events carry what it set; `os:system` stays refused, naming what is configured."""
+    relay = start_pdrelay(rules=GOOD_RULES,
+                          config={"rules": {"paths": ["rules.yaml"], "allow_plugins": ["acme_owner"]}})
+    (relay.workdir / "acme_owner.py").write_text(PLUGIN)
+    relay.rules_path.write_text(PLUGIN_RULES)
+    assert httpx.post(f"{relay.url}/-/reload", timeout=10).status_code == 200
+    assert relay.post_alertmanager(body()).status_code == 200
+    [received] = pd.wait_accepted(lambda ev: len(ev) == 1, what="the event the plugin tagged")
+    assert received.event["payload"]["custom_details"] == {"owner": "team-db"}
+
+    relay.rules_path.write_text(os_system_rules(relay.workdir / "pwned"))
+    reload = httpx.post(f"{relay.url}/-/reload", timeout=10)
+    assert (reload.status_code, reload.json()["errors"]) == (400, [refusal(relay, "configured: acme_owner")])
+    assert not (relay.workdir / "pwned").exists()
