@@ -8,8 +8,8 @@ aiohttp's own request handler with three differences:
   answered ``400`` with the fixed :data:`BAD_REQUEST_BODY`, never with the parser's message,
   which quotes the offending bytes, credentials and all. It is logged as one fixed line naming
   the error class and the parser's reason cut before the first quoted byte
-  (:func:`parser_reason`); no traceback. A body that cannot be decoded gets
-  :data:`BAD_BODY_BODY` the same way.
+  (:func:`parser_reason`); no traceback. Bodies are never decoded (``auto_decompress`` off:
+  intake refuses any ``Content-Encoding``), so a compressed body cannot inflate here.
 - Any other error a request runs into is answered with a fixed JSON body too and logged with its
   traceback (redacted by :mod:`receiver.logs` like every line).
 - A connection must send a request's line and headers within ``server.header_timeout``: from
@@ -48,8 +48,6 @@ __all__ = ["BAD_REQUEST_BODY", "Protocol", "Runner", "Server", "app_runner", "pa
 
 BAD_REQUEST_BODY = b'{"error": "bad request: malformed request line, header or body framing"}'
 """The whole body of the ``400`` answer to a request that does not parse, whatever it held."""
-BAD_BODY_BODY = b'{"error": "bad request: malformed request body"}'
-"""The whole body of the ``400`` answer to a body that cannot be decoded (e.g. its Content-Encoding)."""
 INTERNAL_ERROR_BODY = b'{"error": "internal error; the request was not processed"}'
 KEEPALIVE_TIMEOUT = 75.0  # web.run_app's
 SHUTDOWN_TIMEOUT = 10.0
@@ -145,17 +143,11 @@ class Protocol(web.RequestHandler):
 
         ``message`` (the parser's text, raw bytes included) is never used.
         """
-        if isinstance(exc, HttpProcessingError):
+        if isinstance(exc, HttpProcessingError | web.RequestPayloadError):  # the body's framing: the same fault
             status, body = 400, BAD_REQUEST_BODY
             self._events.warning(
                 "bad request: malformed request line, header or body framing; answered 400 and closed the connection",
                 extra={"error": type(exc).__name__, "detail": parser_reason(exc), "remote": request.remote},
-            )
-        elif isinstance(exc, web.RequestPayloadError):
-            status, body = 400, BAD_BODY_BODY
-            self._events.warning(
-                "bad request: malformed request body; answered 400 and closed the connection",
-                extra={"error": type(exc).__name__, "remote": request.remote},
             )
         else:
             body = INTERNAL_ERROR_BODY
@@ -212,6 +204,9 @@ class Runner(web.AppRunner):
         self._protocol_settings: dict[str, Any] = {
             "header_timeout": server.header_timeout, "events": events, "keepalive_timeout": KEEPALIVE_TIMEOUT,
             "access_log": None, "max_line_size": server.max_header_bytes, "max_field_size": server.max_header_bytes,
+            # Never inflate a body: intake refuses any Content-Encoding with 415, unread (a gzip bomb included).
+            # The application's own handler_args say the same but do not reach the connections made here.
+            "auto_decompress": False,
         }
 
     async def _make_server(self) -> web.Server:
