@@ -22,7 +22,7 @@ from prometheus_client import CollectorRegistry
 
 from receiver import handlers
 from receiver.admission import IntakeGate
-from receiver.audit import AuditLog, AuditSink, GuardedAudit, NullAudit, RefusalAggregator
+from receiver.audit import AuditLog, AuditSink, GuardedAudit, NullAudit, RefusalAggregator, head_lost
 from receiver.auth import AuthDecision, Authenticator, auth_middleware
 from receiver.breaker import BreakerState, CircuitBreaker
 from receiver.clock import Clock, SystemClock
@@ -64,8 +64,10 @@ def create_app(settings: Settings, deps: Deps | None = None) -> web.Application:
     metrics.dry_run.set(1 if dry_run else 0)
     audit_failed = _audit_failed(metrics, d.log)
     # auth.refused entries counted by the interval: a flood of refusals cannot rotate the real entries out.
-    audit = RefusalAggregator(GuardedAudit(d.audit or _audit_log(settings, d.clock, metrics, audit_failed),
-                                           audit_failed), d.clock)
+    heads = _Heads(metrics.audit_head_written)  # the outbox listens too, once it has read the head it kept
+    audit_log = None if d.audit is not None else _audit_log(settings, d.clock, heads, audit_failed)
+    audit_start = audit_log.chain_head if audit_log is not None else ""  # before this run writes to the file
+    audit = RefusalAggregator(GuardedAudit(d.audit or audit_log or NullAudit(), audit_failed), d.clock)
     rulebook = Rulebook(settings.rules.paths, metrics, d.log, audit, routing_keys=pd.routing_keys.keys(),
                         allow_plugins=settings.rules.allow_plugins)
     keyring = Keyring.from_secrets(settings.security.encryption_keys)
@@ -121,6 +123,17 @@ def create_app(settings: Settings, deps: Deps | None = None) -> web.Application:
         if done.resealed:
             d.log.warning("the outbox's events were sealed again, bound to their ids, with keyed payload hashes",
                           extra={"events": done.resealed})
+        if audit_log is not None:
+            kept = await outbox.audit_head()
+            lost = None if kept is None else head_lost(kept, audit_start)
+            if lost is not None:
+                d.log.error("the audit log lost entries since the outbox kept its head: " + lost,
+                            extra={"audit_path": str(settings.audit_path), "kept_head": kept,
+                                   "file_head": audit_start})
+                audit.record("audit.head_lost", actor=None, kept_head=kept, file_head=audit_start,
+                             problem=lost)
+            heads.listeners.append(outbox.note_audit_head)
+            outbox.note_audit_head(audit_log.chain_head)
         yield
         await outbox.close()
 
@@ -139,15 +152,26 @@ def create_app(settings: Settings, deps: Deps | None = None) -> web.Application:
     return app
 
 
-def _audit_log(settings: Settings, clock: Clock, metrics: Metrics,
-               failed: Callable[[str, BaseException], None]) -> AuditSink:
-    """The audit file of the settings (keyed with ``audit.hmac_key``), its head kept in a metric."""
+class _Heads:
+    """The audit log's ``on_head``: tells each listener the chain's new head."""
+
+    def __init__(self, *listeners: Callable[[str], None]) -> None:
+        self.listeners = list(listeners)
+
+    def __call__(self, head: str) -> None:
+        for listener in self.listeners:
+            listener(head)
+
+
+def _audit_log(settings: Settings, clock: Clock, on_head: Callable[[str], None],
+               failed: Callable[[str, BaseException], None]) -> AuditLog | None:
+    """The audit file of the settings (keyed with ``audit.hmac_key``), its head told to ``on_head``."""
     if not settings.audit.enabled:
-        return NullAudit()
+        return None
     log = AuditLog(settings.audit_path, clock=clock, max_bytes=settings.audit.max_size,
                    backups=settings.audit.backups, batch_on_loop=True, on_error=failed,
-                   on_head=metrics.audit_head_written, hmac_key=settings.audit.hmac_key)
-    metrics.audit_head_written(log.chain_head)  # where the file ends at start: a drop since the last run shows
+                   on_head=on_head, hmac_key=settings.audit.hmac_key)
+    on_head(log.chain_head)  # where the file ends at start: a drop since the last run shows
     return log
 
 

@@ -17,7 +17,7 @@ Modules, each documenting its part of the contract:
 
 from __future__ import annotations
 
-from receiver.audit.entry import REDACTED, ZERO_HASH, AuditError
+from receiver.audit.entry import REDACTED, ZERO_HASH, AuditError, head_lost
 from receiver.audit.refusals import RefusalAggregator
 from receiver.audit.sinks import AuditSink, GuardedAudit, MemoryAudit, NullAudit
 from receiver.audit.verify import verify_files, verify_main
@@ -33,6 +33,7 @@ __all__ = [
     "MemoryAudit",
     "NullAudit",
     "RefusalAggregator",
+    "head_lost",
     "verify_files",
     "verify_main",
 ]

@@ -209,6 +209,23 @@ def parse_head(text: str) -> tuple[int, str]:
     return seq, line_hash
 
 
+def head_lost(kept: str, start: str) -> str | None:
+    """What the file lost, when the head ``kept`` outside it (the outbox's) is not in the file whose head
+    is ``start`` at open; ``None`` when the file reaches it. A file ahead of it is fine (a crash before the
+    head was kept, or entries written by operator commands), and whether it holds that very entry is what
+    ``pdrelay audit verify --head`` checks."""
+    try:
+        kept_seq, kept_hash = parse_head(kept)
+    except ValueError as exc:
+        return f"the head kept in the outbox is not one: {exc}"
+    seq, line_hash = parse_head(start)
+    if seq < kept_seq:
+        return f"the file ends at entry {seq}, before entry {kept_seq} (truncated, emptied or replaced)"
+    if seq == kept_seq and line_hash != kept_hash:
+        return f"entry {seq} is not the entry written (rewritten or replaced)"
+    return None
+
+
 def entry_hash(body: bytes, key: bytes | None) -> str:
     """The entry hash of ``body`` (canonical JSON without ``hash``): SHA-256, or HMAC-SHA256 with ``key``."""
     if key is None:

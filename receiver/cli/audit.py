@@ -2,17 +2,22 @@
 
 The files are the ones given, or with ``--config`` and none given, ``audit.path`` and its rotated
 files. The key is read from ``--key-file`` (the file's text, surrounding whitespace stripped),
-else from the ``audit.hmac_key`` of ``--config``.
+else from the ``audit.hmac_key`` of ``--config``. The head is ``--head``, else, with ``--config``,
+the one the server keeps in its outbox (so a log cut short at its end fails without the operator
+having noted anything).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 from pathlib import Path
 
 from receiver.audit import verify_main
 from receiver.cli.common import load_settings_or_report
+from receiver.cli.outbox import CannotOpen, opened
+from receiver.settings import Settings
 
 __all__ = ["verify"]
 
@@ -20,10 +25,16 @@ __all__ = ["verify"]
 def verify(args: argparse.Namespace) -> int:
     files: list[str] = list(args.files)
     key: bytes | None = None
+    head: str | None = args.head
     if args.config is not None:
         settings = load_settings_or_report(args)
         if settings is None:
             return 2
+        if head is None and settings.outbox.path.exists():
+            try:
+                head = asyncio.run(_kept_head(settings))
+            except CannotOpen:
+                return 2
         if settings.audit.hmac_key is not None:
             key = settings.audit.hmac_key.reveal().encode("utf-8")
         if not files:
@@ -39,7 +50,12 @@ def verify(args: argparse.Namespace) -> int:
             print(f"audit verify: the key file {args.key_file} is empty", file=sys.stderr)
             return 2
         key = text.encode("utf-8")
-    return verify_main(files, sys.stdout, sys.stderr, key=key, head=args.head)
+    return verify_main(files, sys.stdout, sys.stderr, key=key, head=head)
+
+
+async def _kept_head(settings: Settings) -> str | None:
+    async with opened(settings) as (box, _):
+        return await box.audit_head()
 
 
 def _with_rotated(path: Path) -> list[Path]:

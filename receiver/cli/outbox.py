@@ -29,17 +29,17 @@ from receiver.settings import Settings
 __all__ = ["list_", "purge", "rekey", "replay", "show"]
 
 
-class _CannotOpen(Exception):
+class CannotOpen(Exception):
     """Already reported on stderr."""
 
 
 @contextlib.asynccontextmanager
-async def _opened(settings: Settings, *, encrypt_plain: bool = False) -> AsyncIterator[tuple[Outbox, OpenReport]]:
+async def opened(settings: Settings, *, encrypt_plain: bool = False) -> AsyncIterator[tuple[Outbox, OpenReport]]:
     """The configured outbox, opened for an operator beside a possibly running server."""
     path = settings.outbox.path
     if not path.exists():
         print(f"pdrelay: no outbox at {path}", file=sys.stderr)
-        raise _CannotOpen
+        raise CannotOpen
     keyring = Keyring.from_secrets(settings.security.encryption_keys)
     box = build_outbox(settings.outbox.backend, path, keyring=keyring, clock=SystemClock(),
                        keep_sends_for=settings.pagerduty.rate_limit.longest_window, operator=True,
@@ -48,7 +48,7 @@ async def _opened(settings: Settings, *, encrypt_plain: bool = False) -> AsyncIt
         report = await box.open()
     except (OutboxUnavailable, ConfigError) as exc:
         print(f"pdrelay: {exc}", file=sys.stderr)
-        raise _CannotOpen from None
+        raise CannotOpen from None
     try:
         yield box, report
     finally:
@@ -61,7 +61,7 @@ def _run(settings: Settings | None, work: Callable[[Settings], Coroutine[Any, An
         return 2
     try:
         code: int = asyncio.run(work(settings))
-    except _CannotOpen:
+    except CannotOpen:
         return 2
     return code
 
@@ -90,12 +90,12 @@ def rekey(args: argparse.Namespace) -> int:
         return 2
 
     async def work(settings: Settings) -> OpenReport:
-        async with _opened(settings, encrypt_plain=True) as (box, first):
+        async with opened(settings, encrypt_plain=True) as (box, first):
             return first if first.encrypted_now else await box.rekey()
 
     try:
         report = asyncio.run(work(settings))
-    except _CannotOpen:
+    except CannotOpen:
         return 2
     with _cli_audit(settings) as audit:
         audit.record("admin.rekey", actor=_cli_actor(), encrypted_now=report.encrypted_now, events=report.events,
@@ -123,7 +123,7 @@ def _when(ts: float) -> str:
 
 def list_(args: argparse.Namespace) -> int:
     async def work(settings: Settings) -> int:
-        async with _opened(settings) as (box, _):
+        async with opened(settings) as (box, _):
             items = await box.items(status=args.state, routing_key=args.routing_key, reason=args.reason,
                                     limit=args.limit)
         _print_list(args, items)
@@ -152,7 +152,7 @@ def _print_list(args: argparse.Namespace, items: list[OutboxItem]) -> None:
 
 def show(args: argparse.Namespace) -> int:
     async def work(settings: Settings) -> int:
-        async with _opened(settings) as (box, _):
+        async with opened(settings) as (box, _):
             try:
                 it = await box.get(args.id)
             except NoSuchItem as exc:
@@ -244,7 +244,7 @@ def replay(args: argparse.Namespace) -> int:
     pd = settings.pagerduty
 
     async def work(settings: Settings) -> int:
-        async with _opened(settings) as (box, _):
+        async with opened(settings) as (box, _):
             if args.ids:
                 chosen = await _selected(box, args.ids)
                 if chosen is None:
@@ -302,7 +302,7 @@ def purge(args: argparse.Namespace) -> int:
         return 2
 
     async def work(settings: Settings) -> int:
-        async with _opened(settings) as (box, _):
+        async with opened(settings) as (box, _):
             if args.ids:
                 chosen = await _selected(box, args.ids)
                 if chosen is None:
