@@ -50,6 +50,11 @@ PLAIN = {
                      "the stored body's event_action is not the item's action 'trigger'"),
     "other_dedup_key": ("""UPDATE events SET body = '{"event_action": "trigger", "dedup_key": "z"}' WHERE id = ?""",
                         "the stored body's dedup_key is not the item's dedup key"),
+    # a text column other than the body that is not UTF-8 once failed every claim, the good rows' too
+    "routing_key_not_utf8": ("UPDATE events SET routing_key = CAST(X'64FF' AS TEXT) WHERE id = ?",
+                             "the stored row is malformed (a text column is not UTF-8)"),
+    "dedup_key_not_utf8": ("UPDATE events SET dedup_key = CAST(X'62FF' AS TEXT) WHERE id = ?",
+                           "the stored row is malformed (a text column is not UTF-8)"),
     "own_routing_key": ("""UPDATE events SET body = json_set(body, '$.routing_key', 'elsewhere') WHERE id = ?""",
                         "the stored body names a routing key of its own"),
 }
@@ -110,6 +115,7 @@ async def test_a_plain_row_that_is_not_its_event_is_set_aside_and_the_others_go(
         assert told == [(ids[1], Reason.UNREADABLE, error)]
         (dead,) = await box.items(status="dead")
         assert (dead.id, dead.reason, dead.last_error, dead.attempts) == (ids[1], "unreadable", error, 1)
+        assert await box.get(ids[1]) == dead  # operators see it, whatever its bytes
         assert (box.depth().queued, box.depth().dead) == (3, 1)
         assert await box.claim(10, ()) != []  # set aside once: the next claim reports nothing new
         assert len(told) == 1

@@ -18,6 +18,7 @@ from receiver.crypto import DecryptError
 from receiver.delivery import Incoming, Ledger, Verdict, Word
 from receiver.errors import Reason
 from receiver.outbox.contract import NoSuchItem, OutboxItem, RequeueResult
+from receiver.outbox.sqlite.committer import is_text
 from receiver.outbox.sqlite.schema import EVENT_COLUMNS, IdAllocator, load_states, store_states
 from receiver.outbox.sqlite.sealing import Sealer
 from transforms.base import InvalidEvent, RenderedEvent
@@ -65,6 +66,8 @@ def _body(row: tuple[Any, ...], sealer: Sealer, *, check: bool) -> dict[str, Any
     if not (isinstance(routing_key, str) and isinstance(ref, str) and isinstance(action, str)
             and isinstance(payload_hash, str) and isinstance(row[10], str)):
         raise Unreadable(Reason.UNREADABLE, "the stored row is malformed (a text column holds another type)")
+    if not all(is_text(t) for t in (routing_key, ref, action, payload_hash, row[10])):
+        raise Unreadable(Reason.UNREADABLE, "the stored row is malformed (a text column is not UTF-8)")
     try:
         data = sealer.open_event(_as_bytes(stored), item_id, routing_key, ref, action, payload_hash)
     except DecryptError as exc:

@@ -28,7 +28,7 @@ from receiver.delivery import Key
 from receiver.errors import ConfigError, OutboxUnavailable, Reason
 from receiver.outbox.contract import Depth, EnqueueResult, OpenReport, OutboxItem, RequeueResult
 from receiver.outbox.sqlite import admin
-from receiver.outbox.sqlite.committer import GroupCommitter
+from receiver.outbox.sqlite.committer import GroupCommitter, is_text, lossless
 from receiver.outbox.sqlite.intake import Enqueue, write_batch
 from receiver.outbox.sqlite.notes import Notes, recent_sends
 from receiver.outbox.sqlite.schema import EVENT_COLUMNS, load_state, migrate, store_states
@@ -196,7 +196,8 @@ class SQLiteOutbox:
         keys = _ENCODER.encode(sorted(exclude_keys))
 
         def read(conn: sqlite3.Connection) -> tuple[list[OutboxItem], list[tuple[int, Reason, str]]]:
-            rows = conn.execute(_CLAIM, (now, keys, limit + len(exclude))).fetchall()
+            with lossless(conn):
+                rows = conn.execute(_CLAIM, (now, keys, limit + len(exclude))).fetchall()
             items, unreadable = [], []
             for r in rows:
                 if r[0] in exclude:
@@ -218,8 +219,9 @@ class SQLiteOutbox:
         with them; they stay visible in ``outbox list``, with the reason and why."""
 
         def work(conn: sqlite3.Connection) -> None:
-            for item_id, reason, error in rows:
-                self._dead_letter_row(conn, item_id, (reason.value, None, error))
+            with lossless(conn):
+                for item_id, reason, error in rows:
+                    self._dead_letter_row(conn, item_id, (reason.value, None, error))
 
         await self._db.write(work)
         for item_id, reason, error in rows:
@@ -240,7 +242,8 @@ class SQLiteOutbox:
         key, _ = found
         conn.execute("UPDATE events SET status = 'dead', attempts = attempts + 1, reason = ?, last_status = ?, "
                      "last_error = ? WHERE id = ?", (*why, item_id))
-        store_states(conn, [(key, delivery.on_dead(load_state(conn, key), item_id))])
+        if is_text(key[0]) and is_text(key[1]):  # else a hand-edited key no intake can ever name: no state to keep
+            store_states(conn, [(key, delivery.on_dead(load_state(conn, key), item_id))])
         self._moved(-1, 1)
 
     async def ack(self, item: OutboxItem, settle_delay: float = 0.0) -> bool:
@@ -331,10 +334,18 @@ class SQLiteOutbox:
         self, *, status: str | None = None, routing_key: str | None = None, reason: str | None = None,
         limit: int | None = None,
     ) -> list[OutboxItem]:
-        return await self._db.read(lambda conn: admin.select(conn, self._sealer, status, routing_key, reason, limit))
+        def read(conn: sqlite3.Connection) -> list[OutboxItem]:
+            with lossless(conn):  # a row set aside for a text column that is not UTF-8 is listed too
+                return admin.select(conn, self._sealer, status, routing_key, reason, limit)
+
+        return await self._db.read(read)
 
     async def get(self, item_id: int) -> OutboxItem:
-        return await self._db.read(lambda conn: admin.get(conn, self._sealer, item_id))
+        def read(conn: sqlite3.Connection) -> OutboxItem:
+            with lossless(conn):
+                return admin.get(conn, self._sealer, item_id)
+
+        return await self._db.read(read)
 
     async def notification(self, item_id: int) -> bytes | None:
         return await self._db.read(lambda conn: admin.notification(conn, self._sealer, item_id))
