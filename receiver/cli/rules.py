@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
-from receiver.cli.common import load_rules_or_report, load_settings_or_report
+from receiver.cli.common import json_text, load_rules_or_report, load_settings_or_report, printable
 from receiver.errors import PayloadError
 from receiver.models import parse_notification
 from transforms import evaluation_to_json
@@ -51,7 +50,7 @@ def test_rules(args: argparse.Namespace) -> int:
             continue
         except PayloadError as exc:
             where = f" at {exc.field}" if exc.field else ""
-            print(f"{path}: not an Alertmanager webhook body{where}: {exc.message}", file=sys.stderr)
+            print(printable(f"{path}: not an Alertmanager webhook body{where}: {exc.message}"), file=sys.stderr)
             status = 1
             continue
         results.append({"file": str(path), **evaluation_to_json(rules.evaluate(group))})
@@ -59,6 +58,5 @@ def test_rules(args: argparse.Namespace) -> int:
     out: object = results
     if len(args.bodies) == 1 and results:
         out = {k: v for k, v in results[0].items() if k != "file"}
-    json.dump(out, sys.stdout, indent=2, sort_keys=True, ensure_ascii=False)
-    sys.stdout.write("\n")
+    sys.stdout.write(json_text(out, indent=2) + "\n")  # alert text, escaped for the terminal
     return status

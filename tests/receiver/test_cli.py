@@ -56,6 +56,27 @@ def test_test_rules_refuses_a_body_that_is_not_a_notification(tmp_path: Path) ->
     assert done.stderr == f"{body}: not an Alertmanager webhook body at receiver: missing required field 'receiver'\n"
 
 
+def test_test_rules_prints_alert_text_escaped(tmp_path: Path) -> None:
+    """Terminal escapes in an alert reach the screen as JSON escapes, and still parse to the same text."""
+    body = json.loads((FIXTURES / "am025-per-alert-firing" / "webhook.json").read_text())
+    title = "\x1b]0;pwned\x07\x1b[2J"
+    body["alerts"][0]["annotations"]["summary"] = title
+    path = tmp_path / "b.json"
+    path.write_text(json.dumps(body))
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("version: 1\ndefaults: {routing_key: default, dedup: alert}\n"
+                     "rules: [{name: s, set: {summary: '{{ annotations.summary }}'}}]\n")
+    done = pdrelay("test-rules", "--rules", str(rules), str(path))
+    assert done.returncode == 0, done.stderr
+    assert "\x1b" not in done.stdout and "\x07" not in done.stdout
+    assert "\\u001b]0;pwned\\u0007\\u001b[2J" in done.stdout
+    assert json.loads(done.stdout)["events"][0]["body"]["payload"]["summary"] == title
+    bad = tmp_path / "bad\x1b[2J.json"  # a file name from a pull request
+    bad.write_text('{"version": "4"}')
+    refused = pdrelay("test-rules", "--rules", str(rules), str(bad))
+    assert refused.returncode == 1 and "\x1b" not in refused.stderr and "\\x1b[2J" in refused.stderr, refused.stderr
+
+
 def test_serve_refuses_an_invalid_config(tmp_path: Path) -> None:
     """An invalid config stops serve at once with the key named, exit 2."""
     cfg = tmp_path / "pdrelay.yaml"
