@@ -37,8 +37,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     return command(args)
 
 
+class _Version(argparse.Action):
+    """``--version``: print the installed package's version and exit 0 (looked up only when asked)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS,
+                 default: str = argparse.SUPPRESS, help: str | None = None) -> None:
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: object, option_string: str | None = None) -> None:
+        from importlib.metadata import version
+
+        print(f"pdrelay {version('pdrelay')}")
+        parser.exit()
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pdrelay", description="Alertmanager → PagerDuty, durably.")
+    p.add_argument("--version", action=_Version, help="print the installed version and exit")
     sub = p.add_subparsers(required=True, metavar="COMMAND")
 
     serve = sub.add_parser("serve", help="run the sidecar")
