@@ -17,14 +17,18 @@ from __future__ import annotations
 import argparse
 import os
 import pkgutil
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-__all__ = ["DEFAULT_CONFIG", "UMASK", "main"]
+__all__ = ["BROKEN_PIPE", "DEFAULT_CONFIG", "UMASK", "main"]
 
 DEFAULT_CONFIG = Path("pdrelay.yaml")
 UMASK = 0o077
 """Directories 0700 and files 0600, whichever part of pdrelay (or SQLite) creates them."""
+
+BROKEN_PIPE = 128 + 13
+"""The exit status when the output pipe closes early: what a shell reports for a process SIGPIPE ended."""
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -34,7 +38,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     command: Command = pkgutil.resolve_name(args.command)
-    return command(args)
+    try:
+        status = command(args)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader went away (``pdrelay … | head -1``): end quietly with the status a shell reports for a
+        # process that SIGPIPE ended, as git does. stdout now points at /dev/null so that the interpreter's
+        # own flush at exit cannot fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return BROKEN_PIPE
+    return status
 
 
 class _Version(argparse.Action):

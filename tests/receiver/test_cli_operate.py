@@ -4,6 +4,7 @@ closed sets of option values, read-only commands without secrets, and shell comp
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from importlib.metadata import version
@@ -33,3 +34,65 @@ def test_version_imports_no_command_module() -> None:
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60,
                           check=True)
     assert json.loads(done.stdout) == {"code": 0, "loaded": []}
+
+
+FIRING = ROOT / "tests" / "e2e" / "captured" / "am-0.25_firing.json"
+RULES = "version: 1\ndefaults: {routing_key: default, dedup: alert}\nrules: []\n"
+
+
+def many_alerts(n: int) -> bytes:
+    """The captured firing body with ``n`` alerts, each its own fingerprint."""
+    body = json.loads(FIRING.read_text())
+    first = body["alerts"][0]
+    body["alerts"] = [{**first, "fingerprint": f"{i:016x}", "labels": {**first["labels"], "i": str(i)}}
+                      for i in range(n)]
+    return json.dumps(body).encode()
+
+
+def head_1(*args: str, cwd: Path) -> tuple[str, int, str]:
+    """Run ``pdrelay args | head -1`` through a real pipe: the first line, the exit status and stderr.
+
+    The output is larger than a pipe holds, so the writer is still writing when the reader closes. Python
+    runs with its usual buffered stdout (``PYTHONUNBUFFERED`` unset, as in a user's shell)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    with subprocess.Popen([PDRELAY, *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          stdin=subprocess.DEVNULL, env=env) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        first = proc.stdout.readline().decode()
+        proc.stdout.close()
+        err = proc.stderr.read().decode()
+        return first, proc.wait(timeout=60), err
+
+
+def test_test_rules_into_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
+    """`pdrelay test-rules … | head -1` prints its first line and exits 141, as git does, without a traceback."""
+    (tmp_path / "rules.yaml").write_text(RULES)
+    (tmp_path / "b.json").write_bytes(many_alerts(400))
+    first, code, err = head_1("test-rules", "--rules", "rules.yaml", "b.json", cwd=tmp_path)
+    assert (first, code, err) == ("{\n", 141, "")
+
+
+def test_outbox_list_into_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
+    """`pdrelay outbox list | head -1` prints the table's heading and exits 141 without a traceback."""
+    import asyncio
+
+    from receiver.models import parse_notification
+    from receiver.outbox.sqlite import SQLiteOutbox
+    from transforms import load_rules
+
+    (tmp_path / "rules.yaml").write_text(RULES)
+    (tmp_path / "pdrelay.yaml").write_text("outbox: {path: outbox.db}\nrules: {paths: [rules.yaml]}\n")
+    source = many_alerts(1500)
+    evaluation = load_rules([tmp_path / "rules.yaml"]).evaluate(parse_notification(source))
+
+    async def fill() -> None:
+        box = SQLiteOutbox(tmp_path / "outbox.db")
+        await box.open()
+        await box.enqueue(source, evaluation.events, evaluation.invalid, resend_interval=3600.0)
+        await box.close()
+
+    asyncio.run(fill())
+    whole = pdrelay("outbox", "list", "--limit", "1500", cwd=tmp_path)
+    assert whole.returncode == 0 and len(whole.stdout) > 1 << 16, whole.stderr
+    first, code, err = head_1("outbox", "list", "--limit", "1500", cwd=tmp_path)
+    assert (first, code, err) == (whole.stdout.splitlines(keepends=True)[0], 141, "")
