@@ -20,6 +20,7 @@ import pkgutil
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 __all__ = ["BROKEN_PIPE", "DEFAULT_CONFIG", "UMASK", "main"]
 
@@ -72,7 +73,8 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run the sidecar")
     serve.add_argument("--config", type=Path, help=f"config file (default: ./{DEFAULT_CONFIG} if present)")
-    serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                       metavar="LEVEL", help="one of %(choices)s (default %(default)s)")
     serve.add_argument("--listen", metavar="HOST:PORT", help="instead of server.listen; port 0: any free port")
     serve.add_argument("--port-file", type=Path, metavar="PATH", help="once listening, write the bound port to PATH")
     serve.set_defaults(command="receiver.cli.serve:serve")
@@ -105,6 +107,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _outbox_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from receiver.errors import Reason  # the standard library's enum only
+
+    _REASON: dict[str, Any] = {"choices": [r.value for r in Reason], "metavar": "REASON"}
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", type=Path, metavar="FILE",
                         help=f"config file (default: ./{DEFAULT_CONFIG} if present)")
@@ -112,9 +117,9 @@ def _outbox_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     osub = outbox.add_subparsers(required=True, metavar="ACTION")
 
     ls = osub.add_parser("list", parents=[common], help="list stored events, oldest first")
-    ls.add_argument("--state", choices=["queued", "dead"])
+    ls.add_argument("--state", choices=["queued", "dead"], metavar="STATE", help="one of %(choices)s")
     ls.add_argument("--routing-key", metavar="NAME", help="routing key name (as in pagerduty.routing_keys)")
-    ls.add_argument("--reason", metavar="R", help="failure reason, e.g. invalid_event")
+    ls.add_argument("--reason", **_REASON, help="failure reason, one of %(choices)s")
     ls.add_argument("--limit", type=int, default=100, metavar="N", help="at most N items (default 100)")
     ls.add_argument("--json", action="store_true", help="one JSON object a line")
     ls.set_defaults(command="receiver.cli.outbox:list_")
@@ -129,14 +134,14 @@ def _outbox_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     which = replay.add_mutually_exclusive_group(required=True)
     which.add_argument("ids", nargs="*", type=int, default=[], metavar="ID")
     which.add_argument("--all", action="store_true", help="every dead event")
-    which.add_argument("--reason", metavar="R", help="every dead event with this reason")
+    which.add_argument("--reason", **_REASON, help="every dead event with this reason: %(choices)s")
     replay.set_defaults(command="receiver.cli.outbox:replay")
 
     purge = osub.add_parser("purge", parents=[common], help="delete stored events and release their notifications")
     what = purge.add_mutually_exclusive_group(required=True)
     what.add_argument("ids", nargs="*", type=int, default=[], metavar="ID")
     what.add_argument("--dead", action="store_true", help="every dead event")
-    what.add_argument("--reason", metavar="R", help="every dead event with this reason")
+    what.add_argument("--reason", **_REASON, help="every dead event with this reason: %(choices)s")
     purge.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     purge.add_argument("--force", action="store_true", help="also purge queued events given by ID")
     purge.set_defaults(command="receiver.cli.outbox:purge")

@@ -10,6 +10,8 @@ import sys
 from importlib.metadata import version
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 PDRELAY = str(Path(sys.executable).parent / "pdrelay")
 
@@ -96,3 +98,47 @@ def test_outbox_list_into_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
     assert whole.returncode == 0 and len(whole.stdout) > 1 << 16, whole.stderr
     first, code, err = head_1("outbox", "list", "--limit", "1500", cwd=tmp_path)
     assert (first, code, err) == (whole.stdout.splitlines(keepends=True)[0], 141, "")
+
+
+REASONS = ("rate_limited", "server_error", "timeout", "connection", "client_error", "auth_error", "invalid_event",
+           "unknown_routing_key", "expired", "undecryptable", "unreadable")
+
+
+def test_the_reasons_offered_are_the_closed_set_of_reasons() -> None:
+    """The CLI offers exactly receiver.errors.Reason's values, in its order."""
+    from receiver.errors import Reason
+
+    assert tuple(r.value for r in Reason) == REASONS
+
+
+@pytest.mark.parametrize("argv", [["outbox", "list"], ["outbox", "replay"], ["outbox", "purge"]])
+def test_an_unknown_reason_is_refused_with_the_allowed_values(argv: list[str], tmp_path: Path) -> None:
+    """`--reason bogus` exits 2 naming every allowed reason, before any outbox is opened."""
+    done = pdrelay(*argv, "--reason", "bogus", cwd=tmp_path)
+    allowed = ", ".join(f"'{r}'" for r in REASONS)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.endswith(f"pdrelay {' '.join(argv)}: error: argument --reason: invalid choice: 'bogus' "
+                                f"(choose from {allowed})\n"), done.stderr
+    assert not (tmp_path / "data").exists() and list(tmp_path.iterdir()) == []
+
+
+def test_an_unknown_state_or_log_level_is_refused_with_the_allowed_values(tmp_path: Path) -> None:
+    """`outbox list --state` and `serve --log-level` name their allowed values too."""
+    state = pdrelay("outbox", "list", "--state", "gone", cwd=tmp_path)
+    assert state.returncode == 2
+    assert state.stderr.endswith("error: argument --state: invalid choice: 'gone' (choose from 'queued', 'dead')\n")
+    level = pdrelay("serve", "--log-level", "LOUD", cwd=tmp_path)
+    assert level.returncode == 2
+    assert level.stderr.endswith("error: argument --log-level: invalid choice: 'LOUD' "
+                                 "(choose from 'DEBUG', 'INFO', 'WARNING', 'ERROR')\n")
+
+
+@pytest.mark.parametrize("argv", [["outbox", "list"], ["outbox", "replay"], ["outbox", "purge"]])
+def test_help_lists_the_reasons(argv: list[str]) -> None:
+    """`--help` names every reason (argparse wraps the line; the words are what count)."""
+    done = pdrelay(*argv, "--help")
+    assert done.returncode == 0
+    words = " ".join(done.stdout.split())
+    assert ", ".join(REASONS) in words
+    if argv == ["outbox", "list"]:
+        assert "--state STATE one of queued, dead" in words
