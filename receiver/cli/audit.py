@@ -27,7 +27,7 @@ def verify(args: argparse.Namespace) -> int:
     key: bytes | None = None
     head: str | None = args.head
     if args.config is not None:
-        settings = load_settings_or_report(args)
+        settings = load_settings_or_report(args, read_only=True)
         if settings is None:
             return 2
         if head is None and settings.outbox.path.exists():

@@ -64,10 +64,16 @@ def _json_escape(ch: str) -> str:
     return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
 
 
-def load_settings_or_report(args: argparse.Namespace) -> Settings | None:
-    """``--config``, else ``./pdrelay.yaml`` if present, else embedded defaults; ``None`` after reporting an error."""
+def load_settings_or_report(args: argparse.Namespace, *, read_only: bool = False) -> Settings | None:
+    """``--config``, else ``./pdrelay.yaml`` if present, else embedded defaults; ``None`` after reporting an error.
+
+    ``read_only``: the routing keys and tokens may be unset (see :mod:`receiver.cli.readonly`)."""
     config = args.config if args.config is not None else (DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None)
     try:
+        if read_only:
+            from receiver.cli.readonly import load_read_only
+
+            return load_read_only(config)
         return load_settings(config)
     except ConfigError as exc:
         print(f"pdrelay: {exc}", file=sys.stderr)

@@ -129,7 +129,7 @@ def list_(args: argparse.Namespace) -> int:
         _print_list(args, items)
         return 0
 
-    return _run(load_settings_or_report(args), work)
+    return _run(load_settings_or_report(args, read_only=True), work)
 
 
 def _print_list(args: argparse.Namespace, items: list[OutboxItem]) -> None:
@@ -161,7 +161,7 @@ def show(args: argparse.Namespace) -> int:
         _print_item(args, it)
         return 0
 
-    return _run(load_settings_or_report(args), work)
+    return _run(load_settings_or_report(args, read_only=True), work)
 
 
 def _print_item(args: argparse.Namespace, it: OutboxItem) -> None:

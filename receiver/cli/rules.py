@@ -21,7 +21,7 @@ def check_rules(args: argparse.Namespace) -> int:
     routing_keys: set[str] = set()
     allow_plugins: tuple[str, ...] = ()
     if args.config is not None:
-        settings = load_settings_or_report(args)
+        settings = load_settings_or_report(args, read_only=True)
         if settings is None:
             return 2
         routing_keys = set(settings.pagerduty.routing_keys)

@@ -142,3 +142,135 @@ def test_help_lists_the_reasons(argv: list[str]) -> None:
     assert ", ".join(REASONS) in words
     if argv == ["outbox", "list"]:
         assert "--state STATE one of queued, dead" in words
+
+
+UNSET_SECRETS_CONFIG = """\
+outbox: {path: outbox.db}
+rules: {paths: [rules.yaml]}
+audit: {path: audit.jsonl}
+pagerduty:
+  routing_keys: {default: "${PD_ROUTING_KEY}", db: {env: PD_DB_KEY}, web: {file: web.key}}
+auth:
+  bearer_tokens: ["${PDRELAY_TOKEN}"]
+  admin_tokens: {env: PDRELAY_ADMIN_TOKEN}
+security:
+  jwt_secret: {file: jwt.secret}
+"""
+SECRET_VARS = ("PD_ROUTING_KEY", "PD_DB_KEY", "PDRELAY_TOKEN", "PDRELAY_ADMIN_TOKEN", "PD_ENC_KEY")
+
+
+def run_with(env: dict[str, str], *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if k not in SECRET_VARS}
+    return subprocess.run([PDRELAY, *args], cwd=cwd, capture_output=True, text=True, timeout=60, check=False,
+                          env={**base, **env}, stdin=subprocess.DEVNULL)
+
+
+def fill_outbox(d: Path, key: str | None = None) -> None:
+    """Store the captured firing body's two events (one a line in ``outbox list``), encrypted under ``key``."""
+    import asyncio
+
+    from receiver.crypto import Keyring
+    from receiver.models import parse_notification
+    from receiver.outbox.sqlite import SQLiteOutbox
+    from transforms import load_rules
+
+    (d / "rules.yaml").write_text(RULES)
+    source = FIRING.read_bytes()
+    evaluation = load_rules([d / "rules.yaml"]).evaluate(parse_notification(source))
+
+    async def fill() -> None:
+        box = SQLiteOutbox(d / "outbox.db", keyring=Keyring.from_keys([key]) if key else None)
+        await box.open()
+        await box.enqueue(source, evaluation.events, evaluation.invalid, resend_interval=3600.0)
+        await box.close()
+
+    asyncio.run(fill())
+
+
+def test_the_serve_config_refuses_unset_secrets(tmp_path: Path) -> None:
+    """The reproducer's premise: the service itself still refuses a routing key whose variable is unset."""
+    (tmp_path / "pdrelay.yaml").write_text(UNSET_SECRETS_CONFIG)
+    from receiver.errors import ConfigError
+    from receiver.settings import load_settings
+
+    with pytest.raises(ConfigError, match=r"^config: pagerduty\.routing_keys\.default: environment variable "
+                                          r"PD_ROUTING_KEY is not set$"):
+        load_settings(tmp_path / "pdrelay.yaml", environ={})
+
+
+def test_outbox_list_and_show_run_with_the_secrets_unset(tmp_path: Path) -> None:
+    """`outbox list/show` read the outbox although no routing key, token or JWT secret is available."""
+    fill_outbox(tmp_path)
+    (tmp_path / "pdrelay.yaml").write_text(UNSET_SECRETS_CONFIG)
+    listed = run_with({}, "outbox", "list", "--json", cwd=tmp_path)
+    assert (listed.returncode, listed.stderr) == (0, "")
+    assert [json.loads(line)["dedup_key"] for line in listed.stdout.splitlines()] == [
+        "d55413deeb88df6c", "0ee71a229f2262e7"]
+    shown = run_with({}, "outbox", "show", "1", "--json", cwd=tmp_path)
+    assert (shown.returncode, shown.stderr) == (0, "")
+    assert json.loads(shown.stdout)["body"]["dedup_key"] == "d55413deeb88df6c"
+
+
+def test_check_rules_and_test_rules_run_with_the_secrets_unset(tmp_path: Path) -> None:
+    """`check-rules --config` still checks the routing key names, and `test-rules` ignores ./pdrelay.yaml."""
+    (tmp_path / "pdrelay.yaml").write_text(UNSET_SECRETS_CONFIG)
+    (tmp_path / "rules.yaml").write_text("version: 1\ndefaults: {routing_key: db, dedup: alert}\nrules: []\n")
+    (tmp_path / "bad.yaml").write_text("version: 1\ndefaults: {routing_key: nope, dedup: alert}\nrules: []\n")
+    checked = run_with({}, "check-rules", "--config", "pdrelay.yaml", "rules.yaml", cwd=tmp_path)
+    assert (checked.returncode, checked.stderr) == (0, ""), checked.stderr
+    assert checked.stdout.startswith("ok: 1 file(s), sha256 ")
+    refused = run_with({}, "check-rules", "--config", "pdrelay.yaml", "bad.yaml", cwd=tmp_path)
+    assert refused.returncode == 1 and "nope" in refused.stderr, refused.stderr
+    (tmp_path / "b.json").write_bytes(FIRING.read_bytes())
+    tested = run_with({}, "test-rules", "--rules", "rules.yaml", "b.json", cwd=tmp_path)
+    assert (tested.returncode, tested.stderr) == (0, "")
+
+
+def test_audit_verify_runs_with_the_secrets_unset(tmp_path: Path) -> None:
+    """`audit verify --config` gives the same answer with the routing keys and tokens unset as with them set."""
+    (tmp_path / "pdrelay.yaml").write_text(UNSET_SECRETS_CONFIG)
+    (tmp_path / "audit.jsonl").write_text("")
+    unset = run_with({}, "audit", "verify", "--config", "pdrelay.yaml", cwd=tmp_path)
+    (tmp_path / "web.key").write_text("w" * 32)
+    (tmp_path / "jwt.secret").write_text("j" * 32)
+    every = {"PD_ROUTING_KEY": "r" * 32, "PD_DB_KEY": "d" * 32, "PDRELAY_TOKEN": "t" * 32,
+             "PDRELAY_ADMIN_TOKEN": "a" * 32}
+    set_ = run_with(every, "audit", "verify", "--config", "pdrelay.yaml", cwd=tmp_path)
+    assert "not set" not in unset.stderr
+    assert (unset.returncode, unset.stdout, unset.stderr) == (set_.returncode, set_.stdout, set_.stderr)
+
+
+def test_an_encrypted_outbox_lists_with_its_key_and_names_the_key_without_it(tmp_path: Path) -> None:
+    """The encryption key is still read: given, the rows list; named but unset, the command says it needs it."""
+    from receiver.crypto import generate_key
+
+    key = generate_key()
+    fill_outbox(tmp_path, key)
+    (tmp_path / "pdrelay.yaml").write_text(UNSET_SECRETS_CONFIG + "  encryption_key: ${PD_ENC_KEY}\n")
+    listed = run_with({"PD_ENC_KEY": key}, "outbox", "show", "2", "--json", cwd=tmp_path)
+    assert (listed.returncode, listed.stderr) == (0, "")
+    assert json.loads(listed.stdout)["body"]["dedup_key"] == "0ee71a229f2262e7"
+    refused = run_with({}, "outbox", "list", cwd=tmp_path)
+    assert (refused.returncode, refused.stdout) == (2, "")
+    assert refused.stderr == "pdrelay: config: security.encryption_key: environment variable PD_ENC_KEY is not set\n"
+
+
+def test_only_unavailable_values_of_the_unused_secrets_are_replaced(tmp_path: Path) -> None:
+    """Set variables, fallbacks, readable files and everything outside the unused parts stay as written."""
+    from receiver.cli.readonly import without_unset_secrets
+
+    (tmp_path / "k").write_text("x")
+    data = {
+        "pagerduty": {"routing_keys": {"a": "${SET}", "b": "${GONE:-fallback}", "c": {"file": "k"},
+                                       "d": "${GONE}", "e": {"env": "GONE"}, "f": {"file": "missing"}}},
+        "security": {"encryption_key": "${GONE}", "jwt_secret": "${GONE}"},
+        "audit": {"hmac_key": {"env": "GONE"}},
+    }
+    out = without_unset_secrets(data, {"SET": "s"}, tmp_path)
+    keys = out["pagerduty"]["routing_keys"]
+    assert {k: keys[k] for k in "abc"} == {"a": "${SET}", "b": "${GONE:-fallback}", "c": {"file": "k"}}
+    replaced = [keys["d"], keys["e"], keys["f"], out["security"]["jwt_secret"]]
+    assert all(isinstance(v, str) and len(v) >= 32 and "$" not in v for v in replaced)
+    assert len(set(replaced)) == 4
+    assert out["security"]["encryption_key"] == "${GONE}" and out["audit"] == {"hmac_key": {"env": "GONE"}}
+    assert data["pagerduty"]["routing_keys"]["d"] == "${GONE}"  # the input is left as it was
