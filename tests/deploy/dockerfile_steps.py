@@ -57,12 +57,6 @@ class Stage:
     name: str | None
     steps: list[Instruction] = field(default_factory=list)
 
-    def only(self, keyword: str) -> Instruction:
-        found = [step for step in self.steps if step.keyword == keyword]
-        if len(found) != 1:
-            raise DockerfileError(f"expected one {keyword} in stage {self.name or self.image}, found {len(found)}")
-        return found[0]
-
 
 def logical_lines(text: str) -> list[str]:
     """Lines with comments dropped and `\\`-continued lines joined."""
