@@ -154,6 +154,7 @@ def image() -> Iterator[Image]:
     assert [stage.name for stage in stages] == ["build", None]
     assert stages[0].image == stages[1].image  # the venv is built against the runtime's Python
     assert stages[0].image.startswith(f"python:{sys.version_info.major}.{sys.version_info.minor}-slim")
+    assert os.geteuid() == 0, "the replay runs the Dockerfile's RUN steps as root, as the build does"
     root = Path(tempfile.mkdtemp(prefix="pdrelay-image-"))
     root.chmod(0o755)  # mkdtemp's 0700 would keep uid 10001 out
     try:
@@ -211,9 +212,11 @@ def test_only_the_volume_is_writable_by_the_image_user(image: Image) -> None:
     assert stat.S_IMODE(writable[0].stat().st_mode) == 0o700
 
 
-def start(image: Image, data: Path, log: Path) -> tuple[subprocess.Popen[bytes], int]:
+def start(image: Image, data: Path, log: Path, args: tuple[str, ...] = ()) -> tuple[subprocess.Popen[bytes], int]:
+    """Run the image's command (or ``args`` in place of its CMD) as the image user, on port 0."""
     port_file = data / "port"
-    argv = [*(rewrite(image, word) for word in image.command), "--listen", "127.0.0.1:0", "--port-file", "data/port"]
+    command = [*image.command[:1], *args] if args else image.command
+    argv = [*(rewrite(image, word) for word in command), "--listen", "127.0.0.1:0", "--port-file", str(port_file)]
     env = {**image.env, "HOME": str(image.host("/var/lib/pdrelay")), "LANG": "C.UTF-8"}
     with log.open("wb") as out:
         proc = subprocess.Popen(image.as_user(argv), cwd=image.host(image.workdir), env=env,
@@ -276,3 +279,23 @@ def test_starts_with_the_config_mounted_at_etc_pdrelay(image: Image, data: Path,
     record = start_line(log)
     assert (record["config"], record["outbox"]) == ("pdrelay.yaml", "data/mounted.db")
     assert sorted(path.name for path in data.iterdir()) == ["audit.jsonl", "mounted.db", "port"]
+
+
+def test_starts_with_the_config_given_as_arguments(image: Image, data: Path, tmp_path: Path) -> None:
+    # As a Kubernetes manifest may run it: `args: [serve, --config, /etc/pdrelay/pdrelay.yaml]`, its
+    # paths then absolute (relative ones would be read from /etc/pdrelay).
+    mounted = image.host("/etc/pdrelay/pdrelay.yaml")
+    outbox, rules = image.host("/var/lib/pdrelay/data/given.db"), image.host("/etc/pdrelay/rules")
+    mounted.write_text(f"outbox: {{path: {outbox}}}\nrules: {{paths: [{rules}]}}\n", encoding="utf-8")
+    log = tmp_path / "pdrelay.log"
+    try:
+        proc, port = start(image, data, log, ("serve", "--config", "/etc/pdrelay/pdrelay.yaml"))
+        try:
+            check_serving(image, port)
+        finally:
+            assert stop_process(proc) == 0
+    finally:
+        mounted.unlink()
+    record = start_line(log)
+    assert (record["config"], record["outbox"]) == (str(mounted), str(outbox))
+    assert sorted(path.name for path in data.iterdir()) == ["audit.jsonl", "given.db", "port"]
