@@ -40,9 +40,11 @@ from receiver.pagerduty.events import Sender, SendResult
 from receiver.secret import Secret
 from receiver.settings import PagerDutySettings
 
-__all__ = ["Dispatcher", "backoff_delay"]
+__all__ = ["MAX_IDLE_WAIT", "Dispatcher", "backoff_delay"]
 
-_MAX_IDLE_WAIT = 5.0
+MAX_IDLE_WAIT = 1.0
+"""The longest the dispatcher goes without looking at the queue: another process (``pdrelay outbox replay``)
+may have queued an event without a :meth:`Dispatcher.wake`, and it is sent within this time."""
 _MIN_WAIT = 0.001
 # What says PagerDuty's endpoint is unwell; 400s and 429s come from a healthy one.
 _TRIPS_BREAKER = frozenset({Reason.SERVER_ERROR, Reason.TIMEOUT, Reason.CONNECTION})
@@ -192,20 +194,27 @@ class Dispatcher:
         self._inflight[item.id] = task
         task.add_done_callback(functools.partial(self._done, item.id))
 
-    async def _sleep_until_due(self, at_least: float) -> None:
-        """Until the next item is due, a key has budget again, or the breaker's trial time."""
+    async def idle_wait(self, at_least: float = 0.0) -> float:
+        """How long the dispatcher waits now, unless woken: until the next item is due, a key has budget
+        again, or the breaker's trial time; at least ``at_least``, and at most :data:`MAX_IDLE_WAIT`."""
         due = await self._outbox.next_due()
-        waits = [_MAX_IDLE_WAIT]
+        waits = [MAX_IDLE_WAIT]
         if due is not None:
             waits.append(due - self._clock.now())
-        now = self._clock.monotonic()
         blocked, global_at = self._limiter.blocked()
+        # Read after the limiter's own reading: a limit with room answers "now", which must not look
+        # like a moment still to come (the dispatcher would wake every _MIN_WAIT, a busy loop).
+        now = self._clock.monotonic()
         waits.extend(t - now for t in blocked.values())
         if global_at > now:
             waits.append(global_at - now)
         if (retry_in := self._breaker.retry_in()) is not None:
             waits.append(retry_in)
-        timeout = max(at_least, min(waits))
+        return max(at_least, min(waits))
+
+    async def _sleep_until_due(self, at_least: float) -> None:
+        """Until :meth:`idle_wait` has passed, or :meth:`wake`."""
+        timeout = await self.idle_wait(at_least)
         if timeout <= 0:
             return
         # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation that
