@@ -106,8 +106,9 @@ class Dispatcher:
         if len(self._inflight) >= self._settings.concurrency:
             return self._wakes
         if routing_keys is not None:
-            now = self._clock.monotonic()
-            if all(self._limiter.next_allowed(k) > now for k in routing_keys):
+            allowed = [self._limiter.next_allowed(k) for k in routing_keys]
+            now = self._clock.monotonic()  # after the limiter's own readings: "room now" is never in the future
+            if all(at > now for at in allowed):
                 return self._wakes
         self._wakeup.set()
         return self._wakes
