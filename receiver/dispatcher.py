@@ -94,6 +94,7 @@ class Dispatcher:
         self._fault: BaseException | None = None  # an unexpected error of a delivery: ends run()
         self._clean: Callable[[], None] = lambda: None
         self.looked_after = 0  # the number of wake() calls made before the latest look at the queue began
+        self.drained = (0, 0)  # at the latest stop: (sends in flight that settled, sends cancelled unsettled)
 
     def wake(self, routing_keys: Iterable[str] | None = None) -> int:
         """Look for work now (called after intake commits ``routing_keys``' events).
@@ -232,9 +233,11 @@ class Dispatcher:
         """On shutdown, let requests in flight finish settling, for at most one request timeout
         and a little; what is still running then is cancelled and stays queued for next time."""
         tasks = list(self._inflight.values())
+        self.drained = (0, 0)
         if not tasks:
             return
-        _, pending = await asyncio.wait(tasks, timeout=self._settings.api_timeout + 5.0)
+        done, pending = await asyncio.wait(tasks, timeout=self._settings.api_timeout + 5.0)
+        self.drained = (len(done), len(pending))
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)

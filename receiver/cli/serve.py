@@ -1,5 +1,6 @@
 """``pdrelay serve``: build the app from the config, run it on uvloop (TLS, SIGHUP reload), and once it
-listens say how it is set up and where (``--port-file``: the bound port, for ``--listen HOST:0``)."""
+listens say how it is set up and where (``--port-file``: the bound port, for ``--listen HOST:0``); at
+SIGTERM or SIGINT, say which one stopped it, what it drained and what stays queued."""
 
 from __future__ import annotations
 
@@ -133,8 +134,17 @@ def _run(
     listening: Callable[[list[Any]], None],
 ) -> None:
     """Serve until SIGTERM or SIGINT and shut down as ``web.run_app`` does; call ``listening`` with the
-    bound addresses once the socket listens (``run_app`` has no such moment to hook into)."""
-    runner = app_runner(app, settings.server, app[STATE].log, handle_signals=True)
+    bound addresses once the socket listens (``run_app`` has no such moment to hook into). Once stopped,
+    log which signal stopped it and what it drained and leaves queued."""
+    runner = app_runner(app, settings.server, app[STATE].log)
+    stopped_by: list[signal.Signals] = []
+
+    def stop(sig: signal.Signals) -> None:
+        stopped_by.append(sig)
+        raise web.GracefulExit()  # out of run_until_complete, as aiohttp's own handler does
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop, sig)
 
     async def serve_forever() -> None:
         await runner.setup()
@@ -162,6 +172,20 @@ def _run(
         loop.run_until_complete(asyncio.gather(*rest, return_exceptions=True))
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
+        _log_stop(app, stopped_by[0] if stopped_by else None)
+
+
+def _log_stop(app: web.Application, sig: signal.Signals | None) -> None:
+    """One line at stop: the signal, the sends that were in flight (drained: they settled; cancelled:
+    they did not within the drain's time and are sent again next time) and what stays queued."""
+    st = app[STATE]
+    drained, cancelled = st.dispatcher.drained
+    queued = st.outbox.depth().queued
+    on = f" on {sig.name}" if sig is not None else ""
+    st.log.info(f"pdrelay stopped{on}: {drained} in-flight send(s) drained, {cancelled} cancelled; "
+                f"{queued} event(s) stay queued",
+                extra={"signal": sig.name if sig is not None else None, "drained": drained,
+                       "cancelled": cancelled, "queued": queued})
 
 
 def _announce(settings: Settings, app: web.Application, log: object) -> None:

@@ -4,9 +4,12 @@ another process, and says at stop which signal ended it and what it leaves queue
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from tests.e2e.e2e_support import PagerDutyStandIn, PdRelay, wait_until
@@ -47,3 +50,79 @@ def test_the_server_sends_an_event_replayed_from_the_cli(tmp_path: Path) -> None
                 (dead_key, 400), (first[0].triple[1], 202), (dead_key, 202)]
         finally:
             relay.stop()
+
+
+class HeldPagerDuty:
+    """A PagerDuty endpoint on loopback that never answers: each send stays in flight until pdrelay's own
+    ``api_timeout`` ends it. Counts the requests it holds."""
+
+    def __init__(self) -> None:
+        self.held = 0
+        self._lock = threading.Lock()
+        self._release = threading.Event()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                with outer._lock:
+                    outer.held += 1
+                outer._release.wait(60.0)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}/v2/enqueue"
+
+    def __enter__(self) -> HeldPagerDuty:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._release.set()
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def stop_lines(relay: PdRelay) -> list[dict[str, object]]:
+    lines = [json.loads(line) for line in relay.log().splitlines() if line.startswith("{")]
+    return [line for line in lines if str(line["msg"]).startswith("pdrelay stopped")]
+
+
+def test_sigterm_logs_the_signal_the_drained_sends_and_what_stays_queued(tmp_path: Path) -> None:
+    """SIGTERM with two sends in flight: they are drained (here, ended by the request timeout and rescheduled)
+    and both events stay queued; exactly one line says so."""
+    with HeldPagerDuty() as pd:
+        relay = PdRelay(tmp_path, events_url=pd.url, pagerduty={"api_timeout": 10}).start()
+        try:
+            assert relay.post_alertmanager(FIRING.read_bytes()).status_code == 200
+            wait_until(lambda: pd.held == 2, what="both sends held in flight")
+            assert relay.kill(signal.SIGTERM, timeout=30.0) == 0
+        finally:
+            relay.stop()
+    (line,) = stop_lines(relay)
+    assert line["msg"] == "pdrelay stopped on SIGTERM: 2 in-flight send(s) drained, 0 cancelled; 2 event(s) stay queued"
+    assert (line["signal"], line["drained"], line["cancelled"], line["queued"]) == ("SIGTERM", 2, 0, 2)
+
+
+def test_sigint_with_nothing_in_flight_says_so(tmp_path: Path) -> None:
+    """SIGINT (Ctrl-C) while the events wait for their next retry: nothing to drain, both stay queued."""
+    with PagerDutyStandIn() as pd:
+        pd.set_default(500)
+        relay = PdRelay(tmp_path, events_url=pd.events_url,
+                        pagerduty={"retry": {"initial_backoff": 600, "max_backoff": 600}}).start()
+        try:
+            assert relay.post_alertmanager(FIRING.read_bytes()).status_code == 200
+            wait_until(lambda: relay.log().count('"msg": "delivery failed, will retry"') == 2,
+                       what="both first attempts answered 500 and rescheduled")
+            assert relay.kill(signal.SIGINT, timeout=30.0) == 0
+        finally:
+            relay.stop()
+    (line,) = stop_lines(relay)
+    assert line["msg"] == "pdrelay stopped on SIGINT: 0 in-flight send(s) drained, 0 cancelled; 2 event(s) stay queued"
