@@ -2,7 +2,7 @@
 
 ``serve`` (:mod:`receiver.cli.serve`), ``check-rules`` and ``test-rules`` (:mod:`receiver.cli.rules`),
 ``outbox list/show/replay/purge/rekey`` (:mod:`receiver.cli.outbox`), ``keygen`` (:mod:`receiver.cli.keys`),
-``audit verify`` (:mod:`receiver.cli.audit`).
+``audit verify`` (:mod:`receiver.cli.audit`), ``completion`` (:mod:`receiver.cli.completion`).
 
 This module imports only the standard library. Each command names its function as
 ``"module:function"``, and the module is imported only when that command runs, so
@@ -103,6 +103,10 @@ def _parser() -> argparse.ArgumentParser:
 
     keygen = sub.add_parser("keygen", help="print a new 256-bit encryption key (base64) for security.encryption_key")
     keygen.set_defaults(command="receiver.cli.keys:keygen")
+
+    completion = sub.add_parser("completion", help="print a shell completion script (bash or zsh)")
+    completion.add_argument("shell", choices=["bash", "zsh"], help="one of %(choices)s")
+    completion.set_defaults(command="receiver.cli.completion:completion")
     return p
 
 

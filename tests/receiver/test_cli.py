@@ -130,7 +130,7 @@ def test_keygen_imports_no_command_module() -> None:
 @pytest.mark.parametrize("argv", [
     ["serve"], ["check-rules", "r.yaml"], ["test-rules", "--rules", "r.yaml", "b.json"],
     ["outbox", "list"], ["outbox", "show", "1"], ["outbox", "replay", "--all"], ["outbox", "purge", "--dead"],
-    ["outbox", "rekey"], ["audit", "verify", "a.jsonl"], ["keygen"],
+    ["outbox", "rekey"], ["audit", "verify", "a.jsonl"], ["keygen"], ["completion", "bash"],
 ])
 def test_every_command_names_a_function_that_exists(argv: list[str]) -> None:
     """Each command's lazy "module:function" target resolves to a callable."""

@@ -274,3 +274,51 @@ def test_only_unavailable_values_of_the_unused_secrets_are_replaced(tmp_path: Pa
     assert len(set(replaced)) == 4
     assert out["security"]["encryption_key"] == "${GONE}" and out["audit"] == {"hmac_key": {"env": "GONE"}}
     assert data["pagerduty"]["routing_keys"]["d"] == "${GONE}"  # the input is left as it was
+
+
+def complete(line: str) -> list[str]:
+    """What bash offers for ``line`` (a trailing space: a new, empty word) with pdrelay's completion sourced."""
+    script = ('source <("$PDRELAY" completion bash)\n'
+              'read -ra COMP_WORDS <<< "$1"; [[ "$1" == *" " ]] && COMP_WORDS+=("")\n'
+              'COMP_CWORD=$(( ${#COMP_WORDS[@]} - 1 )); _pdrelay; printf "%s\\n" "${COMPREPLY[@]}"\n')
+    done = subprocess.run(["bash", "-c", script, "_", line], capture_output=True, text=True,
+                          timeout=60, check=True, env={**os.environ, "PDRELAY": PDRELAY})
+    return done.stdout.split()
+
+
+def test_bash_completion_is_valid_bash() -> None:
+    """`bash -n` accepts the script, which ends by registering _pdrelay for pdrelay."""
+    done = pdrelay("completion", "bash")
+    assert done.returncode == 0 and done.stderr == ""
+    assert done.stdout.endswith("\ncomplete -o default -F _pdrelay pdrelay\n")
+    checked = subprocess.run(["bash", "-n"], input=done.stdout, capture_output=True, text=True, timeout=60)
+    assert (checked.returncode, checked.stderr) == (0, "")
+
+
+def test_bash_completion_completes_commands_actions_options_and_closed_sets() -> None:
+    """Sourced into bash, _pdrelay completes from the parser: commands, actions, options and their values."""
+    assert complete("pdrelay ou") == ["outbox"]
+    assert complete("pdrelay c") == ["check-rules", "completion"]
+    assert complete("pdrelay --v") == ["--version"]
+    assert complete("pdrelay outbox ") == ["-h", "--help", "list", "show", "replay", "purge", "rekey"]
+    assert complete("pdrelay outbox list --st") == ["--state"]
+    assert complete("pdrelay outbox list --state ") == ["queued", "dead"]
+    assert complete("pdrelay outbox replay --reason un") == ["unknown_routing_key", "undecryptable", "unreadable"]
+    assert complete("pdrelay serve --log-level W") == ["WARNING"]
+    assert complete("pdrelay completion ") == ["-h", "--help", "bash", "zsh"]
+    assert complete("pdrelay outbox list --config ") == []  # a file: the shell's own completion
+
+
+def test_zsh_completion_runs_the_same_function_through_bashcompinit() -> None:
+    """The zsh script is the bash function behind zsh's bash completion emulation."""
+    bash, zsh = pdrelay("completion", "bash").stdout, pdrelay("completion", "zsh").stdout
+    assert zsh.startswith("#compdef pdrelay\n")
+    assert "autoload -U +X bashcompinit && bashcompinit\n" in zsh
+    assert zsh.endswith(bash.split("\n", 1)[1])
+
+
+def test_an_unknown_shell_is_refused() -> None:
+    """`completion fish` exits 2 naming the shells there are scripts for."""
+    done = pdrelay("completion", "fish")
+    assert done.returncode == 2
+    assert done.stderr.endswith("error: argument shell: invalid choice: 'fish' (choose from 'bash', 'zsh')\n")
