@@ -172,20 +172,19 @@ def _run(
         loop.run_until_complete(asyncio.gather(*rest, return_exceptions=True))
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
-        _log_stop(app, stopped_by[0] if stopped_by else None)
+        if stopped_by:  # not after a failure to start, which is reported as such
+            _log_stop(app, stopped_by[0])
 
 
-def _log_stop(app: web.Application, sig: signal.Signals | None) -> None:
+def _log_stop(app: web.Application, sig: signal.Signals) -> None:
     """One line at stop: the signal, the sends that were in flight (drained: they settled; cancelled:
     they did not within the drain's time and are sent again next time) and what stays queued."""
     st = app[STATE]
     drained, cancelled = st.dispatcher.drained
     queued = st.outbox.depth().queued
-    on = f" on {sig.name}" if sig is not None else ""
-    st.log.info(f"pdrelay stopped{on}: {drained} in-flight send(s) drained, {cancelled} cancelled; "
+    st.log.info(f"pdrelay stopped on {sig.name}: {drained} in-flight send(s) drained, {cancelled} cancelled; "
                 f"{queued} event(s) stay queued",
-                extra={"signal": sig.name if sig is not None else None, "drained": drained,
-                       "cancelled": cancelled, "queued": queued})
+                extra={"signal": sig.name, "drained": drained, "cancelled": cancelled, "queued": queued})
 
 
 def _announce(settings: Settings, app: web.Application, log: object) -> None:
