@@ -11,7 +11,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -29,6 +28,7 @@ from receiver.app import Deps, create_app
 from receiver.server import BAD_REQUEST_BODY
 from receiver.settings import OutboxSettings, RulesSettings, Settings
 from receiver.state import STATE
+from tests.malformed import malformed_requests, raw_exchange
 
 CAPTURED = Path(__file__).parent.parent / "e2e" / "captured"
 RULES_V1 = "version: 1\ndefaults: {routing_key: default, severity: warning}\nrules: []\n"
@@ -237,29 +237,6 @@ BEARER = "Bearer-Token-For-Alertmanager-4f1e2d"
 ADMIN = "Admin-Token-For-Operators-9c8b7a6d"
 STRANGER = "Someone-Elses-Token-0b1c2d3e4f5a"  # token-looking, configured nowhere: a credential all the same
 AUTH_CONFIG = f"auth: {{bearer_tokens: ['{BEARER}'], admin_tokens: ['{ADMIN}']}}\nrules: {{paths: [rules.yaml]}}\n"
-
-
-def raw_exchange(port: int, data: bytes) -> bytes:
-    """Send ``data`` on a new connection and read until the server closes it (bounded)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(data)
-        out = b""
-        while chunk := sock.recv(65536):
-            out += chunk
-        return out
-
-
-def malformed_requests(token: str) -> list[bytes]:
-    """Requests aiohttp's parser refuses, each carrying ``token`` where the parser quotes it back."""
-    t = token.encode()
-    return [
-        b"GET /status HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + t + b"\nX-After: 1\r\n\r\n",  # bare LF
-        b"GET /status HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + t + b"\x00\r\n\r\n",  # NUL
-        b"GET /status HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + t + b"x" * 9000 + b"\r\n\r\n",  # too long
-        b"GET /status HTTP/1.1\r\nHost: x\r\n" + t + b"x" * 9000 + b": v\r\n\r\n",  # header name too long
-        b"GET /status?access_token=" + t + b"\x01 HTTP/1.1\r\nHost: x\r\n\r\n",  # request line
-        t + b" /status HTTP/1.1\r\nHost: x\r\n\r\n",  # as the method
-    ]
 
 
 def test_malformed_requests_echo_no_header_byte_in_answers_or_logs(tmp_path: Path) -> None:
