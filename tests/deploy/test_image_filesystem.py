@@ -242,6 +242,16 @@ def check_serving(image: Image, port: int) -> None:
     assert ready is not None and ready.status_code == 200
 
 
+def serve_once(image: Image, data: Path, log: Path, args: tuple[str, ...] = ()) -> dict[str, object]:
+    """Start the image (as :func:`start`), check it serves, stop it; its start line."""
+    proc, port = start(image, data, log, args)
+    try:
+        check_serving(image, port)
+    finally:
+        assert stop_process(proc) == 0
+    return start_line(log)
+
+
 def start_line(log: Path) -> dict[str, object]:
     for line in log.read_text().splitlines():
         record = json.loads(line)
@@ -252,13 +262,7 @@ def start_line(log: Path) -> dict[str, object]:
 
 def test_starts_on_the_embedded_defaults_without_a_config(image: Image, data: Path, tmp_path: Path) -> None:
     assert not image.host("/etc/pdrelay/pdrelay.yaml").exists()
-    log = tmp_path / "pdrelay.log"
-    proc, port = start(image, data, log)
-    try:
-        check_serving(image, port)
-    finally:
-        assert stop_process(proc) == 0
-    record = start_line(log)
+    record = serve_once(image, data, tmp_path / "pdrelay.log")
     assert (record["config"], record["outbox"]) == ("<embedded defaults>", "data/outbox.db")
     assert sorted(path.name for path in data.iterdir()) == ["audit.jsonl", "outbox.db", "port"]
     assert {path.stat().st_uid for path in data.iterdir()} == {UID}
@@ -267,16 +271,10 @@ def test_starts_on_the_embedded_defaults_without_a_config(image: Image, data: Pa
 def test_starts_with_the_config_mounted_at_etc_pdrelay(image: Image, data: Path, tmp_path: Path) -> None:
     mounted = image.host("/etc/pdrelay/pdrelay.yaml")
     mounted.write_text("outbox: {path: data/mounted.db}\nrules: {paths: [rules]}\n", encoding="utf-8")
-    log = tmp_path / "pdrelay.log"
     try:
-        proc, port = start(image, data, log)
-        try:
-            check_serving(image, port)
-        finally:
-            assert stop_process(proc) == 0
+        record = serve_once(image, data, tmp_path / "pdrelay.log")
     finally:
         mounted.unlink()
-    record = start_line(log)
     assert (record["config"], record["outbox"]) == ("pdrelay.yaml", "data/mounted.db")
     assert sorted(path.name for path in data.iterdir()) == ["audit.jsonl", "mounted.db", "port"]
 
@@ -287,15 +285,9 @@ def test_starts_with_the_config_given_as_arguments(image: Image, data: Path, tmp
     mounted = image.host("/etc/pdrelay/pdrelay.yaml")
     outbox, rules = image.host("/var/lib/pdrelay/data/given.db"), image.host("/etc/pdrelay/rules")
     mounted.write_text(f"outbox: {{path: {outbox}}}\nrules: {{paths: [{rules}]}}\n", encoding="utf-8")
-    log = tmp_path / "pdrelay.log"
     try:
-        proc, port = start(image, data, log, ("serve", "--config", "/etc/pdrelay/pdrelay.yaml"))
-        try:
-            check_serving(image, port)
-        finally:
-            assert stop_process(proc) == 0
+        record = serve_once(image, data, tmp_path / "pdrelay.log", ("serve", "--config", "/etc/pdrelay/pdrelay.yaml"))
     finally:
         mounted.unlink()
-    record = start_line(log)
     assert (record["config"], record["outbox"]) == (str(mounted), str(outbox))
     assert sorted(path.name for path in data.iterdir()) == ["audit.jsonl", "given.db", "port"]
