@@ -29,6 +29,11 @@ dead letters and replays came between. From it follow the decisions:
   Alertmanager's last word for its key; an older one is *superseded* (requeuing it would
   make PagerDuty's last word a stale one).
 - :func:`priority`: resolves and critical triggers go first when a key is over budget.
+
+A Change Event (action ``change``) travels the same way on a key of its own
+(``change:<fingerprint>@<startsAt>``, see :mod:`transforms.collapse`): nothing resolves it,
+it goes once per firing, and a dead-lettered one is queued again when Alertmanager repeats
+it (PagerDuty was not told).
 """
 
 from __future__ import annotations
@@ -55,7 +60,7 @@ __all__ = [
     "resolve_routes",
 ]
 
-Action = Literal["trigger", "resolve"]
+Action = Literal["trigger", "resolve", "change"]  # change: a Change Event, on its own key (no resolve)
 Key = tuple[str, str]  # (routing key name, dedup key as the backend stores it)
 
 
@@ -115,7 +120,15 @@ class Outcome(NamedTuple):
 
 
 def needs_update(action: Action, payload_hash: str, state: KeyState, now: float, resend_interval: float) -> Verdict:
-    """Must this word be queued, given the key's state? (``QUEUE``, ``DUPLICATE`` or ``COALESCED``.)"""
+    """Must this word be queued, given the key's state? (``QUEUE``, ``DUPLICATE`` or ``COALESCED``.)
+
+    A Change Event's key names one firing of one alert, and a change is announced once: it is
+    ``COALESCED`` while queued and a ``DUPLICATE`` once told, whatever its payload or age
+    (Alertmanager repeats the same firing every repeat_interval)."""
+    if action == "change":
+        if state.tail is not None:
+            return Verdict.COALESCED
+        return Verdict.QUEUE if state.told is None else Verdict.DUPLICATE
     tail = state.tail
     if tail is not None:  # compare with what is queued to be said last, never with what was told before it
         if tail.action != action:

@@ -9,7 +9,11 @@ dead-lettered with a reason).
 
 A :data:`Transform` is any callable ``(AlertEvent) -> AlertEvent | None``; ``None`` drops
 the alert. Every step of a rules file is one, and so is a plugin (see
-:mod:`transforms.registry`).
+:mod:`transforms.registry`). :class:`ChangeEvent` wraps a step written with
+``change_event: true``: the alert then goes to PagerDuty as a Change Event.
+
+An event's :data:`Action` is ``trigger`` or ``resolve`` (Events API v2 alert events) or
+``change`` (a Change Event, sent to ``/v2/change/enqueue``; it has no resolve).
 """
 
 from __future__ import annotations
@@ -21,16 +25,19 @@ from typing import Any, Literal, TypeAlias
 import msgspec
 
 __all__ = [
+    "CHANGE_EVENT",
     "Action",
     "Alert",
     "AlertEvent",
+    "ChangeEvent",
     "Group",
     "InvalidEvent",
     "RenderedEvent",
     "Transform",
 ]
 
-Action: TypeAlias = Literal["trigger", "resolve"]
+Action: TypeAlias = Literal["trigger", "resolve", "change"]
+CHANGE_EVENT = "change_event"  # the field a ``change_event: true`` step sets; collapse reads it
 
 
 class Alert(
@@ -82,9 +89,10 @@ class AlertEvent:
     ``fields`` holds PD-CEF fields by their rule names (``summary``, ``source``,
     ``severity``, ``component``, ``group``, ``class``, ``custom_details``, ``links``,
     ``images``, ``routing_key``, ``dedup``, ``client``, ``client_url``) plus
-    ``send_resolved``. ``vars`` holds what ``extract`` steps captured. ``fired`` lists
-    the names of the rules that applied, in order. ``template_errors`` lists
-    ``"rule.field: message"`` for templates that failed and fell back to a default.
+    ``send_resolved`` and ``change_event`` (set by :class:`ChangeEvent`). ``vars`` holds
+    what ``extract`` steps captured. ``fired`` lists the names of the rules that applied, in
+    order. ``template_errors`` lists ``"rule.field: message"`` for templates that failed and
+    fell back to a default.
     """
 
     alert: Alert
@@ -97,6 +105,23 @@ class AlertEvent:
 
 
 Transform: TypeAlias = Callable[[AlertEvent], "AlertEvent | None"]
+
+
+class ChangeEvent:
+    """A step's action (or none, for a step that only says ``change_event: true``), then the mark
+    that makes the alert a Change Event: ``fields["change_event"] = True``. Once set, later
+    steps keep it; an alert the action drops stays dropped."""
+
+    __slots__ = ("action",)
+
+    def __init__(self, action: Transform | None) -> None:
+        self.action = action
+
+    def __call__(self, event: AlertEvent) -> AlertEvent | None:
+        result = event if self.action is None else self.action(event)
+        if result is not None:
+            result.fields[CHANGE_EVENT] = True
+        return result
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,14 @@
 A key longer than PagerDuty's 255 characters becomes ``sha256:<hex of it>``. A resolve is
 not produced when the representative alert's ``send_resolved`` is false; those are
 counted.
+
+An alert marked ``change_event`` (a ``change_event: true`` step applied) becomes a Change
+Event of its own, whatever ``dedup`` says: action ``change``, key
+``change:<fingerprint>@<startsAt>``. PagerDuty sees no key; the outbox orders and
+suppresses duplicates by it, so the same firing re-sent by Alertmanager (repeat_interval,
+a restart, an HA peer) announces the change once, and a new firing (a new ``startsAt``)
+again. A resolved alert so marked produces nothing (a change has no resolve) and is
+counted with the suppressed resolves.
 """
 
 from __future__ import annotations
@@ -21,13 +29,14 @@ import hashlib
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from transforms.base import Action, AlertEvent
+from transforms.base import CHANGE_EVENT, Action, AlertEvent
 from transforms.values import text
 
-__all__ = ["DEFAULT_ROUTING_KEY", "MAX_DEDUP_KEY_CHARS", "Collapsed", "collapse"]
+__all__ = ["CHANGE_KEY_PREFIX", "DEFAULT_ROUTING_KEY", "MAX_DEDUP_KEY_CHARS", "Collapsed", "change_key", "collapse"]
 
 DEFAULT_ROUTING_KEY = "default"
 MAX_DEDUP_KEY_CHARS = 255
+CHANGE_KEY_PREFIX = "change:"
 
 
 class Collapsed(NamedTuple):
@@ -56,7 +65,7 @@ def collapse(events: Sequence[AlertEvent]) -> tuple[list[Collapsed], int]:
     grouped: set[tuple[str, str]] = set()
     for event in events:
         routing_key = text(event.fields.get("routing_key")).strip() or DEFAULT_ROUTING_KEY
-        raw, collapses = _dedup_key(event)
+        raw, collapses = (change_key(event), False) if event.fields.get(CHANGE_EVENT) is True else _dedup_key(event)
         key = (routing_key, _limit(raw))
         if collapses:
             grouped.add(key)
@@ -70,16 +79,22 @@ def collapse(events: Sequence[AlertEvent]) -> tuple[list[Collapsed], int]:
     for key, (raw, members) in buckets.items():
         representative = next((m for m in members if m.alert.firing), members[0])
         firing = representative.alert.firing
-        if not firing and representative.fields.get("send_resolved", True) is False:
+        change = representative.fields.get(CHANGE_EVENT) is True
+        if not firing and (change or representative.fields.get("send_resolved", True) is False):
             suppressed += 1
             continue
         routing_key, dedup_key = key
         notes: tuple[str, ...] = ()
         if dedup_key != raw:
             notes = (f"dedup_key was {len(raw)} characters (limit {MAX_DEDUP_KEY_CHARS}); sent its SHA-256",)
-        action: Action = "trigger" if firing else "resolve"
+        action: Action = "change" if change else "trigger" if firing else "resolve"
         result.append(Collapsed(routing_key, dedup_key, action, representative, tuple(members), key in grouped, notes))
     return result, suppressed
+
+
+def change_key(event: AlertEvent) -> str:
+    """The outbox key of an alert's Change Event: one per firing (fingerprint and ``startsAt``)."""
+    return f"{CHANGE_KEY_PREFIX}{event.alert.fingerprint}@{event.alert.starts_at}"
 
 
 def _dedup_key(event: AlertEvent) -> tuple[str, bool]:

@@ -6,6 +6,12 @@ It has no ``routing_key``: :class:`~transforms.base.RenderedEvent` carries the k
 *name* and the sender adds the secret. Resolves carry the full payload, as Alertmanager's
 own notifier does, so PagerDuty event rules can route them.
 
+A Change Event (action ``change``, see :mod:`transforms.collapse`) has its own, smaller
+body: ``{payload: {summary, source, timestamp?, custom_details?}, links?}`` — no
+``event_action`` (which is how the sender tells it goes to ``/v2/change/enqueue``), no
+``dedup_key``, severity, component, group, class, client or images. The same defaults and
+limits apply to what it has (summary cut, 512,000 bytes by cutting ``custom_details``).
+
 Defaults for fields the rules left unset: summary = ``annotations.summary``, else
 ``labels.alertname``, else ``"Alertmanager alert"``; source = ``labels.instance``, else
 ``labels.job``, else the host of ``externalURL``, else ``"alertmanager"``; severity = the
@@ -187,13 +193,11 @@ def _items(
     return result
 
 
-def _build_body(collapsed: Collapsed, default_severity: str, notes: list[str]) -> dict[str, Any]:
-    """The Events v2 body before the size limit (fields checked, defaults filled in)."""
-    event = collapsed.event
-    fields = event.fields
+def _summary(event: AlertEvent, notes: list[str]) -> str:
+    """The summary the rules set, else a default; cut to PagerDuty's 1024 characters."""
     alert = event.alert
     summary = (
-        _first(fields, "summary", notes)
+        _first(event.fields, "summary", notes)
         or alert.annotations.get("summary", "").strip()
         or alert.labels.get("alertname", "").strip()
         or "Alertmanager alert"
@@ -201,19 +205,20 @@ def _build_body(collapsed: Collapsed, default_severity: str, notes: list[str]) -
     if len(summary) > MAX_SUMMARY_CHARS:
         notes.append(f"summary was {len(summary)} characters; cut to {MAX_SUMMARY_CHARS}")
         summary = summary[: MAX_SUMMARY_CHARS - 1] + "…"
-    payload: dict[str, Any] = {
-        "summary": summary,
-        "source": _first(fields, "source", notes) or _default_source(event),
-        "severity": _severity(fields, default_severity, notes),
-    }
-    starts_at = alert.starts_at
+    return summary
+
+
+def _timestamp(event: AlertEvent, payload: dict[str, Any]) -> None:
+    """Adds ``timestamp``: the alert's ``startsAt``, unless it is Go's zero time."""
+    starts_at = event.alert.starts_at
     if starts_at and not starts_at.startswith(_ZERO_TIME_PREFIX):
         payload["timestamp"] = starts_at
-    for name in _OPTIONAL_PAYLOAD:
-        value = fields.get(name)
-        if value is not None and (value := (value if type(value) is str else _as_text(value)).strip()):
-            payload[name] = value
-    details = fields.get("custom_details", _ABSENT)
+
+
+def _details(collapsed: Collapsed, payload: dict[str, Any], notes: list[str]) -> None:
+    """Adds ``custom_details``: what the rules set (a mapping), else the alert's labels and annotations."""
+    alert = collapsed.event.alert
+    details = collapsed.event.fields.get("custom_details", _ABSENT)
     if details is _ABSENT:
         details = {"labels": jsonable(alert.labels), "annotations": jsonable(alert.annotations)}
     elif type(details := jsonable(details)) is not dict:
@@ -223,6 +228,40 @@ def _build_body(collapsed: Collapsed, default_severity: str, notes: list[str]) -
         details = {**details, "num_firing": collapsed.num_firing, "num_resolved": collapsed.num_resolved}
     if details:
         payload["custom_details"] = details
+
+
+def _build_change_body(collapsed: Collapsed, notes: list[str]) -> dict[str, Any]:
+    """The Change Event body before the size limit: ``{payload: {summary, source, timestamp?,
+    custom_details?}, links?}``. Change events have no action, dedup key, severity, component,
+    group, class, client or images: fields the rules set for those are left out."""
+    event = collapsed.event
+    payload: dict[str, Any] = {
+        "summary": _summary(event, notes),
+        "source": _first(event.fields, "source", notes) or _default_source(event),
+    }
+    _timestamp(event, payload)
+    _details(collapsed, payload, notes)
+    body: dict[str, Any] = {"payload": payload}
+    if "links" in event.fields and (links := _items(event.fields, "links", ("href", "text"), notes)):
+        body["links"] = links
+    return body
+
+
+def _build_body(collapsed: Collapsed, default_severity: str, notes: list[str]) -> dict[str, Any]:
+    """The Events v2 body before the size limit (fields checked, defaults filled in)."""
+    event = collapsed.event
+    fields = event.fields
+    payload: dict[str, Any] = {
+        "summary": _summary(event, notes),
+        "source": _first(fields, "source", notes) or _default_source(event),
+        "severity": _severity(fields, default_severity, notes),
+    }
+    _timestamp(event, payload)
+    for name in _OPTIONAL_PAYLOAD:
+        value = fields.get(name)
+        if value is not None and (value := (value if type(value) is str else _as_text(value)).strip()):
+            payload[name] = value
+    _details(collapsed, payload, notes)
     body: dict[str, Any] = {
         "event_action": collapsed.action,
         "dedup_key": collapsed.dedup_key,
@@ -266,7 +305,10 @@ def render(collapsed: Collapsed, default_severity: str = DEFAULT_SEVERITY) -> Re
         collapsed.routing_key, collapsed.dedup_key, collapsed.action, collapsed.members
     )
     notes = list(collapsed.notes)
-    body = _build_body(collapsed, default_severity, notes)
+    if action == "change":
+        body = _build_change_body(collapsed, notes)
+    else:
+        body = _build_body(collapsed, default_severity, notes)
     rules = tuple(dict.fromkeys(name for member in members for name in member.fired))
     fingerprints = tuple(member.alert.fingerprint for member in members)
     canonical = _canonical_bytes(body)

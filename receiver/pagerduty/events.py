@@ -1,5 +1,10 @@
 """Sending Events API v2 events, and classifying every outcome once, at this boundary.
 
+Alert events (a body with ``event_action``) go to the configured ``pagerduty.events_url``;
+Change Events (a body without one, see :mod:`transforms.render`) go to
+:func:`change_events_url` of it, on the same host (so ``allowed_hosts`` and the breaker
+keyed by host hold for both), with the same routing key and the same classification.
+
 No other module sees an httpx exception or a raw status code: :func:`classify`
 turns a response into a :class:`SendResult` with a closed :class:`Reason`, and
 :meth:`EventsSender.send` maps transport errors the same way.
@@ -25,6 +30,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import msgspec
@@ -32,7 +38,7 @@ import msgspec
 from receiver.errors import Reason
 from receiver.secret import Secret
 
-__all__ = ["DryRunSender", "EventsSender", "SendResult", "Sender", "classify"]
+__all__ = ["DryRunSender", "EventsSender", "SendResult", "Sender", "change_events_url", "classify", "is_change_event"]
 
 _DETAIL_LIMIT = 2000
 _ENCODE = msgspec.json.Encoder().encode
@@ -94,8 +100,25 @@ def describe_error_body(content: bytes) -> str:
     return (": ".join(parts) if parts else text)[:_DETAIL_LIMIT]
 
 
+def change_events_url(events_url: str) -> str:
+    """The Change Events URL beside ``events_url``: its last path segment ``enqueue`` becomes
+    ``change/enqueue`` (``https://events.pagerduty.com/v2/enqueue`` →
+    ``https://events.pagerduty.com/v2/change/enqueue``); a path not ending in ``/enqueue``
+    (a proxy) gets ``/change/enqueue`` appended. Scheme, host, port and query are kept."""
+    parts = urlsplit(events_url)
+    path = parts.path.rstrip("/")
+    path = path.removesuffix("/enqueue") + "/change/enqueue"
+    return urlunsplit(parts._replace(path=path))
+
+
+def is_change_event(body: Mapping[str, Any]) -> bool:
+    """A Change Event's body has no ``event_action``; every alert event's has one."""
+    return "event_action" not in body
+
+
 class EventsSender:
-    """POSTs events to the Events API v2 URL over one pooled ``httpx.AsyncClient``."""
+    """POSTs events over one pooled ``httpx.AsyncClient``: alert events to ``url``, Change Events
+    to :func:`change_events_url` of it."""
 
     def __init__(
         self,
@@ -106,6 +129,7 @@ class EventsSender:
         client: httpx.AsyncClient | None = None,
     ) -> None:
         self._url = url
+        self.change_url = change_events_url(url)
         self._client = client or httpx.AsyncClient(
             timeout=httpx.Timeout(timeout, connect=connect_timeout),
             limits=httpx.Limits(max_connections=32, max_keepalive_connections=16),
@@ -118,7 +142,8 @@ class EventsSender:
         # Compact UTF-8 JSON: the encoding render measured against PagerDuty's 512 KB limit.
         payload = _ENCODE({"routing_key": routing_key.reveal(), **body})
         try:
-            response = await self._client.post(self._url, content=payload)
+            url = self.change_url if is_change_event(body) else self._url
+            response = await self._client.post(url, content=payload)
         except httpx.TimeoutException as exc:
             return SendResult(ok=False, reason=Reason.TIMEOUT, detail=f"timed out ({type(exc).__name__})")
         except httpx.TransportError as exc:

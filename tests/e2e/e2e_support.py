@@ -129,6 +129,7 @@ class Received:
     event: dict[str, Any]
     status: int
     at: float  # time.monotonic()
+    path: str = "/v2/enqueue"  # /v2/change/enqueue for a Change Event
 
     @property
     def accepted(self) -> bool:
@@ -188,13 +189,41 @@ def validate_event(event: Any) -> list[str]:
     return errors
 
 
+_CHANGE_KEYS = frozenset({"routing_key", "payload", "links", "images"})
+_CHANGE_PAYLOAD_KEYS = frozenset({"summary", "source", "timestamp", "custom_details"})
+
+
+def validate_change_event(event: Any) -> list[str]:
+    """The reasons PagerDuty would reject Change Event ``event`` with a 400 (a subset of its checks; strict about
+    fields alert events have and change events do not)."""
+    if not isinstance(event, dict):
+        return ["Event object is not a JSON object"]
+    errors: list[str] = []
+    key = event.get("routing_key")
+    if not isinstance(key, str) or len(key) != 32:
+        errors.append("'routing_key' is missing or not 32 characters")
+    errors.extend(f"unknown field '{k}'" for k in sorted(set(event) - _CHANGE_KEYS))
+    payload = event.get("payload")
+    if not isinstance(payload, dict):
+        return [*errors, "'payload' is missing"]
+    errors.extend(f"unknown field 'payload.{k}'" for k in sorted(set(payload) - _CHANGE_PAYLOAD_KEYS))
+    summary = payload.get("summary")
+    if not isinstance(summary, str) or not summary.strip():
+        errors.append("'payload.summary' is missing or blank")
+    elif len(summary) > 1024:
+        errors.append("Summary is too long (maximum is 1024 characters)")
+    return errors
+
+
 class PagerDutyStandIn:
     """A loopback PagerDuty Events v2 endpoint in its own thread and event loop.
 
     ``POST /v2/enqueue`` records every JSON event in arrival order and answers 202 with PagerDuty's
-    body (400 for an event PagerDuty would reject). Programmed replies (``queue``) are used first,
-    then the default status (``set_default``). ``POST /capture/alertmanager`` records Alertmanager
-    webhook bodies verbatim, so a test can see what Alertmanager sent next to what pdrelay sent.
+    body (400 for an event PagerDuty would reject); ``POST /v2/change/enqueue`` does the same for
+    Change Events, in the same record (``Received.path`` tells them apart). Programmed replies
+    (``queue``) are used first, then the default status (``set_default``). ``POST
+    /capture/alertmanager`` records Alertmanager webhook bodies verbatim, so a test can see what
+    Alertmanager sent next to what pdrelay sent.
     """
 
     def __init__(self) -> None:
@@ -220,6 +249,7 @@ class PagerDutyStandIn:
     async def _serve(self) -> None:
         app = web.Application(client_max_size=16 * 1024 * 1024)
         app.router.add_post("/v2/enqueue", self._enqueue)
+        app.router.add_post("/v2/change/enqueue", self._change)
         app.router.add_post("/capture/alertmanager", self._capture)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
@@ -306,6 +336,12 @@ class PagerDutyStandIn:
 
     # handlers ------------------------------------------------------------------------------------
     async def _enqueue(self, request: web.Request) -> web.Response:
+        return await self._answer(request, validate_event)
+
+    async def _change(self, request: web.Request) -> web.Response:
+        return await self._answer(request, validate_change_event)
+
+    async def _answer(self, request: web.Request, validate: Callable[[Any], list[str]]) -> web.Response:
         raw = await request.read()
         try:
             event: Any = json.loads(raw)
@@ -317,7 +353,7 @@ class PagerDutyStandIn:
         status, headers = reply.status, dict(reply.headers)
         body_out: Mapping[str, Any] | None = reply.body
         if 200 <= status < 300:
-            errors = validate_event(event)
+            errors = validate(event)
             if errors:
                 status, body_out = 400, pd_body(400, errors=errors)
         if body_out is None:
@@ -325,7 +361,7 @@ class PagerDutyStandIn:
             body_out = pd_body(status, dedup_key=dedup or uuid.uuid4().hex)
         recorded = event if isinstance(event, dict) else {"_not_an_object": event}
         with self._lock:
-            self._received.append(Received(recorded, status, time.monotonic()))
+            self._received.append(Received(recorded, status, time.monotonic(), request.path))
         return web.json_response(dict(body_out), status=status, headers=headers)
 
     async def _capture(self, request: web.Request) -> web.Response:
