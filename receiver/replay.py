@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Literal
 
 from receiver.crypto import DecryptError
@@ -63,8 +64,12 @@ class ReplayOutcome:
 
 async def replay(
     outbox: Outbox, item_id: int, rules: RuleSet, *, routing_keys: Collection[str], resend_interval: float,
+    now: datetime | None = None,
 ) -> ReplayOutcome:
     """Re-render dead letter ``item_id`` with ``rules`` and requeue it.
+
+    ``now``: the time ``when_time`` steps test (default: the system clock's, now); a replay
+    routes as the rules would route the alert at the time of the replay.
 
     ``routing_keys``: the configured names; an event the rules give another name stays
     dead (empty: no key is configured, pdrelay runs dry, and any name goes). Raises
@@ -82,7 +87,7 @@ async def replay(
         group = parse_notification(source)
     except PayloadError as exc:
         return ReplayOutcome(item_id, "unreadable", f"stored notification does not parse: {exc.message}")
-    evaluation = rules.evaluate(group)
+    evaluation = rules.evaluate(group, now if now is not None else datetime.now(UTC))
     candidates: list[RenderedEvent | InvalidEvent] = [*evaluation.events, *evaluation.invalid]
     matches = [e for e in candidates if (e.dedup_key, e.action) == (item.dedup_key, item.action)]
     if not matches:

@@ -19,6 +19,7 @@ from transforms.engine import Evaluation
 from transforms.registry import PLUGIN_GROUP
 from transforms.report import evaluation_to_json
 from transforms.rules import RulesError, RuleSet, load_rules
+from transforms.trace import trace_to_json
 
 __all__ = [
     "PLUGIN_GROUP",
@@ -33,4 +34,5 @@ __all__ = [
     "Transform",
     "evaluation_to_json",
     "load_rules",
+    "trace_to_json",
 ]

@@ -16,6 +16,7 @@ from transforms.match import Matcher, Regex, compile_guard
 from transforms.spec import LineDict, StepContext, describe
 from transforms.template import RenderError, Template, TemplateError, compile_template
 from transforms.values import text
+from transforms.when import TimeGuard
 
 __all__ = [
     "Drop",
@@ -30,7 +31,8 @@ __all__ = [
 
 
 class Rule:
-    """One step: if every matcher matches, record the rule, run the action, maybe stop
+    """One step: if every matcher matches and the time guard (``when_time`` / ``unless_time``,
+    see :mod:`transforms.when`) holds, record the rule, run the action, maybe stop
     (:meth:`transforms.engine.Engine.run` applies it).
 
     A step without matchers applies to every alert. ``action`` may be None for a bare
@@ -38,14 +40,18 @@ class Rule:
     when the action drops the alert, ``fired`` ends with the rule that dropped it.
     """
 
-    __slots__ = ("action", "guard", "matchers", "name", "stop")
+    __slots__ = ("action", "guard", "matchers", "name", "stop", "when")
 
-    def __init__(self, name: str, matchers: Sequence[Matcher], action: Transform | None, stop: bool) -> None:
+    def __init__(
+        self, name: str, matchers: Sequence[Matcher], action: Transform | None, stop: bool,
+        when: TimeGuard | None = None,
+    ) -> None:
         self.name = name
         self.matchers = tuple(matchers)
         self.action = action
         self.stop = stop
         self.guard = compile_guard(self.matchers)  # None: every alert
+        self.when = when  # None: at any time
 
     def __repr__(self) -> str:
         return f"Rule({self.name!r})"

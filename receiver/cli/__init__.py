@@ -84,8 +84,18 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("paths", nargs="+", type=Path)
     check.set_defaults(command="receiver.cli.rules:check_rules")
 
-    test = sub.add_parser("test-rules", help="print the PagerDuty events bodies would produce; sends nothing")
+    test = sub.add_parser(
+        "test-rules", help="print the PagerDuty events bodies would produce; sends nothing",
+        description="Print, as JSON, the PagerDuty events the bodies would produce and the rules that fired. "
+        "Templates that fail while rendering are listed on stderr (<fingerprint> <rule>.<field>: <message>) "
+        "and make the exit status 1.")
     test.add_argument("--rules", type=Path, action="append", required=True, help="rule file or folder")
+    test.add_argument("--trace", action="store_true",
+                      help="add each alert's steps: matched or not (and why not), and what each changed")
+    test.add_argument("--now", metavar="RFC3339",
+                      help="the time when_time/unless_time steps test, e.g. 2026-03-29T07:30:00Z (default: now)")
+    test.add_argument("--allow-template-errors", action="store_true",
+                      help="template errors are warnings: exit 0 with them")
     test.add_argument("bodies", nargs="+", type=Path, help="Alertmanager webhook JSON files")
     test.set_defaults(command="receiver.cli.rules:test_rules")
 

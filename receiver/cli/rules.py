@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from datetime import UTC, datetime
 
 from receiver.cli.common import json_text, load_rules_or_report, load_settings_or_report, printable
 from receiver.errors import PayloadError
 from receiver.models import parse_notification
-from transforms import evaluation_to_json
+from transforms import trace_to_json
 
 __all__ = ["check_rules", "test_rules"]
 
@@ -35,12 +36,20 @@ def check_rules(args: argparse.Namespace) -> int:
 
 def test_rules(args: argparse.Namespace) -> int:
     """Print what the bodies would produce; like ``check-rules`` without ``--config``, no ``module:callable``
-    plugin loads."""
+    plugin loads.
+
+    ``--trace`` adds each alert's steps (:func:`transforms.trace_to_json`). Templates that failed while
+    rendering are listed on stderr, one line per alert and field, and make the exit status 1 unless
+    ``--allow-template-errors``. ``--now`` (RFC 3339, with an offset) is the time ``when_time`` tests."""
+    now = _now(args.now)
+    if now is None:
+        return 2
     rules = load_rules_or_report(args.rules)
     if rules is None:
         return 1
     results: list[dict[str, object]] = []
     status = 0
+    errors = 0
     for path in args.bodies:
         try:
             group = parse_notification(path.read_bytes())
@@ -53,10 +62,42 @@ def test_rules(args: argparse.Namespace) -> int:
             print(printable(f"{path}: not an Alertmanager webhook body{where}: {exc.message}"), file=sys.stderr)
             status = 1
             continue
-        results.append({"file": str(path), **evaluation_to_json(rules.evaluate(group))})
+        # The same evaluation as at intake, watched step by step: the template errors come with their alert.
+        traced = trace_to_json(rules, group, now)
+        failed = traced["template_errors"]
+        where = f"{path}: " if len(args.bodies) > 1 else ""
+        for error in failed:
+            line = f"{where}{error['fingerprint']} {error['rule']}.{error['field']}: {error['message']}"
+            print(printable(line), file=sys.stderr)  # labels are hostile: escaped for the terminal
+        errors += len(failed)
+        if not args.trace:
+            del traced["trace"], traced["template_errors"]
+        results.append({"file": str(path), **traced})
     # One body: its evaluation as it is (the golden files' format); several: a list naming each file.
     out: object = results
     if len(args.bodies) == 1 and results:
         out = {k: v for k, v in results[0].items() if k != "file"}
     sys.stdout.write(json_text(out, indent=2) + "\n")  # alert text, escaped for the terminal
+    if errors:
+        if args.allow_template_errors:
+            print(f"warning: {errors} template error(s); allowed by --allow-template-errors", file=sys.stderr)
+        else:
+            print(f"{errors} template error(s): those fields fell back to earlier values"
+                  " (--allow-template-errors to exit 0)", file=sys.stderr)
+            status = 1
     return status
+
+
+def _now(value: str | None) -> datetime | None:
+    """``--now`` as an aware datetime (default: the system clock's now); None after reporting a bad value."""
+    if value is None:
+        return datetime.now(UTC)
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        parsed = None
+    if parsed is None or parsed.utcoffset() is None:
+        print(printable(f"pdrelay test-rules: --now {value!r} is not an RFC 3339 time with an offset"
+                        " (e.g. 2026-03-29T07:30:00Z or 2026-03-29T09:30:00+02:00)"), file=sys.stderr)
+        return None
+    return parsed

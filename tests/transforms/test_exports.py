@@ -22,6 +22,7 @@ def test_public_api_is_reexported() -> None:
         "load_rules",
         "Evaluation",
         "evaluation_to_json",
+        "trace_to_json",
         "RenderedEvent",
         "InvalidEvent",
     }
