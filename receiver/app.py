@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from prometheus_client import CollectorRegistry
 
 from receiver import handlers
@@ -38,9 +39,12 @@ from receiver.pagerduty.events import DryRunSender, EventsSender, Sender
 from receiver.rulebook import Rulebook
 from receiver.settings import ENDPOINT_GROUPS, Settings
 from receiver.state import STATE, AppState
+from receiver.status import RecentErrors
 from receiver.supervisor import Sleep, Supervisor
 
 __all__ = ["Deps", "create_app"]
+
+INTAKE_PATH = "/v1/alertmanager"
 
 
 @dataclass(slots=True)
@@ -60,7 +64,7 @@ def create_app(settings: Settings, deps: Deps | None = None) -> web.Application:
     d = deps or Deps()
     pd = settings.pagerduty
     dry_run = pd.effective_dry_run
-    metrics = Metrics(d.registry)
+    metrics = Metrics(d.registry, routing_keys=pd.routing_keys.keys())
     metrics.dry_run.set(1 if dry_run else 0)
     audit_failed = _audit_failed(metrics, d.log)
     # auth.refused entries counted by the interval: a flood of refusals cannot rotate the real entries out.
@@ -69,7 +73,7 @@ def create_app(settings: Settings, deps: Deps | None = None) -> web.Application:
     audit_start = audit_log.chain_head if audit_log is not None else ""  # before this run writes to the file
     audit = RefusalAggregator(GuardedAudit(d.audit or audit_log or NullAudit(), audit_failed), d.clock)
     rulebook = Rulebook(settings.rules.paths, metrics, d.log, audit, routing_keys=pd.routing_keys.keys(),
-                        allow_plugins=settings.rules.allow_plugins)
+                        allow_plugins=settings.rules.allow_plugins, clock=d.clock)
     keyring = Keyring.from_secrets(settings.security.encryption_keys)
     outbox = build_outbox(settings.outbox.backend, settings.outbox.path, keyring=keyring, clock=d.clock,
                           keep_sends_for=pd.rate_limit.longest_window,
@@ -84,13 +88,15 @@ def create_app(settings: Settings, deps: Deps | None = None) -> web.Application:
     breaker.add_listener(metrics.breaker_changed)
     breaker.add_listener(_breaker_reporter(d.log, audit))
     metrics.breaker_changed(endpoint, breaker.state, breaker.state)
+    errors = RecentErrors(d.clock, frozenset(pd.routing_keys))
     dispatcher = Dispatcher(
         outbox, sender, pd.routing_keys, pd, metrics=metrics, clock=d.clock, log=d.log,
-        limiter=limiter, breaker=breaker, dry_run=dry_run, audit=audit,
+        limiter=limiter, breaker=breaker, dry_run=dry_run, audit=audit, errors=errors,
     )
     supervisor = Supervisor("dispatcher", dispatcher.run, log=d.log, on_restart=metrics.dispatcher_restarts.inc,
                             sleep=d.sleep)
     metrics.track_depth(lambda: (outbox.depth().queued, outbox.depth().dead))
+    metrics.track_keys(outbox.depth_by_key, d.clock.now)
 
     worker = Worker()
     # Bodies are never inflated: intake refuses any Content-Encoding (415) unread, a gzip bomb included.
@@ -108,8 +114,10 @@ def create_app(settings: Settings, deps: Deps | None = None) -> web.Application:
         keyring=keyring,
         gate=IntakeGate(settings.server.max_concurrent_intake, settings.server.body_limit),
         worker=worker,
+        clock=d.clock,
+        errors=errors,
     )
-    app.add_routes(handlers.routes())
+    app.add_routes(_counting_intake(handlers.routes(), metrics))
 
     async def audit_ctx(_: web.Application) -> AsyncIterator[None]:
         yield
@@ -186,6 +194,29 @@ def _breaker_reporter(log: logging.Logger, audit: AuditSink) -> Callable[[str, B
     return report
 
 
+def _counting_intake(routes: list[web.RouteDef], metrics: Metrics) -> list[web.RouteDef]:
+    """``routes`` with the handler of ``POST /v1/alertmanager`` counting its answers by status code (the auth
+    middleware's refusals are counted by :func:`_auth_recorder`). No middleware: other paths pay nothing."""
+    return [web.RouteDef(r.method, r.path, _intake_answers(r.handler, metrics), r.kwargs)
+            if (r.method, r.path) == ("POST", INTAKE_PATH) else r for r in routes]
+
+
+def _intake_answers(handler: Handler, metrics: Metrics) -> Handler:
+    async def count(request: web.Request) -> web.StreamResponse:
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            metrics.intake_answered(exc.status)
+            raise
+        except Exception:
+            metrics.intake_answered(500)  # aiohttp answers 500 for it
+            raise
+        metrics.intake_answered(response.status)
+        return response
+
+    return count
+
+
 def _auth_recorder(metrics: Metrics, log: logging.Logger, audit: AuditSink) -> Callable[[AuthDecision], None]:
     """Count every auth decision; log and audit each refusal (never a credential)."""
     allowed = {g: metrics.auth.labels(g, "allowed") for g in ENDPOINT_GROUPS}
@@ -196,6 +227,8 @@ def _auth_recorder(metrics: Metrics, log: logging.Logger, audit: AuditSink) -> C
             allowed[decision.group].inc()
             return
         refused[decision.group].inc()
+        if decision.group == "intake":
+            metrics.intake_answered(decision.status)
         metrics.auth_refused.labels(decision.group, decision.reason).inc()
         log.warning("auth refused", extra={
             "group": decision.group, "status": decision.status, "reason": decision.reason,
@@ -216,12 +249,12 @@ def _audit_failed(metrics: Metrics, log: logging.Logger) -> Callable[[str, BaseE
 
 
 def _unreadable_reporter(metrics: Metrics, log: logging.Logger,
-                         audit: AuditSink) -> Callable[[int, Reason, str], None]:
+                         audit: AuditSink) -> Callable[[int, Reason, str, str], None]:
     """A queued row that cannot be sent was dead-lettered instead (reason ``undecryptable`` or ``unreadable``):
     count, log, audit it."""
 
-    def report(item_id: int, reason: Reason, error: str) -> None:
-        metrics.events_dead_lettered.labels(reason.value).inc()
+    def report(item_id: int, reason: Reason, error: str, routing_key: str) -> None:
+        metrics.dead_lettered(routing_key, reason)
         log.error("stored event fails authentication (altered on disk, or moved or copied from another row); "
                   "dead-lettered, never sent" if reason is Reason.UNDECRYPTABLE else
                   "stored event cannot be read (not UTF-8 JSON, or not the event of its row); dead-lettered, "

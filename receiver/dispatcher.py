@@ -39,6 +39,7 @@ from receiver.outbox import Outbox, OutboxItem
 from receiver.pagerduty.events import Sender, SendResult
 from receiver.secret import Secret
 from receiver.settings import PagerDutySettings
+from receiver.status import RecentErrors
 
 __all__ = ["MAX_IDLE_WAIT", "Dispatcher", "backoff_delay"]
 
@@ -74,6 +75,7 @@ class Dispatcher:
         dry_run: bool = False,
         rand: Callable[[], float] = random.random,
         audit: AuditSink | None = None,
+        errors: RecentErrors | None = None,
     ) -> None:
         self._outbox = outbox
         self._sender = sender
@@ -87,6 +89,7 @@ class Dispatcher:
         self._limiter = limiter
         self._breaker = breaker
         self._audit = audit or NullAudit()
+        self._errors = errors or RecentErrors(clock, frozenset(routing_keys))
         self._wakeup = asyncio.Event()
         self._inflight: dict[int, asyncio.Task[None]] = {}
         self._wakes = 0
@@ -182,6 +185,8 @@ class Dispatcher:
                     continue  # no budget: an earlier item of this claim used the key's last slot
                 if not self._breaker.allow():  # half-open with its single trial already out
                     return total + started
+                self._metrics.limiter_waited(item.routing_key, self._limiter.waited(item.routing_key,
+                                                                                    self._ready_at(item)))
                 # Room now means room a moment later too (sends only leave the window): this records.
                 taken_at = self._limiter.take(item.routing_key)
                 self._start(item, self._deliver(item, taken_at))
@@ -190,6 +195,10 @@ class Dispatcher:
             if started == 0:
                 return total
         return total
+
+    def _ready_at(self, item: OutboxItem) -> float:
+        """When ``item`` was ready to send (due), on the monotonic clock."""
+        return self._clock.monotonic() - max(0.0, self._clock.now() - item.next_attempt_at)
 
     def _start(self, item: OutboxItem, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)
@@ -313,13 +322,15 @@ class Dispatcher:
             if self._dry_run:
                 self._log.info("dry-run: would send event", extra={**fields, "event": item.body})
                 return
-            self._metrics.events_sent.inc()
+            self._metrics.sent(item.routing_key)
             self._audit.record("event.sent", **_audit_fields(item), status=result.status,
                                attempts=item.attempts + 1)
             self._log.info("event delivered", extra={**fields, "attempts": item.attempts + 1})
             return
         assert result.reason is not None
         self._metrics.events_failed.labels(result.reason.value).inc()
+        self._errors.add(item.routing_key, result.reason,
+                         f"PagerDuty {result.status}: {result.detail}" if result.status else result.detail)
         if result.retryable:
             await self._settle_retry(item, result)
         else:
@@ -338,6 +349,7 @@ class Dispatcher:
             # The key's budget is spent (by someone else too, perhaps): back the whole key off
             # and keep its queue. A 429 does not count towards retry_attempts; max_age does.
             pause = self._settings.backoff_on_429
+            self._metrics.throttled(item.routing_key)
             self._limiter.penalize(item.routing_key, pause)
             if now - item.created_at >= self._settings.max_age:
                 detail = f"gave up after {attempts} attempts; last: {result.reason.value}: {result.detail}"
@@ -363,7 +375,9 @@ class Dispatcher:
 
     async def _settle_dead(self, item: OutboxItem, reason: Reason, status: int | None, detail: str) -> None:
         await self._outbox.dead_letter(item, reason, status, detail)
-        self._metrics.events_dead_lettered.labels(reason.value).inc()
+        self._metrics.dead_lettered(item.routing_key, reason)
+        if reason in (Reason.UNKNOWN_ROUTING_KEY, Reason.EXPIRED):  # the others were kept as they happened
+            self._errors.add(item.routing_key, reason, detail)
         self._audit.record("event.dead_lettered", **_audit_fields(item), reason=reason.value, status=status)
         self._log.error(
             "event dead-lettered",

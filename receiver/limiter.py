@@ -22,6 +22,12 @@ configure a window slightly longer than PagerDuty's (e.g. 61 s).
 
 Keys are routing-key *names* from the configuration, never the secret keys themselves:
 :meth:`RateLimiter.snapshot` shows them on /status.
+
+It also remembers, per key (and for the global limit), the latest stretch of time it had
+no room: from the moment it was found full (or paused) to when it has room again, a stretch
+that begins again within :data:`_CONTINUES` of the previous one's end continuing it (the
+freed slot was taken at once). :meth:`RateLimiter.waited` measures from it how long an event
+ready at a given time waited for the budget: pdrelay_limiter_wait_seconds.
 """
 
 from __future__ import annotations
@@ -91,6 +97,33 @@ class RateLimit:
         return self.overrides.get(key, (self.per_key, self.window_seconds))
 
 
+_CONTINUES = 0.5
+"""Seconds: a key found without room again this soon after it had room never really had any (the slot
+freed was taken at once, or the dispatcher was a moment late to it)."""
+
+
+class _Block:
+    """The latest stretch of monotonic time without room: ``[start, end]`` (``start`` None: none yet)."""
+
+    __slots__ = ("end", "start")
+
+    def __init__(self) -> None:
+        self.start: float | None = None
+        self.end = -math.inf
+
+    def note(self, now: float, until: float) -> None:
+        """Found without room at ``now``, until ``until``."""
+        if self.start is None or now > self.end + _CONTINUES:
+            self.start = now
+        self.end = max(self.end, until)
+
+    def waited(self, ready: float, now: float) -> float:
+        """How much of ``[ready, now]`` this stretch covers."""
+        if self.start is None:
+            return 0.0
+        return max(0.0, min(now, self.end) - max(ready, self.start))
+
+
 class _Window:
     """A sliding-window log: the times of the sends still inside the window, oldest first."""
 
@@ -138,11 +171,12 @@ class _Window:
 
 
 class _KeyState:
-    __slots__ = ("blocked_until", "window")
+    __slots__ = ("block", "blocked_until", "window")
 
     def __init__(self, limit: int, window: float) -> None:
         self.window = _Window(limit, window)
         self.blocked_until = -math.inf
+        self.block = _Block()
 
 
 class RateLimiter:
@@ -153,6 +187,7 @@ class RateLimiter:
         self._clock = clock
         self._keys: dict[str, _KeyState] = {}
         self._global = _Window(*settings.global_limit) if settings.global_limit is not None else None
+        self._global_block = _Block()
         self._sweep_every = min([settings.window_seconds, *(w for _, w in settings.overrides.values())])
         self._last_sweep = clock.monotonic()
 
@@ -177,17 +212,42 @@ class RateLimiter:
 
     def next_allowed(self, key: str) -> float:
         """The absolute monotonic time at which a send for ``key`` is allowed (now if it is allowed now)."""
-        return self._next_allowed(key, self._clock.monotonic())
+        now = self._clock.monotonic()
+        at = self._next_allowed(key, now)
+        if at > now:
+            self._note_block(key, now)
+        return at
+
+    def _note_block(self, key: str, now: float) -> None:
+        """``key`` was found without room at ``now``: extend the stretches that say so (its own, the global)."""
+        st = self._keys.get(key)
+        if st is not None:
+            own = max(st.blocked_until, st.window.next_allowed(now))
+            if own > now:
+                st.block.note(now, own)
+        if self._global is not None and (glob := self._global.next_allowed(now)) > now:
+            self._global_block.note(now, glob)
+
+    def waited(self, key: str, ready: float) -> float:
+        """How long a send for ``key`` that was ready at monotonic time ``ready`` has waited for room (0 if
+        there was room when it was ready, or the key was never without room since)."""
+        now = self._clock.monotonic()
+        st = self._keys.get(key)
+        own = st.block.waited(ready, now) if st is not None else 0.0
+        return max(own, self._global_block.waited(ready, now))
 
     def take(self, key: str) -> float | None:
         """Record a send for ``key`` if one is allowed now and return the time recorded, else ``None``."""
         now = self._clock.monotonic()
         self._sweep(now)
         if self._next_allowed(key, now) > now:
+            self._note_block(key, now)
             return None
         self._state(key).window.record(now)
         if self._global is not None:
             self._global.record(now)
+        if self._next_allowed(key, now) > now:  # this send used the last room: the key is full from now
+            self._note_block(key, now)
         return now
 
     def seed(self, sends: Iterable[tuple[str, float]]) -> int:
@@ -206,6 +266,8 @@ class RateLimiter:
                 counted += 1
             if self._global is not None and at + self._global.window > now:
                 self._global.record(at)
+        for key in list(self._keys):
+            self._note_block(key, now)
         return counted
 
     def settle(self, key: str, taken_at: float, done_at: float) -> None:
@@ -229,6 +291,8 @@ class RateLimiter:
         now = self._clock.monotonic()
         st = self._state(key)
         st.blocked_until = max(st.blocked_until, now + seconds)
+        if st.blocked_until > now:
+            st.block.note(now, st.blocked_until)
 
     def blocked(self) -> tuple[dict[str, float], float]:
         """Who has no budget now: ``({key: monotonic time it has room again}, time the global limit has room)``.
@@ -241,7 +305,11 @@ class RateLimiter:
             at = max(st.blocked_until, st.window.next_allowed(now))
             if at > now:
                 keys[key] = at
-        return keys, (self._global.next_allowed(now) if self._global is not None else now)
+                st.block.note(now, at)
+        glob = self._global.next_allowed(now) if self._global is not None else now
+        if glob > now:
+            self._global_block.note(now, glob)
+        return keys, glob
 
     def snapshot(self) -> dict[str, Any]:
         """A JSON-ready view for /status: per key its limit, window, sends in the window and any block."""
@@ -260,6 +328,16 @@ class RateLimiter:
             glob = {"limit": self._global.limit, "window_seconds": self._global.window,
                     "used": self._global.used(now)}
         return {"keys": keys, "global": glob}
+
+    def budget(self, key: str) -> tuple[int, int, float, float]:
+        """For /status: ``(used, limit, window_seconds, next_send_in)`` of ``key``: sends in its window now,
+        its limit and window, and seconds until it may send (0 when it may now; the global limit and a
+        429's pause included). Reads only."""
+        now = self._clock.monotonic()
+        limit, window = self._settings.for_key(key)
+        st = self._keys.get(key)
+        used = st.window.used(now) if st is not None else 0
+        return used, limit, window, max(0.0, self._next_allowed(key, now) - now)
 
     def _sweep(self, now: float, *, force: bool = False) -> None:
         """Forget keys with no send in their window and no block: memory stays bounded by the active keys."""

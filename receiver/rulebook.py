@@ -5,17 +5,21 @@ Rules are checked against the configuration as they load: a rule naming a routin
 that ``pagerduty.routing_keys`` does not define is refused at start, at reload and by
 ``check-rules --config`` — not found later, when its first event is dead-lettered; a
 ``module:callable`` plugin outside ``rules.allow_plugins`` is refused the same way,
-before anything is imported for it."""
+before anything is imported for it.
+
+For /status it keeps when the rules in force were loaded, their rule names, and the last
+failed reload (when, and its ``file:line: message`` errors) until a later reload succeeds;
+each load creates ``pdrelay_rule_hits_total`` for every rule name it brings."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Collection, Sequence
 from pathlib import Path
 
 from receiver.audit import AuditSink, NullAudit
+from receiver.clock import Clock, SystemClock
 from receiver.metrics import Metrics
 from transforms import RulesError, RuleSet, load_rules
 
@@ -39,9 +43,12 @@ class Rulebook:
 
     def __init__(
         self, paths: Sequence[Path], metrics: Metrics, log: logging.Logger, audit: AuditSink | None = None,
-        *, routing_keys: Collection[str] = (), allow_plugins: Sequence[str] = (),
+        *, routing_keys: Collection[str] = (), allow_plugins: Sequence[str] = (), clock: Clock | None = None,
     ) -> None:
         self._paths = tuple(paths)
+        self._clock = clock or SystemClock()
+        self.loaded_at = 0.0  # wall time the rules in force were loaded
+        self.last_reload_error: tuple[float, tuple[str, ...]] | None = None  # (when, errors) until a success
         self._routing_keys = frozenset(routing_keys)
         self._allow_plugins = tuple(allow_plugins)
         self._metrics = metrics
@@ -52,8 +59,11 @@ class Rulebook:
     def _load_or_raise(self, actor: str) -> RuleSet:
         self._stamp_loaded = self._stamp()  # taken before reading, so an edit during the load is seen
         rules = load_checked(self._paths, self._routing_keys, self._allow_plugins)
+        self.loaded_at = self._clock.now()
+        self.last_reload_error = None
         self._metrics.rules_reload_success.set(1)
-        self._metrics.rules_loaded_at.set(time.time())
+        self._metrics.rules_loaded_at.set(self.loaded_at)
+        self._metrics.rules_loaded(rule.name for rule in rules.engine.rules)
         self._audit.record("rules.loaded", actor=actor, sha256=rules.sha256,
                            sources=[str(p) for p in rules.sources])
         return rules
@@ -65,6 +75,7 @@ class Rulebook:
         try:
             rules = self._load_or_raise(actor)
         except RulesError as exc:
+            self.last_reload_error = (self._clock.now(), tuple(exc.errors))
             self._metrics.rules_reload_success.set(0)
             self._log.error("rules reload failed; keeping the last good rules",
                             extra={"errors": exc.errors, "sha256": self.current.sha256})
@@ -75,6 +86,11 @@ class Rulebook:
         self.current = rules
         self._log.info("rules reloaded", extra={"sha256": rules.sha256, "changed": changed})
         return rules
+
+    @property
+    def rule_names(self) -> tuple[str, ...]:
+        """The names of the rules in force, in order."""
+        return tuple(rule.name for rule in self.current.engine.rules)
 
     def try_reload(self, actor: str = "reload") -> bool:
         """:meth:`reload`, for callers with nobody to tell: a failure is logged and counted there."""

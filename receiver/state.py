@@ -10,6 +10,7 @@ from aiohttp import web
 from receiver.admission import IntakeGate
 from receiver.audit import AuditSink
 from receiver.breaker import CircuitBreaker
+from receiver.clock import Clock
 from receiver.crypto import Keyring
 from receiver.dispatcher import Dispatcher
 from receiver.limiter import RateLimiter
@@ -19,6 +20,7 @@ from receiver.offload import Worker
 from receiver.outbox import Outbox
 from receiver.rulebook import Rulebook
 from receiver.settings import Settings
+from receiver.status import RecentErrors
 from receiver.supervisor import Supervisor
 
 __all__ = ["STATE", "AppState"]
@@ -41,6 +43,8 @@ class AppState:
     keyring: Keyring | None  # what seals stored alert content (None: stored in clear)
     gate: IntakeGate  # intake's admission: requests and body bytes at once
     worker: Worker  # the thread that parses and evaluates large bodies
+    clock: Clock  # the injected clock (wall time on /status)
+    errors: RecentErrors  # the last delivery errors, for /status
 
 
 STATE = web.AppKey("pdrelay_state", AppState)

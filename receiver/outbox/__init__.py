@@ -45,7 +45,7 @@ def build_outbox(
     keyring: Keyring | None,
     clock: Clock,
     keep_sends_for: float,
-    on_unreadable: Callable[[int, Reason, str], None] | None = None,
+    on_unreadable: Callable[[int, Reason, str, str], None] | None = None,
     operator: bool = False,
     encrypt_plain: bool | None = None,
 ) -> Outbox:

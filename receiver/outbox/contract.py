@@ -20,8 +20,8 @@ Backends: :class:`~receiver.outbox.sqlite.SQLiteOutbox` (``outbox.backend: sqlit
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from receiver.errors import Reason
@@ -30,6 +30,7 @@ from transforms.base import InvalidEvent, RenderedEvent
 __all__ = [
     "Depth",
     "EnqueueResult",
+    "KeyDepth",
     "NoSuchItem",
     "OpenReport",
     "Outbox",
@@ -65,12 +66,23 @@ class EnqueueResult:
     duplicates: int = 0  # events not queued: PagerDuty was told, or is queued to be told, the same
     dead_lettered: int = 0  # could not be made valid: stored as dead letters
     rerouted: int = 0  # resolves sent with the routing key of their trigger
+    queued_by_key: Mapping[str, int] = field(default_factory=dict)  # ``queued`` per routing key name
 
 
 @dataclass(frozen=True, slots=True)
 class Depth:
     queued: int
     dead: int
+
+
+@dataclass(frozen=True, slots=True)
+class KeyDepth:
+    """What one routing key name has stored: queued events, when the oldest of them was created (epoch
+    seconds; ``None`` with none queued), and dead letters by reason."""
+
+    queued: int = 0
+    oldest_queued_at: float | None = None
+    dead: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +149,7 @@ class Outbox(Protocol):
         """Due queue heads (at most one per dedup_key), resolves and critical triggers first, then
         oldest first; skipping the item ids ``exclude`` and the routing key names ``exclude_keys``.
         A head that cannot be sent is dead-lettered instead of being returned, and reported to the
-        backend's ``on_unreadable(item_id, reason, why)`` callback: reason ``undecryptable`` when its
+        backend's ``on_unreadable(item_id, reason, why, routing_key)`` callback: reason ``undecryptable`` when its
         stored value fails authentication (altered, or moved or copied from another row),
         ``unreadable`` when it is not UTF-8 JSON or not the event of its row (action, dedup key).
         The other heads are returned as usual."""
@@ -184,6 +196,12 @@ class Outbox(Protocol):
         ...
 
     def depth(self) -> Depth: ...
+
+    async def depth_by_key(self) -> dict[str, KeyDepth]:
+        """Per routing key name (as stored, configured or not), its :class:`KeyDepth`; keys with
+        nothing stored are absent. Read at each scrape of /metrics and /status: one cheap query,
+        nothing decrypted."""
+        ...
 
     # ------------------------------------------------------------------ operators
 

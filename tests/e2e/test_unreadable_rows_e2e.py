@@ -59,7 +59,7 @@ def test_serve_starts_and_delivers_around_a_text_body_that_is_not_utf8(
         def dead_lettered() -> bool:
             response = http_get(f"{relay.url}/metrics")
             return response is not None and \
-                f'pdrelay_events_dead_lettered_total{{reason="{reason}"}} 1.0' in response.text
+                f'pdrelay_events_dead_lettered_total{{reason="{reason}",routing_key="default"}} 1.0' in response.text
 
         wait_until(dead_lettered, what=f"the {reason} row counted")
         late = {"version": "4", "groupKey": "g", "status": "firing", "receiver": "pdrelay", "groupLabels": {},

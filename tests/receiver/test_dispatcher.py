@@ -65,8 +65,10 @@ class Rig:
     breaker: CircuitBreaker
 
     def value(self, name: str, labels: Mapping[str, str] | None = None) -> float:
-        v = self.metrics.registry.get_sample_value(name, dict(labels or {}))
-        return 0.0 if v is None else v
+        """The sum of ``name``'s samples whose labels include ``labels`` (routing keys summed unless named)."""
+        want = dict(labels or {}).items()
+        return sum(s.value for m in self.metrics.registry.collect() for s in m.samples
+                   if s.name == name and want <= s.labels.items())
 
 
 @pytest.fixture

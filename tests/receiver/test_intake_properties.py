@@ -150,7 +150,7 @@ def stored() -> tuple[float, float]:
     """(bodies accepted, events enqueued) so far: what a refused body must leave as it was."""
     registry = REGISTRY[-1]
     return (registry.get_sample_value("pdrelay_bodies_accepted_total") or 0.0,
-            registry.get_sample_value("pdrelay_events_enqueued_total") or 0.0)
+            sum(s.value for m in registry.collect() for s in m.samples if s.name == "pdrelay_events_enqueued_total"))
 
 
 def post(url: str, body: bytes, headers: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:

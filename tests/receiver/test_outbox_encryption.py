@@ -39,7 +39,7 @@ def on_disk(path: Path) -> bytes:
 
 
 async def opened(path: Path, keyring: Keyring | None, clock: FakeClock, *, operator: bool = False,
-                 told: list[tuple[int, Reason, str]] | None = None) -> SQLiteOutbox:
+                 told: list[tuple[int, Reason, str, str]] | None = None) -> SQLiteOutbox:
     box = SQLiteOutbox(path, clock=clock, keyring=keyring, operator=operator,
                        on_unreadable=None if told is None else lambda *report: told.append(report))
     box.opened = await box.open()  # type: ignore[attr-defined]
@@ -144,13 +144,13 @@ async def test_tampered_rows_are_set_aside_as_dead_letters_and_reported(tmp_path
         else:
             conn.execute("UPDATE events SET body = ? WHERE id = ?", (rows[1][1], rows[0][0]))
             conn.execute("UPDATE events SET body = ? WHERE id = ?", (rows[0][1], rows[1][0]))
-    told: list[tuple[int, Reason, str]] = []
+    told: list[tuple[int, Reason, str, str]] = []
     box = await opened(path, sealer(KEY_A), clock, told=told)
     claimed = await box.claim(10, ())
     bad_ids = {rows[0][0]} if tamper == "flip" else {rows[0][0], rows[1][0]}
     assert {i.id for i in claimed} == {r[0] for r in rows} - bad_ids
-    assert {(i, r) for i, r, _ in told} == {(i, Reason.UNDECRYPTABLE) for i in bad_ids}
-    assert all("authentication failed" in e and "moved from another row" in e for _, _, e in told)
+    assert {(i, r, k) for i, r, _, k in told} == {(i, Reason.UNDECRYPTABLE, "default") for i in bad_ids}
+    assert all("authentication failed" in e and "moved from another row" in e for _, _, e, _ in told)
     dead = await box.items(status="dead")
     assert {(i.id, i.reason) for i in dead} == {(i, Reason.UNDECRYPTABLE.value) for i in bad_ids}
     assert box.depth().dead == len(bad_ids)

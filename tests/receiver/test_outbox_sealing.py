@@ -23,7 +23,7 @@ from transforms.base import InvalidEvent, RenderedEvent
 HOUR = 3600.0
 KEY = generate_key()
 KEYED = re.compile(r"hk:[0-9a-f]{64}")
-Report = tuple[int, Reason, str]
+Report = tuple[int, Reason, str, str]  # item id, reason, why, routing key name
 
 
 def ev(dedup: str, action: str = "trigger", h: str = "h1") -> RenderedEvent:
@@ -112,7 +112,7 @@ async def test_a_sealed_row_copied_under_a_new_id_is_set_aside_never_sent_twice(
         await box.ack(claimed[0])
         assert await box.claim(10, ()) == []
         assert told == [(copy, Reason.UNDECRYPTABLE, f"cannot decrypt: authentication failed with key id "
-                         f"{keys.primary_id} (wrong key, the data was altered, or it was moved from another row)")]
+                         f"{keys.primary_id} (wrong key, the data was altered, or it was moved from another row)", "default")]
         assert [(i.id, i.reason) for i in await box.items()] == [(copy, "undecryptable")]
     finally:
         await box.close()
@@ -231,5 +231,5 @@ async def test_a_file_sealed_the_earlier_way_is_upgraded_once_without_resends_or
                "next_attempt_at) VALUES (99, ?, ?, ?, 'queued', ?, ?, 0, 0)", *old_row)
     assert await box.claim(10, ()) == []
     assert told == [(99, Reason.UNDECRYPTABLE, "cannot decrypt: sealed the way of an earlier pdrelay, without "
-                     "its item id, in an outbox upgraded since (copied or restored from an older file)")]
+                     "its item id, in an outbox upgraded since (copied or restored from an older file)", "default")]
     await box.close()

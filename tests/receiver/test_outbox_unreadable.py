@@ -35,7 +35,7 @@ from tests.receiver.test_outbox_sqlite import ev
 HOUR = 3600.0
 KEY = generate_key()
 ClientFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
-Report = tuple[int, Reason, str]
+Report = tuple[int, Reason, str, str]  # item id, reason, why, routing key name
 
 PLAIN_NOT_JSON = "the stored body is not a UTF-8 JSON object: "
 # (SQL run on the second of four queued rows, its id bound to ?; the reason; last_error) in a plain outbox
@@ -112,7 +112,7 @@ async def test_a_plain_row_that_is_not_its_event_is_set_aside_and_the_others_go(
     claimed, told, box = await claimed_and_reported(path, None)
     try:
         assert claimed == ["a", "c", "d"]
-        assert told == [(ids[1], Reason.UNREADABLE, error)]
+        assert told == [(ids[1], Reason.UNREADABLE, error, "d\udcff" if case == "routing_key_not_utf8" else "default")]
         (dead,) = await box.items(status="dead")
         assert (dead.id, dead.reason, dead.last_error, dead.attempts) == (ids[1], "unreadable", error, 1)
         assert await box.get(ids[1]) == dead  # operators see it, whatever its bytes
@@ -148,7 +148,7 @@ async def test_an_encrypted_row_that_is_not_its_event_is_set_aside_and_the_other
     claimed, told, box = await claimed_and_reported(path, keyring())
     try:
         assert claimed == ["a", "c", "d"]
-        assert told == [(ids[1], reason, error)]
+        assert told == [(ids[1], reason, error, "default")]
         (dead,) = await box.items(status="dead")
         assert (dead.id, dead.reason, dead.last_error) == (ids[1], reason.value, error)
         # What `outbox show` prints: the body if it can be read at all, else the reason and why.
@@ -209,7 +209,7 @@ async def test_the_service_delivers_around_a_bad_row_and_counts_logs_and_audits_
     await until(lambda: len(sender.calls) == 3)
     assert [b["dedup_key"] for _, b in sender.calls] == ["a", "c", "d"]
     metrics = await (await client.get("/metrics")).text()
-    assert f'pdrelay_events_dead_lettered_total{{reason="{reason.value}"}} 1.0' in metrics
+    assert f'pdrelay_events_dead_lettered_total{{reason="{reason.value}",routing_key="default"}} 1.0' in metrics
     (entry,) = [e for e in audit.entries if e["event"] == "event.dead_lettered"]
     assert (entry["item_id"], entry["reason"]) == (ids[1], reason.value)
     (line,) = [r for r in caplog.records if getattr(r, "item_id", None) == ids[1]]

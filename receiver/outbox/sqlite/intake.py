@@ -77,6 +77,7 @@ def _plan(
     """The delivery rules' decision for each of one notification's events, as rows to insert."""
     now, seal, keyed = op.now, sealer.seal_event, sealer.payload_hash
     queued = duplicates = rerouted = 0
+    by_key: dict[str, int] = {}
     rows: list[tuple[Any, ...]] = []
     for ev, body in op.events:
         ref, phash = refs[ev.dedup_key], keyed(ev.payload_hash)
@@ -87,6 +88,7 @@ def _plan(
         for o in stored:
             queued += 1
             rerouted += o.rerouted
+            by_key[o.routing_key] = by_key.get(o.routing_key, 0) + 1
             rows.append((o.item_id, o.routing_key, ref, ev.action, "queued",
                          seal(body, o.item_id, o.routing_key, ref, ev.action, phash),
                          phash, o.priority, ",".join(ev.rules), now, now, None, None))
@@ -98,7 +100,7 @@ def _plan(
                      seal(body, o.item_id, bad.routing_key, ref, bad.action, phash),
                      phash, 1, ",".join(bad.rules), now, now, Reason.INVALID_EVENT.value, bad.reason))
     return EnqueueResult(queued=queued, duplicates=duplicates, dead_lettered=len(op.invalid),
-                         rerouted=rerouted), rows
+                         rerouted=rerouted, queued_by_key=by_key), rows
 
 
 def _critical(body: Any) -> bool:

@@ -26,9 +26,10 @@ from receiver.clock import Clock, SystemClock
 from receiver.crypto import Keyring
 from receiver.delivery import Key
 from receiver.errors import ConfigError, OutboxUnavailable, Reason
-from receiver.outbox.contract import Depth, EnqueueResult, OpenReport, OutboxItem, RequeueResult
+from receiver.outbox.contract import Depth, EnqueueResult, KeyDepth, OpenReport, OutboxItem, RequeueResult
 from receiver.outbox.sqlite import admin
 from receiver.outbox.sqlite.committer import GroupCommitter, is_text, lossless
+from receiver.outbox.sqlite.depths import depth_by_key
 from receiver.outbox.sqlite.intake import Enqueue, write_batch
 from receiver.outbox.sqlite.notes import Notes, recent_sends
 from receiver.outbox.sqlite.schema import EVENT_COLUMNS, load_state, migrate, store_states
@@ -63,7 +64,7 @@ class SQLiteOutbox:
 
     def __init__(
         self, path: Path, clock: Clock | None = None, *, keep_sends_for: float = 3600.0,
-        keyring: Keyring | None = None, on_unreadable: Callable[[int, Reason, str], None] | None = None,
+        keyring: Keyring | None = None, on_unreadable: Callable[[int, Reason, str, str], None] | None = None,
         operator: bool = False, encrypt_plain: bool | None = None,
     ) -> None:
         self._path = path
@@ -74,7 +75,7 @@ class SQLiteOutbox:
         self._notes = Notes(self._clock, keep_sends_for)  # send times and the audit head, kept with the next commit
         self._db.before_commit = self._notes.write
         self._db.after_commit = self._after_commit
-        self._on_unreadable = on_unreadable or (lambda item_id, reason, error: None)
+        self._on_unreadable = on_unreadable or (lambda item_id, reason, error, routing_key: None)
         self._intake: list[tuple[Enqueue, asyncio.Future[EnqueueResult]]] = []
         self._intake_pending = False
         self._tasks: set[asyncio.Task[None]] = set()
@@ -133,6 +134,9 @@ class SQLiteOutbox:
 
     def depth(self) -> Depth:
         return Depth(queued=self._queued, dead=self._dead)
+
+    async def depth_by_key(self) -> dict[str, KeyDepth]:
+        return await self._db.read(depth_by_key)
 
     async def check(self) -> None:
         await self._db.write(lambda conn: conn.execute("SELECT 1 FROM events LIMIT 1").fetchall())
@@ -195,7 +199,7 @@ class SQLiteOutbox:
         now = self._clock.now()
         keys = _ENCODER.encode(sorted(exclude_keys))
 
-        def read(conn: sqlite3.Connection) -> tuple[list[OutboxItem], list[tuple[int, Reason, str]]]:
+        def read(conn: sqlite3.Connection) -> tuple[list[OutboxItem], list[tuple[int, Reason, str, str]]]:
             with lossless(conn):
                 rows = conn.execute(_CLAIM, (now, keys, limit + len(exclude))).fetchall()
             items, unreadable = [], []
@@ -205,7 +209,7 @@ class SQLiteOutbox:
                 try:
                     items.append(admin.item(r, self._sealer))
                 except admin.Unreadable as exc:
-                    unreadable.append((r[0], exc.reason, str(exc)))
+                    unreadable.append((r[0], exc.reason, str(exc), str(r[1])))
             return items[:limit], unreadable
 
         items, unreadable = await self._db.read(read)
@@ -213,19 +217,19 @@ class SQLiteOutbox:
             await self._set_aside(unreadable)
         return items
 
-    async def _set_aside(self, rows: list[tuple[int, Reason, str]]) -> None:
+    async def _set_aside(self, rows: list[tuple[int, Reason, str, str]]) -> None:
         """Dead-letter queued rows that cannot be sent: their stored value fails authentication (altered on
         disk, moved or copied from another row) or is not the event of its row. Nothing else can be done
         with them; they stay visible in ``outbox list``, with the reason and why."""
 
         def work(conn: sqlite3.Connection) -> None:
             with lossless(conn):
-                for item_id, reason, error in rows:
+                for item_id, reason, error, _ in rows:
                     self._dead_letter_row(conn, item_id, (reason.value, None, error))
 
         await self._db.write(work)
-        for item_id, reason, error in rows:
-            self._on_unreadable(item_id, reason, error)
+        for item_id, reason, error, routing_key in rows:
+            self._on_unreadable(item_id, reason, error, routing_key)
 
     def _queued_row(self, conn: sqlite3.Connection, item_id: int) -> tuple[Key, int | None] | None:
         """The key and notification of queued row ``item_id``; None if it is no longer queued (settled twice)."""
