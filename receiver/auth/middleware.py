@@ -33,6 +33,7 @@ GROUP_BY_PATH: Final[Mapping[str, str]] = {
     "/v1/events": "events",
     "/-/reload": "admin",
     "/status": "admin",
+    "/status/playground": "admin",
 }
 DEFAULT_GROUP = "admin"  # every path neither open nor listed
 
