@@ -7,10 +7,12 @@ It has no ``routing_key``: :class:`~transforms.base.RenderedEvent` carries the k
 own notifier does, so PagerDuty event rules can route them.
 
 A Change Event (action ``change``, see :mod:`transforms.collapse`) has its own, smaller
-body: ``{payload: {summary, source, timestamp?, custom_details?}, links?}`` — no
-``event_action`` (which is how the sender tells it goes to ``/v2/change/enqueue``), no
-``dedup_key``, severity, component, group, class, client or images. The same defaults and
-limits apply to what it has (summary cut, 512,000 bytes by cutting ``custom_details``).
+body: ``{dedup_key, payload: {summary, source, timestamp?, custom_details?}, links?}`` — no
+``event_action`` (which is how the sender tells it goes to ``/v2/change/enqueue``), severity,
+component, group, class, client or images. Its ``dedup_key`` is pdrelay's own key for the
+outbox (stored with the body, like every event's, so an encrypted outbox can still show and
+replay it); the sender leaves it out, as PagerDuty's Change Events take none. The same
+defaults and limits apply (summary cut, 512,000 bytes by cutting ``custom_details``).
 
 Defaults for fields the rules left unset: summary = ``annotations.summary``, else
 ``labels.alertname``, else ``"Alertmanager alert"``; source = ``labels.instance``, else
@@ -231,9 +233,9 @@ def _details(collapsed: Collapsed, payload: dict[str, Any], notes: list[str]) ->
 
 
 def _build_change_body(collapsed: Collapsed, notes: list[str]) -> dict[str, Any]:
-    """The Change Event body before the size limit: ``{payload: {summary, source, timestamp?,
-    custom_details?}, links?}``. Change events have no action, dedup key, severity, component,
-    group, class, client or images: fields the rules set for those are left out."""
+    """The Change Event body before the size limit: ``{dedup_key, payload: {summary, source, timestamp?,
+    custom_details?}, links?}``. Change events have no action, severity, component, group, class,
+    client or images: fields the rules set for those are left out (``dedup_key`` stays in the outbox)."""
     event = collapsed.event
     payload: dict[str, Any] = {
         "summary": _summary(event, notes),
@@ -241,7 +243,7 @@ def _build_change_body(collapsed: Collapsed, notes: list[str]) -> dict[str, Any]
     }
     _timestamp(event, payload)
     _details(collapsed, payload, notes)
-    body: dict[str, Any] = {"payload": payload}
+    body: dict[str, Any] = {"dedup_key": collapsed.dedup_key, "payload": payload}
     if "links" in event.fields and (links := _items(event.fields, "links", ("href", "text"), notes)):
         body["links"] = links
     return body

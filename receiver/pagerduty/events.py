@@ -3,7 +3,8 @@
 Alert events (a body with ``event_action``) go to the configured ``pagerduty.events_url``;
 Change Events (a body without one, see :mod:`transforms.render`) go to
 :func:`change_events_url` of it, on the same host (so ``allowed_hosts`` and the breaker
-keyed by host hold for both), with the same routing key and the same classification.
+keyed by host hold for both), with the same routing key and the same classification, and
+without the ``dedup_key`` the outbox keeps in their body (PagerDuty's Change Events take none).
 
 No other module sees an httpx exception or a raw status code: :func:`classify`
 turns a response into a :class:`SendResult` with a closed :class:`Reason`, and
@@ -140,9 +141,11 @@ class EventsSender:
 
     async def send(self, routing_key: Secret, body: Mapping[str, Any]) -> SendResult:
         # Compact UTF-8 JSON: the encoding render measured against PagerDuty's 512 KB limit.
+        url = self._url
+        if is_change_event(body):
+            url, body = self.change_url, {k: v for k, v in body.items() if k != "dedup_key"}
         payload = _ENCODE({"routing_key": routing_key.reveal(), **body})
         try:
-            url = self.change_url if is_change_event(body) else self._url
             response = await self._client.post(url, content=payload)
         except httpx.TimeoutException as exc:
             return SendResult(ok=False, reason=Reason.TIMEOUT, detail=f"timed out ({type(exc).__name__})")

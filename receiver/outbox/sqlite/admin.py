@@ -78,7 +78,8 @@ def _body(row: tuple[Any, ...], sealer: Sealer, *, check: bool) -> dict[str, Any
         raise Unreadable(Reason.UNREADABLE, f"the stored body is not a UTF-8 JSON object: {str(exc)[:200]}") from None
     if check:
         dedup_key = body.get("dedup_key")
-        if body.get("event_action") != action:
+        # A Change Event's body has no event_action: that absence is what sends it to /v2/change/enqueue.
+        if body.get("event_action", "change") != action or (action == "change" and "event_action" in body):
             raise Unreadable(Reason.UNREADABLE, f"the stored body's event_action is not the item's action {action!r}")
         if not isinstance(dedup_key, str) or sealer.index(dedup_key) != ref:
             raise Unreadable(Reason.UNREADABLE, "the stored body's dedup_key is not the item's dedup key")
