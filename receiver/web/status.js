@@ -133,5 +133,6 @@
       $("body").value = JSON.stringify(JSON.parse(option.dataset.body), null, 2);
     }
   });
+  $("body").addEventListener("input", () => { $("example").value = ""; });
   $("run").addEventListener("click", run);
 })();

@@ -52,6 +52,9 @@ rules:
   - name: '{SCRIPT}'
     match: ['team="storage"']
     set: {{severity: critical, summary: 'disk full on {{{{ labels.instance }}}}'}}
+  - name: zone
+    match: ['alertname="{SCRIPT}"']
+    set: {{component: '{{{{ 1 // (labels.zone | int) }}}}'}}
 """
 WAIT = 5.0  # seconds: the longest any page condition may take
 
@@ -68,6 +71,8 @@ class Seen:
     trace_rows: list[list[str]] = field(default_factory=list)
     hostile_summary: str = ""
     hostile_title: str = ""
+    hostile_errors: list[list[str]] = field(default_factory=list)
+    hostile_marked: list[str] = field(default_factory=list)  # the trace rows marked as template errors
     scripts: int = -1  # script elements on the page: its own, and nothing the data added
     alert_fired: bool = True
     console: list[str] = field(default_factory=list)
@@ -125,6 +130,8 @@ def _browse(url: str, out: Path) -> Seen:
         _run_playground(driver, wait)
         seen.hostile_summary = _cells(driver.find_element(By.CSS_SELECTOR, "#events tbody tr"))[3]
         seen.hostile_title = driver.find_element(By.CSS_SELECTOR, "#trace h4").text
+        seen.hostile_errors = [_cells(r) for r in driver.find_elements(By.CSS_SELECTOR, "#template-errors tbody tr")]
+        seen.hostile_marked = [_cells(r)[1] for r in driver.find_elements(By.CSS_SELECTOR, "#trace tr.template-error")]
         seen.scripts = len(driver.find_elements(By.TAG_NAME, "script"))
         try:
             driver.switch_to.alert  # noqa: B018  # raises when no dialog is open
@@ -182,7 +189,7 @@ async def test_status_page_in_headless_chromium(tmp_path: Path, aiohttp_server: 
 
     assert seen.key_row[:3] == ["default", "2", "4 m 12 s"]
     assert seen.key_row[5] == "1"  # the one 429
-    assert seen.rule_names == ["ignore-watchdog", SCRIPT]
+    assert seen.rule_names == ["ignore-watchdog", SCRIPT, "zone"]
     assert seen.summary == "2 events, 0 invalid, 0 dropped, 0 template errors."
     assert seen.events == [
         ["default", "trigger", "d55413deeb88df6c", "disk full on db-1.example.com:9100", "critical", SCRIPT],
@@ -192,11 +199,15 @@ async def test_status_page_in_headless_chromium(tmp_path: Path, aiohttp_server: 
                                  "NodeFilesystemAlmostFull (0ee71a229f2262e7)"]
     assert [row[:3] for row in seen.trace_rows] == [["1", "defaults", "matched"],
                                                   ["2", "ignore-watchdog", "skipped by match"],
-                                                  ["3", SCRIPT, "matched"]]
+                                                  ["3", SCRIPT, "matched"],
+                                                  ["4", "zone", "skipped by match"]]
     assert seen.trace_rows[2][3].splitlines() == [
         'severity: "error" → "critical"', 'summary: null → "disk full on db-1.example.com:9100"']
     assert seen.hostile_summary == f"disk full on {SCRIPT}"
     assert seen.hostile_title == f"{SCRIPT} (d55413deeb88df6c)"
+    assert seen.hostile_errors == [["d55413deeb88df6c", "zone", "component",
+                                    "UndefinedError: 'dict object' has no attribute 'zone'"]]
+    assert seen.hostile_marked == ["zone"]
     assert seen.scripts == 1
     assert seen.alert_fired is False
     assert seen.console == []  # no CSP violation, no script error
