@@ -1,13 +1,23 @@
 """Time guards on steps: when_time / unless_time in an IANA zone (DST included), days, ranges across
-midnight, the load errors for every bad value, and the evaluation time as the caller's argument."""
+midnight, the load errors for every bad value, and the evaluation time as the caller's argument (at
+intake: the service's injected clock)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, tzinfo
+from pathlib import Path
+from typing import Any
 
 import pytest
+from aiohttp.test_utils import TestClient
+from prometheus_client import CollectorRegistry
 
+from receiver.app import Deps, create_app
+from receiver.secret import Secret
+from receiver.settings import OutboxSettings, PagerDutySettings, RulesSettings, Settings
+from receiver.state import STATE
+from tests.fakes import FakeClock
 from transforms import RulesError, RuleSet
 from transforms.base import Alert, Group
 from transforms.when import Moment
@@ -247,3 +257,27 @@ def test_a_window_needs_days_or_hours() -> None:
     with pytest.raises(RulesError) as caught:
         RuleSet.from_text("version: 1\nrules:\n  - when_time: {timezone: UTC}\n    set: {class: x}\n", "t.yaml")
     assert caught.value.errors == ["t.yaml:3: when_time needs 'days' or 'hours' (or both)"]
+
+
+@pytest.mark.parametrize(
+    ("now", "key"), [("2026-03-27T07:30:00+00:00", "night-oncall"), ("2026-03-30T07:30:00+00:00", "default")]
+)
+async def test_intake_evaluates_at_the_service_clock(
+    now: str, key: str, tmp_path: Path, aiohttp_client: Callable[..., Awaitable[TestClient[Any, Any]]]
+) -> None:
+    """POST /v1/alertmanager tests when_time at the injected clock's wall time, not the machine's."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(AFTER_HOURS)
+    settings = Settings(
+        pagerduty=PagerDutySettings(routing_keys={"default": Secret("d" * 32), "night-oncall": Secret("n" * 32)},
+                                    dry_run=True),
+        outbox=OutboxSettings(path=tmp_path / "outbox.db"),
+        rules=RulesSettings(paths=(rules,)),
+    )
+    clock = FakeClock(start=_at(now).timestamp())
+    client = await aiohttp_client(create_app(settings, Deps(clock=clock, registry=CollectorRegistry())))
+    body = (Path(__file__).parents[1] / "fixtures" / "am025-per-alert-firing" / "webhook.json").read_bytes()
+    resp = await client.post("/v1/alertmanager", data=body, headers={"Content-Type": "application/json"})
+    assert resp.status == 200, await resp.text()
+    items = await client.app[STATE].outbox.items()
+    assert [item.routing_key for item in items] == [key, key]
