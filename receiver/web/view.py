@@ -119,6 +119,8 @@ def _key_row(entry: object) -> KeyRow:
 
 def _breaker(breaker: Mapping[str, Any]) -> list[tuple[str, str]]:
     rows = [("state", _text(breaker.get("state")).replace("_", "-"))]
+    if "endpoint" in breaker:
+        rows.insert(0, ("endpoint", _text(breaker.get("endpoint"))))
     if "failures" in breaker:
         rows.append(("failures", f"{_text(breaker.get('failures'))} of {_text(breaker.get('failure_threshold'))}"))
     if breaker.get("recovery_timeout") is not None:

@@ -67,7 +67,8 @@ def status_dict(**overrides: Any) -> dict[str, Any]:
              "throttled_429": 0, "dead_letters": {"bad_request": 0, "unreadable": 0}},
         ],
         "outbox": {"queued": 3, "dead": 1},
-        "breaker": {"state": "open", "failures": 5, "failure_threshold": 5, "recovery_timeout": 60.0,
+        "breaker": {"endpoint": "events.pagerduty.com", "state": "open", "failures": 5, "failure_threshold": 5,
+                    "recovery_timeout": 60.0,
                     "retry_in_seconds": 42.0},
         "last_errors": [{"at": "2026-12-02T12:00:00Z", "routing_key": "default", "reason": "server_error",
                          "message": "PagerDuty 503: " + HOSTILE}],
@@ -96,7 +97,8 @@ def test_page_shows_every_fact_as_escaped_text() -> None:
             '<td>now</td><td class="num">2</td>\n<td>bad_request: 1</td></tr>') in page
     assert (f'<tr><td>{HOSTILE_HTML}</td><td class="num">0</td><td>none queued</td><td>0 / 120 in 1 m</td>\n'
             '<td>1 h 2 m</td><td class="num">0</td>\n<td>none</td></tr>') in page
-    assert '<tr><th scope="row">state</th><td>open</td></tr>' in page
+    assert ('<tr><th scope="row">endpoint</th><td>events.pagerduty.com</td></tr>\n'
+            '<tr><th scope="row">state</th><td>open</td></tr>') in page
     assert '<tr><th scope="row">next try in</th><td>42 s</td></tr>' in page
     assert f"<td>PagerDuty 503: {HOSTILE_HTML}</td>" in page
     assert f"<li>{HOSTILE_HTML}</li>" in page  # a rule name
