@@ -213,7 +213,7 @@ async def test_status_page_answer_has_its_headers(make_client: Any) -> None:
 
 
 async def test_status_page_and_playground_are_admin_only(make_client: Any) -> None:
-    """With auth configured: 401 without a credential, 403 for an intake token, the page for an admin token."""
+    """With auth configured: 401 without a credential, 403 for an intake token, the answer for an admin token."""
     client = await make_client(AuthSettings(bearer_tokens=(Secret(INTAKE),), admin_tokens=(Secret(ADMIN),)))
     body = (CAPTURED / "am-0.25_firing.json").read_bytes()
     for method, path in (("GET", "/status"), ("POST", "/status/playground")):
@@ -223,6 +223,9 @@ async def test_status_page_and_playground_are_admin_only(make_client: Any) -> No
         assert (resp.status, await resp.json()) == (403, {"error": "this identity may not use this endpoint"}), path
     resp = await client.get("/status", headers={**HTML, "Authorization": f"Bearer {ADMIN}"})
     assert (resp.status, resp.content_type) == (200, "text/html")
+    resp = await client.post("/status/playground", headers={"Authorization": f"Bearer {ADMIN}"}, data=body)
+    assert (resp.status, [e["dedup_key"] for e in (await resp.json())["events"]]) == (
+        200, ["d55413deeb88df6c", "0ee71a229f2262e7"])
 
 
 # --------------------------------------------------------------------------- the playground
