@@ -171,12 +171,11 @@ class _Window:
 
 
 class _KeyState:
-    __slots__ = ("block", "blocked_until", "window")
+    __slots__ = ("blocked_until", "window")
 
     def __init__(self, limit: int, window: float) -> None:
         self.window = _Window(limit, window)
         self.blocked_until = -math.inf
-        self.block = _Block()
 
 
 class RateLimiter:
@@ -188,6 +187,7 @@ class RateLimiter:
         self._keys: dict[str, _KeyState] = {}
         self._global = _Window(*settings.global_limit) if settings.global_limit is not None else None
         self._global_block = _Block()
+        self._blocks: dict[str, _Block] = {}  # per key: its latest stretch without room
         self._sweep_every = min([settings.window_seconds, *(w for _, w in settings.overrides.values())])
         self._last_sweep = clock.monotonic()
 
@@ -224,7 +224,7 @@ class RateLimiter:
         if st is not None:
             own = max(st.blocked_until, st.window.next_allowed(now))
             if own > now:
-                st.block.note(now, own)
+                self._blocks.setdefault(key, _Block()).note(now, own)
         if self._global is not None and (glob := self._global.next_allowed(now)) > now:
             self._global_block.note(now, glob)
 
@@ -232,8 +232,8 @@ class RateLimiter:
         """How long a send for ``key`` that was ready at monotonic time ``ready`` has waited for room (0 if
         there was room when it was ready, or the key was never without room since)."""
         now = self._clock.monotonic()
-        st = self._keys.get(key)
-        own = st.block.waited(ready, now) if st is not None else 0.0
+        block = self._blocks.get(key)
+        own = block.waited(ready, now) if block is not None else 0.0
         return max(own, self._global_block.waited(ready, now))
 
     def take(self, key: str) -> float | None:
@@ -292,7 +292,7 @@ class RateLimiter:
         st = self._state(key)
         st.blocked_until = max(st.blocked_until, now + seconds)
         if st.blocked_until > now:
-            st.block.note(now, st.blocked_until)
+            self._blocks.setdefault(key, _Block()).note(now, st.blocked_until)
 
     def blocked(self) -> tuple[dict[str, float], float]:
         """Who has no budget now: ``({key: monotonic time it has room again}, time the global limit has room)``.
@@ -305,7 +305,7 @@ class RateLimiter:
             at = max(st.blocked_until, st.window.next_allowed(now))
             if at > now:
                 keys[key] = at
-                st.block.note(now, at)
+                self._blocks.setdefault(key, _Block()).note(now, at)
         glob = self._global.next_allowed(now) if self._global is not None else now
         if glob > now:
             self._global_block.note(now, glob)
@@ -340,10 +340,14 @@ class RateLimiter:
         return used, limit, window, max(0.0, self._next_allowed(key, now) - now)
 
     def _sweep(self, now: float, *, force: bool = False) -> None:
-        """Forget keys with no send in their window and no block: memory stays bounded by the active keys."""
+        """Forget keys with no send in their window and no block, and stretches without room that ended more
+        than a sweep ago (a send still waiting is measured by a recent one): memory stays bounded by the
+        active keys."""
         if not force and now - self._last_sweep < self._sweep_every:
             return
         self._last_sweep = now
         idle = [k for k, st in self._keys.items() if st.blocked_until <= now and st.window.used(now) == 0]
         for k in idle:
             del self._keys[k]
+        for k in [k for k, b in self._blocks.items() if b.end <= now - self._sweep_every]:
+            del self._blocks[k]

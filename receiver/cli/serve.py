@@ -23,6 +23,7 @@ from typing import Any
 import uvloop
 from aiohttp import web
 
+import receiver
 from receiver.app import Deps, create_app
 from receiver.auth import OPEN_PATHS, Authenticator
 from receiver.cli.common import load_settings_or_report
@@ -34,7 +35,7 @@ from receiver.state import STATE
 from receiver.tls import server_ssl_context
 from transforms import RulesError
 
-__all__ = ["serve"]
+__all__ = ["serve", "start_summary"]
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -191,14 +192,7 @@ def _announce(settings: Settings, app: web.Application, log: object) -> None:
     """The start-up lines; ``settings.server`` holds the bound address."""
     st = app[STATE]
     pd = settings.pagerduty
-    st.log.info(
-        "pdrelay starting",
-        extra={
-            "listen": settings.server.listen, "config": settings.source, "outbox": str(settings.outbox.path),
-            "rules_sha256": st.rulebook.current.sha256, "events_url": pd.events_url,
-            "routing_keys": sorted(pd.routing_keys),
-        },
-    )
+    st.log.info("pdrelay starting", extra=start_summary(settings, app))
     keyring = st.keyring
     if keyring is None:
         st.log.warning("alert content is stored unencrypted: set security.encryption_key (see `pdrelay keygen`)")
@@ -220,6 +214,27 @@ def _announce(settings: Settings, app: web.Application, log: object) -> None:
                        f"{server.listen} may post alerts and reload rules")
     else:
         st.log.warning(f"no authentication configured: listening on loopback only ({server.listen})")
+
+
+def start_summary(settings: Settings, app: web.Application) -> dict[str, Any]:
+    """The start line's fields: how pdrelay is set up, by names, paths, ids and hashes only (no secret)."""
+    st = app[STATE]
+    pd, server, tls = settings.pagerduty, settings.server, settings.server.tls
+    rules = st.rulebook.current
+    keyring = st.keyring
+    return {
+        "version": str(receiver.__version__), "config": settings.source, "listen": server.listen,
+        "tls": tls is not None, "client_auth": tls.client_auth if tls is not None else "none",
+        "auth_methods": Authenticator(settings.auth, settings.security).describe() if settings.auth.enabled
+        else "none",
+        "routing_keys": sorted(pd.routing_keys), "events_url": pd.events_url, "dry_run": st.dry_run,
+        "outbox_backend": settings.outbox.backend, "outbox": str(settings.outbox.path),
+        "encryption": "off" if keyring is None else "aes-256-gcm",
+        "key_ids": [] if keyring is None else list(keyring.ids),
+        "rules_sources": [str(p) for p in rules.sources], "rules_sha256": rules.sha256,
+        "rule_count": len(st.rulebook.rule_names),
+        "audit": str(settings.audit_path) if settings.audit.enabled else "off",
+    }
 
 
 def _is_loopback(host: str) -> bool:
