@@ -1,0 +1,44 @@
+"""deploy/systemd/pdrelay.service through ``systemd-analyze verify`` (no running systemd needed): a copy whose
+ExecStart names this checkout's pdrelay (verify wants an executable there) must pass without a word; a copy
+with a typo'd key, which systemd only warns about, is caught by that silence."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+from manifests import DEPLOY, run
+
+pytestmark = pytest.mark.e2e
+
+UNIT = DEPLOY / "systemd" / "pdrelay.service"
+SHIPPED_BINARY = "/opt/pdrelay/bin/pdrelay"
+
+
+def installed_copy(folder: Path, text: str) -> Path:
+    pdrelay = shutil.which("pdrelay", path=str(Path(sys.executable).parent))
+    assert pdrelay is not None
+    assert text.count(SHIPPED_BINARY) == 1
+    unit = folder / "pdrelay.service"
+    unit.write_text(text.replace(SHIPPED_BINARY, pdrelay), encoding="utf-8")
+    return unit
+
+
+def test_systemd_analyze_verifies_the_unit(tmp_path: Path) -> None:
+    text = UNIT.read_text(encoding="utf-8")
+    result = run(["systemd-analyze", "verify", str(installed_copy(tmp_path, text))])
+    assert (result.returncode, result.output) == (0, "")
+    for line in ("ExecStart=/opt/pdrelay/bin/pdrelay serve --config /etc/pdrelay/pdrelay.yaml",
+                 "KillSignal=SIGTERM", "TimeoutStopSec=45", "Restart=on-failure", "StateDirectory=pdrelay",
+                 "NoNewPrivileges=yes", "ProtectSystem=strict", "CapabilityBoundingSet=",
+                 "SystemCallFilter=@system-service"):
+        assert f"\n{line}\n" in text
+
+
+def test_systemd_analyze_flags_a_typo(tmp_path: Path) -> None:
+    text = UNIT.read_text(encoding="utf-8").replace("NoNewPrivileges=", "NoNewPrivilege=")
+    unit = installed_copy(tmp_path, text)
+    result = run(["systemd-analyze", "verify", str(unit)])
+    assert "Unknown key 'NoNewPrivilege' in section [Service], ignoring." in result.output
