@@ -30,6 +30,9 @@ MAX_ERRORS = 20
 """How many delivery errors /status keeps (newest first)."""
 MAX_MESSAGE = 300
 """The longest error message kept, in characters (an ellipsis ends a cut one)."""
+MAX_RULE_ERRORS = 20
+MAX_RULE_ERROR = 500
+"""A failed reload shows its first 20 ``file:line: message`` errors, each at most 500 characters."""
 
 
 def rfc3339(epoch: float) -> str:
@@ -121,7 +124,10 @@ async def status_snapshot(st: AppState) -> dict[str, Any]:
             "sources": [str(p) for p in rulebook.current.sources],
             "loaded_at": rfc3339(rulebook.loaded_at),
             "rule_names": list(rulebook.rule_names),
-            "last_reload_error": None if failed is None else {"at": rfc3339(failed[0]), "errors": list(failed[1])},
+            "last_reload_error": None if failed is None else {
+                "at": rfc3339(failed[0]),
+                "errors": [clean_text(e, MAX_RULE_ERROR) for e in failed[1][:MAX_RULE_ERRORS]],
+            },
         },
         "encryption": _encryption(st),
     }
