@@ -42,3 +42,11 @@ def test_systemd_analyze_flags_a_typo(tmp_path: Path) -> None:
     unit = installed_copy(tmp_path, text)
     result = run(["systemd-analyze", "verify", str(unit)])
     assert "Unknown key 'NoNewPrivilege' in section [Service], ignoring." in result.output
+
+
+def test_systemd_analyze_security_rates_the_unit_ok(tmp_path: Path) -> None:
+    """Exposure 1.1 of 10 ("OK") with systemd 252; --threshold (tenths) fails the run above 1.5."""
+    unit = installed_copy(tmp_path, UNIT.read_text(encoding="utf-8"))
+    result = run(["systemd-analyze", "security", "--offline=true", "--threshold=15", "--no-pager", str(unit)])
+    assert result.failures == ""
+    assert "Overall exposure level for pdrelay.service: 1.1 OK" in result.output
