@@ -281,3 +281,29 @@ async def test_intake_evaluates_at_the_service_clock(
     assert resp.status == 200, await resp.text()
     items = await client.app[STATE].outbox.items()
     assert [item.routing_key for item in items] == [key, key]
+
+
+def _commented_step(text: str, name: str) -> str:
+    """The step ``name`` that rules/default.yaml shows commented out, uncommented."""
+    lines = text.splitlines()
+    start = lines.index(f"  # - name: {name}")
+    end = start + 1
+    while lines[end].startswith("  #   "):
+        end += 1
+    return "\n".join(line.replace("# ", "", 1) for line in lines[start:end]) + "\n"
+
+
+def test_default_rules_commented_time_and_resolve_examples_work(make_alert: Alerts, make_group: Groups) -> None:
+    """The after-hours and send_resolved examples in rules/default.yaml do what their comments say."""
+    text = (Path(__file__).parents[2] / "rules" / "default.yaml").read_text()
+    steps = _commented_step(text, "after-hours") + _commented_step(text, "storage-resolves-by-hand")
+    rules = RuleSet.from_text(text + steps)
+    assert [rule.name for rule in rules.engine.rules][-2:] == ["after-hours", "storage-resolves-by-hand"]
+    firing = make_alert(fingerprint="f1", labels={"alertname": "A", "team": "web"})
+    assert _routing_key(rules, make_group(firing), _at("2026-03-27T07:30:00+00:00")) == "night-oncall"
+    assert _routing_key(rules, make_group(firing), _at("2026-03-30T07:30:00+00:00")) == "default"
+    storage = make_alert(fingerprint="s1", status="resolved", labels={"alertname": "A", "team": "storage"})
+    web = make_alert(fingerprint="w1", status="resolved", labels={"alertname": "A", "team": "web"})
+    evaluation = rules.evaluate(make_group(storage, web), _at("2026-03-30T07:30:00+00:00"))
+    assert [(e.dedup_key, e.action) for e in evaluation.events] == [("w1", "resolve")]
+    assert evaluation.suppressed_resolves == 1
