@@ -2,9 +2,12 @@
 
 Read at every scrape, so it stays cheap: two grouped queries, nothing decrypted (routing key
 names, reasons and times are stored in clear). Queued events are counted from the partial
-index ``events_key`` alone, with the first queued id of each key (ids follow arrival order);
-one row per key then gives its creation time. Dead letters are few (operators purge or replay
-them) and found through the status index.
+index ``events_key`` alone (named: without statistics SQLite picks the status index, then reads
+every queued row and sorts them, 3.5× slower), with the first queued id of each key (ids follow
+arrival order); one row per key then gives its creation time. Measured with 10,000 queued
+(encrypted) events over four keys: the whole read 1.7 ms (9 ms the first time, cold), against
+7 ms with the status index; generating the exposition takes about 5 ms besides. Dead letters are
+few (operators purge or replay them) and found through the status index.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ __all__ = ["depth_by_key"]
 
 _QUEUED_BY_KEY = """
 SELECT q.routing_key, q.n, e.created_at FROM (
-    SELECT routing_key, COUNT(*) AS n, MIN(id) AS first FROM events WHERE status = 'queued' GROUP BY routing_key
+    SELECT routing_key, COUNT(*) AS n, MIN(id) AS first FROM events INDEXED BY events_key
+    WHERE status = 'queued' GROUP BY routing_key
 ) q JOIN events e ON e.id = q.first
 """
 _DEAD_BY_KEY = "SELECT routing_key, reason, COUNT(*) FROM events WHERE status = 'dead' GROUP BY routing_key, reason"
