@@ -28,7 +28,12 @@ class _Loader(yaml.SafeLoader):
     """YAML 1.1 reads a bare ``=`` (an enum value in the matchers' schema) as its "value" tag: keep it a string."""
 
 
-_Loader.add_constructor("tag:yaml.org,2002:value", lambda loader, node: loader.construct_scalar(node))
+def _value_as_string(loader: yaml.SafeLoader, node: yaml.Node) -> str:
+    assert isinstance(node, yaml.ScalarNode)
+    return str(loader.construct_scalar(node))
+
+
+_Loader.add_constructor("tag:yaml.org,2002:value", _value_as_string)
 
 
 def strip(node: Any) -> Any:
