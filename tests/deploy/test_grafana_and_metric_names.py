@@ -116,7 +116,7 @@ async def scraped(tmp_path: Path, aiohttp_client: ClientFactory) -> dict[str, se
         pagerduty=PagerDutySettings(routing_keys={"default": Secret("k" * 32), "db-oncall": Secret("d" * 32)}),
         outbox=OutboxSettings(path=tmp_path / "outbox.db"), rules=RulesSettings(paths=(rules,)),
         audit=AuditSettings(path=tmp_path / "audit.jsonl"))
-    client: TestClient = await aiohttp_client(create_app(settings, Deps(registry=CollectorRegistry())))
+    client: TestClient[Any, Any] = await aiohttp_client(create_app(settings, Deps(registry=CollectorRegistry())))
     response = await client.get("/metrics")
     assert response.status == 200
     text = await response.text()
