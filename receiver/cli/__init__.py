@@ -94,6 +94,8 @@ def _parser() -> argparse.ArgumentParser:
                       help="add each alert's steps: matched or not (and why not), and what each changed")
     test.add_argument("--now", metavar="RFC3339",
                       help="the time when_time/unless_time steps test, e.g. 2026-03-29T07:30:00Z (default: now)")
+    test.add_argument("--text", action="store_true",
+                      help="print lines for a terminal instead of JSON (with --trace: one line per step)")
     test.add_argument("--allow-template-errors", action="store_true",
                       help="template errors are warnings: exit 0 with them")
     test.add_argument("bodies", nargs="+", type=Path, help="Alertmanager webhook JSON files")

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime
+from typing import Any
 
 from receiver.cli.common import json_text, load_rules_or_report, load_settings_or_report, printable
 from receiver.errors import PayloadError
@@ -38,7 +40,8 @@ def test_rules(args: argparse.Namespace) -> int:
     """Print what the bodies would produce; like ``check-rules`` without ``--config``, no ``module:callable``
     plugin loads.
 
-    ``--trace`` adds each alert's steps (:func:`transforms.trace_to_json`). Templates that failed while
+    ``--trace`` adds each alert's steps (:func:`transforms.trace_to_json`); ``--text`` prints the result as
+    lines for a terminal instead of JSON (the JSON is the stable form). Templates that failed while
     rendering are listed on stderr, one line per alert and field, and make the exit status 1 unless
     ``--allow-template-errors``. ``--now`` (RFC 3339, with an offset) is the time ``when_time`` tests."""
     now = _now(args.now)
@@ -73,11 +76,17 @@ def test_rules(args: argparse.Namespace) -> int:
         if not args.trace:
             del traced["trace"], traced["template_errors"]
         results.append({"file": str(path), **traced})
-    # One body: its evaluation as it is (the golden files' format); several: a list naming each file.
-    out: object = results
-    if len(args.bodies) == 1 and results:
-        out = {k: v for k, v in results[0].items() if k != "file"}
-    sys.stdout.write(json_text(out, indent=2) + "\n")  # alert text, escaped for the terminal
+    if args.text:
+        for result in results:
+            if len(args.bodies) > 1:
+                sys.stdout.write(printable(f"== {result['file']}") + "\n")
+            sys.stdout.writelines(line + "\n" for line in _text_lines(result))
+    else:
+        # One body: its evaluation as it is (the golden files' format); several: a list naming each file.
+        out: object = results
+        if len(args.bodies) == 1 and results:
+            out = {k: v for k, v in results[0].items() if k != "file"}
+        sys.stdout.write(json_text(out, indent=2) + "\n")  # alert text, escaped for the terminal
     if errors:
         if args.allow_template_errors:
             print(f"warning: {errors} template error(s); allowed by --allow-template-errors", file=sys.stderr)
@@ -101,3 +110,30 @@ def _now(value: str | None) -> datetime | None:
                         " (e.g. 2026-03-29T07:30:00Z or 2026-03-29T09:30:00+02:00)"), file=sys.stderr)
         return None
     return parsed
+
+
+def _text_lines(result: dict[str, Any]) -> Iterator[str]:
+    """One evaluation as lines: each alert's steps (with ``--trace``), then the events, drops and invalid
+    events. Values are shown as JSON (:func:`json_text`), every other text through :func:`printable`: alert
+    content reaches the terminal escaped."""
+    p = printable
+    for alert in result.get("trace", ()):
+        yield f"alert {p(alert['fingerprint'])} ({p(alert['alertname'])})"
+        for step in alert["steps"]:
+            if not step["matched"]:
+                yield f"  {p(step['rule'])}: not matched ({step['skipped_by']})"
+                continue
+            parts = [f"{p(c['field'])}: {json_text(c['old'])} \u2192 {json_text(c['new'])}" for c in step["changes"]]
+            parts += [flag for flag in ("dropped", "stopped") if step[flag]]
+            yield f"  {p(step['rule'])}: {'; '.join(parts) or 'matched, changed nothing'}"
+        for error in result.get("template_errors", ()):
+            if error["fingerprint"] == alert["fingerprint"]:
+                yield p(f"  template error {error['rule']}.{error['field']}: {error['message']}")
+    for event in result["events"]:
+        rules = ", ".join(event["rules"])
+        yield p(f"event {event['action']} {event['routing_key']} {event['dedup_key']} (rules: {rules})")
+        yield "  " + json_text(event["body"])
+    for dropped in result["dropped"]:
+        yield p(f"dropped {dropped['fingerprint']} by {dropped['rule']}")
+    for invalid in result["invalid"]:
+        yield p(f"invalid {invalid['action']} {invalid['routing_key']} {invalid['dedup_key']}: {invalid['reason']}")

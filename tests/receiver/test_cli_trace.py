@@ -5,6 +5,7 @@ The golden files are under ``tests/receiver/golden/trace/``; after a deliberate 
 
     G=tests/receiver/golden/trace; pdrelay test-rules --trace --now 2026-03-30T07:30:00Z \\
         --rules $G/rules.yaml $G/webhook.json > $G/expected.json 2> $G/expected.stderr
+    (and the same with --text > $G/expected.txt)
 """
 
 from __future__ import annotations
@@ -35,6 +36,33 @@ def test_trace_matches_the_golden_output(capsys: pytest.CaptureFixture[str]) -> 
     assert out == (GOLDEN / "expected.json").read_text()
     assert err == (GOLDEN / "expected.stderr").read_text()
     assert status == 1
+
+
+def test_text_trace_matches_the_golden_lines(capsys: pytest.CaptureFixture[str]) -> None:
+    """--trace --text prints one line per step (field: old → new), then the events, as in the golden file."""
+    status, out, err = _run(capsys, "--trace", "--text", "--now", MONDAY_IN_HOURS, "--rules", RULES, BODY)
+    assert out == (GOLDEN / "expected.txt").read_text()
+    assert (status, err) == (1, (GOLDEN / "expected.stderr").read_text())
+
+
+def test_text_trace_escapes_hostile_alert_text(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Terminal escapes in a fingerprint, an alert name and a changed value are shown escaped, never raw."""
+    body = json.loads((GOLDEN / "webhook.json").read_text())
+    body["alerts"] = body["alerts"][1:2]
+    body["alerts"][0]["fingerprint"] = "f\x1b[2J"
+    body["alerts"][0]["labels"]["alertname"] = "A\x1b]0;t\x07"
+    body["alerts"][0]["labels"]["instance"] = "h\x1b[31m:1"
+    path = tmp_path / "b.json"
+    path.write_text(json.dumps(body))
+    rules = tmp_path / "r.yaml"
+    rules.write_text("version: 1\nrules: [{name: s, set: {summary: '{{ labels.instance }}'}}]\n")
+    status, out, _ = _run(capsys, "--trace", "--text", "--now", MONDAY_IN_HOURS, "--rules", str(rules), str(path))
+    assert status == 0
+    assert out.splitlines()[:2] == [
+        "alert f\\x1b[2J (A\\x1b]0;t\\x07)",
+        '  s: summary: null \u2192 "h\\u001b[31m:1"',
+    ]
+    assert "\x1b" not in out and "\x07" not in out
 
 
 def test_allow_template_errors_exits_0_with_a_warning(capsys: pytest.CaptureFixture[str]) -> None:
@@ -94,8 +122,8 @@ def test_help_and_completion_name_the_new_flags(capsys: pytest.CaptureFixture[st
     with pytest.raises(SystemExit):
         main(["test-rules", "--help"])
     help_text = capsys.readouterr().out
-    for flag in ("--trace", "--now RFC3339", "--allow-template-errors"):
+    for flag in ("--trace", "--text", "--now RFC3339", "--allow-template-errors"):
         assert flag in help_text
     assert main(["completion", "bash"]) == 0
     script = capsys.readouterr().out
-    assert all(flag in script for flag in ("--trace", "--now", "--allow-template-errors"))
+    assert all(flag in script for flag in ("--trace", "--text", "--now", "--allow-template-errors"))
