@@ -14,7 +14,8 @@ CHECKED_BY = {
     "kubernetes/statefulset.yaml": "test_kubernetes.py, test_shipped_configs_e2e.py (Alertmanager runs on it)",
     "prometheus-rules.test.yaml": "test_alert_rules.py (promtool test rules)",
     "prometheus-rules.yaml": "test_alert_rules.py (promtool check rules and test rules)",
-    "systemd/pdrelay.service": "test_systemd_unit.py (systemd-analyze verify)",
+    "systemd/pdrelay.service": "test_systemd_unit.py (systemd-analyze verify and security)",
+    "systemd/pdrelay.yaml": "test_systemd_unit.py (loads with the unit's credentials)",
 }
 
 

@@ -4,12 +4,15 @@ with a typo'd key, which systemd only warns about, is caught by that silence."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import sys
 from pathlib import Path
 
 import pytest
 from manifests import DEPLOY, run
+
+from receiver.settings import load_settings
 
 pytestmark = pytest.mark.e2e
 
@@ -50,3 +53,24 @@ def test_systemd_analyze_security_rates_the_unit_ok(tmp_path: Path) -> None:
     result = run(["systemd-analyze", "security", "--offline=true", "--threshold=15", "--no-pager", str(unit)])
     assert result.failures == ""
     assert "Overall exposure level for pdrelay.service: 1.1 OK" in result.output
+
+
+def test_the_units_config_loads_with_the_credentials_the_unit_passes(tmp_path: Path) -> None:
+    """deploy/systemd/pdrelay.yaml reads exactly the unit's LoadCredential= names from systemd's credentials
+    folder (here: tmp_path), and writes only under the StateDirectory."""
+    unit = UNIT.read_text(encoding="utf-8")
+    credentials = [line.split("=", 1)[1].split(":", 1)[0] for line in unit.splitlines()
+                   if line.startswith("LoadCredential=")]
+    assert credentials == ["routing-key-default"]
+    for name in credentials:
+        (tmp_path / name).write_text("0123456789abcdef0123456789abcdef\n", encoding="utf-8")
+    text = (UNIT.parent / "pdrelay.yaml").read_text(encoding="utf-8")
+    assert re.findall(r"\{file: /run/credentials/pdrelay\.service/([^}]+)\}", text) == credentials
+    config = tmp_path / "pdrelay.yaml"
+    config.write_text(text.replace("/run/credentials/pdrelay.service/", f"{tmp_path}/"), encoding="utf-8")
+    settings = load_settings(config, {})
+    assert {n: k.reveal() for n, k in settings.pagerduty.routing_keys.items()} == {
+        "default": "0123456789abcdef0123456789abcdef"}
+    assert (settings.outbox.path, settings.audit.path) == (
+        Path("/var/lib/pdrelay/outbox.db"), Path("/var/lib/pdrelay/audit.jsonl"))
+    assert (settings.server.host, settings.server.port) == ("127.0.0.1", 9095)
