@@ -112,7 +112,8 @@ async def test_a_sealed_row_copied_under_a_new_id_is_set_aside_never_sent_twice(
         await box.ack(claimed[0])
         assert await box.claim(10, ()) == []
         assert told == [(copy, Reason.UNDECRYPTABLE, f"cannot decrypt: authentication failed with key id "
-                         f"{keys.primary_id} (wrong key, the data was altered, or it was moved from another row)", "default")]
+                         f"{keys.primary_id} (wrong key, the data was altered, or it was moved from another row)",
+                         "default")]
         assert [(i.id, i.reason) for i in await box.items()] == [(copy, "undecryptable")]
     finally:
         await box.close()
