@@ -11,6 +11,11 @@ jitter (5xx, timeouts, connection errors), backs the key off on a 429, or dead-l
 Nothing is removed from the outbox before PagerDuty accepted it, so a crash at any
 point only means a resend. While the breaker is open, events simply stay queued.
 
+Per routing key name it counts sends, 429s and dead letters, and how long each send
+waited for its key's budget (:meth:`~receiver.limiter.RateLimiter.waited`); every failed
+attempt, and every dead letter that had no failed attempt of its own, goes to the ring of
+recent errors that /status shows (:class:`~receiver.status.RecentErrors`).
+
 An unexpected exception — from the outbox, from the sender, or from a delivery's own
 bookkeeping — ends :meth:`Dispatcher.run` (once the deliveries in flight have settled);
 :mod:`receiver.supervisor` logs it, counts it and runs the dispatcher again. ``run`` tells
