@@ -12,9 +12,9 @@ Nothing is removed from the outbox before PagerDuty accepted it, so a crash at a
 point only means a resend. While the breaker is open, events simply stay queued.
 
 Per routing key name it counts sends, 429s and dead letters, and how long each send
-waited for its key's budget (:meth:`~receiver.limiter.RateLimiter.waited`); every failed
-attempt, and every dead letter that had no failed attempt of its own, goes to the ring of
-recent errors that /status shows (:class:`~receiver.status.RecentErrors`).
+waited for its key's budget (:meth:`~receiver.limiter.RateLimiter.waited`). Every failed
+attempt goes to the ring of recent errors that /status shows (:class:`~receiver.status.RecentErrors`),
+and so do a routing key name the config lacks and a retry given up (``expired``).
 
 An unexpected exception — from the outbox, from the sender, or from a delivery's own
 bookkeeping — ends :meth:`Dispatcher.run` (once the deliveries in flight have settled);
