@@ -1,6 +1,6 @@
 """Time guards on steps: when_time / unless_time in an IANA zone (DST included), days, ranges across
 midnight, the load errors for every bad value, and the evaluation time as the caller's argument (at
-intake: the service's injected clock)."""
+intake the service's injected clock, at replay the time of the replay)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,10 @@ from aiohttp.test_utils import TestClient
 from prometheus_client import CollectorRegistry
 
 from receiver.app import Deps, create_app
+from receiver.errors import Reason
+from receiver.models import parse_notification
+from receiver.outbox.sqlite import SQLiteOutbox
+from receiver.replay import replay
 from receiver.secret import Secret
 from receiver.settings import OutboxSettings, PagerDutySettings, RulesSettings, Settings
 from receiver.state import STATE
@@ -307,3 +311,24 @@ def test_default_rules_commented_time_and_resolve_examples_work(make_alert: Aler
     evaluation = rules.evaluate(make_group(storage, web), _at("2026-03-30T07:30:00+00:00"))
     assert [(e.dedup_key, e.action) for e in evaluation.events] == [("w1", "resolve")]
     assert evaluation.suppressed_resolves == 1
+
+
+@pytest.mark.parametrize(
+    ("now", "key"), [("2026-03-27T07:30:00+00:00", "night-oncall"), ("2026-03-30T07:30:00+00:00", "default")]
+)
+async def test_replay_routes_at_the_time_of_the_replay(now: str, key: str, tmp_path: Path) -> None:
+    """A dead letter replayed with when_time rules takes the routing key those rules give at replay time."""
+    source = (Path(__file__).parents[1] / "fixtures" / "am025-per-alert-firing" / "webhook.json").read_bytes()
+    rules = RuleSet.from_text(AFTER_HOURS)
+    evaluation = rules.evaluate(parse_notification(source), _at("2026-03-30T12:00:00+00:00"))
+    box = SQLiteOutbox(tmp_path / "outbox.db")
+    await box.open()
+    try:
+        await box.enqueue(source, evaluation.events, evaluation.invalid, resend_interval=3600.0)
+        first = (await box.claim(1, ()))[0]
+        await box.dead_letter(first, Reason.CLIENT_ERROR, 400, "refused")
+        outcome = await replay(box, first.id, rules, routing_keys={"default", "night-oncall"},
+                               resend_interval=3600.0, now=_at(now))
+        assert (outcome.result, outcome.routing_key) == ("replayed", key)
+    finally:
+        await box.close()
