@@ -2,8 +2,10 @@
 
 A rules file is ``version: 1``, optional ``defaults`` (any field ``set`` accepts) and
 ``rules``, an ordered list of steps. A step is an optional ``match`` (Alertmanager
-matchers, list or brace form), at most one action (``set``, ``severity_map``,
-``extract``, ``drop``, ``transform`` + ``with``) and optionally ``stop: true``; ``name``
+matchers, list or brace form), optional ``when_time`` / ``unless_time`` (time guards, see
+:mod:`transforms.when`), at most one action (``set``, ``severity_map``,
+``extract``, ``drop``, ``transform`` + ``with``), optionally ``stop: true`` and
+``change_event: true`` (the alert goes as a Change Event; such a step needs no action); ``name``
 defaults to ``rule[<index>]`` (the index counts across all files). Several paths (files,
 or folders whose ``*.yaml``/``*.yml`` are taken sorted by name) are concatenated in
 order; their defaults apply in order, later ones overriding (``custom_details`` merges).
@@ -19,23 +21,25 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from transforms.base import Group
+from transforms.base import ChangeEvent, Group
 from transforms.engine import Engine, Evaluation
 from transforms.fields import DEFAULT_SEVERITY, FieldSetter, compile_fields
 from transforms.match import Matcher, MatcherError, parse_matchers
 from transforms.registry import STEP_TYPES
 from transforms.spec import LineDict, LineList, Problems, StepContext, describe, load_yaml
 from transforms.steps import Rule
+from transforms.when import TIME_KEYS, compile_time_guard
 
 __all__ = ["RoutingKeyRef", "RuleSet", "RulesError", "load_rules"]
 
 _TOP_KEYS = ("version", "defaults", "rules")
-_STEP_KEYS = ("name", "match", "stop", "with")
+_STEP_KEYS = ("name", "match", "stop", "with", "change_event", *TIME_KEYS)
 
 
 class RulesError(Exception):
@@ -69,9 +73,10 @@ class RuleSet:
     sources: tuple[str, ...]
     routing_keys: tuple[RoutingKeyRef, ...]
 
-    def evaluate(self, group: Group) -> Evaluation:
-        """A whole notification: rules, collapse, render."""
-        return self.engine.evaluate(group)
+    def evaluate(self, group: Group, now: datetime | None = None) -> Evaluation:
+        """A whole notification: rules, collapse, render; ``now`` (timezone-aware) is the time
+        ``when_time`` / ``unless_time`` steps test, required when the rules have any."""
+        return self.engine.evaluate(group, now)
 
     def unknown_routing_keys(self, configured: Collection[str]) -> list[str]:
         """``file:line: unknown routing key name 'x' (configured: a, b)`` for each literal name
@@ -215,8 +220,10 @@ def _compile_file(data: bytes, problems: Problems, compiled: _Compiled) -> None:
         if rule is None:
             continue
         compiled.rules.append(rule)
-        if isinstance(rule.action, FieldSetter):
-            compiled.note_routing_key(rule.action, step.get("set"), problems)
+        if isinstance(action := rule.action, ChangeEvent):
+            action = action.action
+        if isinstance(action, FieldSetter):
+            compiled.note_routing_key(action, step.get("set"), problems)
 
 
 def _compile_step(step: Any, line: int, index: int, problems: Problems, compiled: _Compiled) -> Rule | None:
@@ -239,23 +246,28 @@ def _compile_step(step: Any, line: int, index: int, problems: Problems, compiled
             problems.add(
                 step.line_of(key),
                 f"unknown step type or key {key!r} in rule {name!r}"
-                f" (step types: {', '.join(STEP_TYPES)}, stop; other keys: match, name, with)",
+                f" (step types: {', '.join(STEP_TYPES)}, stop;"
+                " other keys: change_event, match, name, unless_time, when_time, with)",
             )
     stop = step.get("stop", False)
     if not isinstance(stop, bool):
         problems.add(step.line_of("stop"), f"stop must be true or false, got {describe(stop)}")
+    change = step.get("change_event", False)
+    if not isinstance(change, bool):
+        problems.add(step.line_of("change_event"), f"change_event must be true or false, got {describe(change)}")
     if len(actions) > 1:
         problems.add(
             step.line_of(actions[1]),
             f"rule {name!r} has {len(actions)} actions ({', '.join(actions)}); a step takes one, split it",
         )
-    elif not actions and stop is not True and problems.count == before:
+    elif not actions and stop is not True and change is not True and problems.count == before:
         problems.add(
             line, f"rule {name!r} has no action (add one of: {', '.join(STEP_TYPES)}, or stop: true)"
         )
     if "with" in step and "transform" not in step:
         problems.add(step.line_of("with"), "'with' is only valid with 'transform'")
     matchers = _compile_match(step, problems)
+    when = compile_time_guard(step, problems)
     action = None
     if len(actions) == 1:
         key = actions[0]
@@ -263,7 +275,7 @@ def _compile_step(step: Any, line: int, index: int, problems: Problems, compiled
         action = STEP_TYPES[key](step[key], context)
     if problems.count > before:
         return None
-    return Rule(name, matchers, action, stop is True)
+    return Rule(name, matchers, ChangeEvent(action) if change is True else action, stop is True, when=when)
 
 
 def _compile_match(step: LineDict, problems: Problems) -> tuple[Matcher, ...]:

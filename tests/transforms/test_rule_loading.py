@@ -71,7 +71,7 @@ BAD_ERRORS = [
     "bad.yaml:11: rule 'two' has 2 actions (set, drop); a step takes one, split it",
     "bad.yaml:13: unknown step type or key 'sett' in rule 'typo'"
     " (step types: set, severity_map, extract, drop,"
-    " transform, stop; other keys: match, name, with)",
+    " transform, stop; other keys: change_event, match, name, unless_time, when_time, with)",
     "bad.yaml:15: bad matcher 'env=~\"prod': unterminated quoted string starting at column 6",
     "bad.yaml:18: extract.regex: invalid regex '(?P<host>[^:]+': missing ): (?P<host>[^:]+",
     "bad.yaml:20: set.summary: template syntax error in '{{ labels.instance ': unexpected end of template,"
