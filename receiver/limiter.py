@@ -224,9 +224,15 @@ class RateLimiter:
         if st is not None:
             own = max(st.blocked_until, st.window.next_allowed(now))
             if own > now:
-                self._blocks.setdefault(key, _Block()).note(now, own)
+                self._block(key).note(now, own)
         if self._global is not None and (glob := self._global.next_allowed(now)) > now:
             self._global_block.note(now, glob)
+
+    def _block(self, key: str) -> _Block:
+        block = self._blocks.get(key)
+        if block is None:
+            block = self._blocks[key] = _Block()
+        return block
 
     def waited(self, key: str, ready: float) -> float:
         """How long a send for ``key`` that was ready at monotonic time ``ready`` has waited for room (0 if
@@ -292,7 +298,7 @@ class RateLimiter:
         st = self._state(key)
         st.blocked_until = max(st.blocked_until, now + seconds)
         if st.blocked_until > now:
-            self._blocks.setdefault(key, _Block()).note(now, st.blocked_until)
+            self._block(key).note(now, st.blocked_until)
 
     def blocked(self) -> tuple[dict[str, float], float]:
         """Who has no budget now: ``({key: monotonic time it has room again}, time the global limit has room)``.
@@ -305,7 +311,7 @@ class RateLimiter:
             at = max(st.blocked_until, st.window.next_allowed(now))
             if at > now:
                 keys[key] = at
-                self._blocks.setdefault(key, _Block()).note(now, at)
+                self._block(key).note(now, at)
         glob = self._global.next_allowed(now) if self._global is not None else now
         if glob > now:
             self._global_block.note(now, glob)
