@@ -1,11 +1,12 @@
 """The /status page in a real headless Chromium (Debian's, through its chromedriver and selenium).
 
 pdrelay runs in-process on a loopback port with auth on; the browser sends the admin token on
-every request (``Network.setExtraHTTPHeaders``: the page's own ``fetch`` inherits it). Two events
-are queued behind a PagerDuty that answers 429 once and then never, the fake clock is moved on, and the page must show
-them in the per-key table; then the playground runs on a captured example and on a pasted body
-whose labels are a ``<script>`` tag, which must show as text and run nothing. A screenshot of each
-state lands in the test's tmp_path.
+every request (``Network.setExtraHTTPHeaders``: the page's own ``fetch`` inherits it). Two
+events are queued behind a PagerDuty that answers 429 once and then never, a rules reload
+fails, the fake clock is moved on: the page must show the queue in the per-key table and the
+failed reload in its warning box. Then the playground runs on a captured example and on a
+pasted body whose labels are a ``<script>`` tag, which must show as text and run nothing. A
+screenshot of each state lands in the test's tmp_path.
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ class Seen:
 
     key_row: list[str] = field(default_factory=list)
     rule_names: list[str] = field(default_factory=list)
+    reload_error: list[object] = field(default_factory=list)  # shown?, then its lines
     summary: str = ""
     events: list[list[str]] = field(default_factory=list)
     trace_titles: list[str] = field(default_factory=list)
@@ -109,6 +111,8 @@ def _browse(url: str, out: Path) -> Seen:
         table = wait.until(expected_conditions.presence_of_element_located((By.ID, "routing-keys")))
         seen.key_row = _cells(table.find_element(By.CSS_SELECTOR, "tbody tr"))
         seen.rule_names = [li.text for li in driver.find_elements(By.CSS_SELECTOR, "#rule-names li")]
+        box = driver.find_element(By.ID, "reload-error")
+        seen.reload_error = [box.is_displayed(), *(li.text for li in box.find_elements(By.TAG_NAME, "li"))]
         driver.save_screenshot(str(out / "status.png"))
 
         Select(driver.find_element(By.ID, "example")).select_by_value("am-0.25-firing")
@@ -176,6 +180,9 @@ async def test_status_page_in_headless_chromium(tmp_path: Path, aiohttp_server: 
         resp = await session.post(url + "/v1/alertmanager", headers=client_headers,
                                   data=(CAPTURED / "am-0.25_firing.json").read_bytes())
         assert resp.status == 200
+        rules.write_text(RULES + "  - name: [broken\n")  # a reload that fails: the rules in use stay
+        resp = await session.post(url + "/-/reload", headers=client_headers)
+        assert resp.status == 400
     async with asyncio.timeout(WAIT):
         while not sender.calls:  # the dispatcher tried once and got 429: the key waits, both events stay
             await asyncio.sleep(0.01)
@@ -190,6 +197,8 @@ async def test_status_page_in_headless_chromium(tmp_path: Path, aiohttp_server: 
     assert seen.key_row[:3] == ["default", "2", "4 m 12 s"]
     assert seen.key_row[5] == "1"  # the one 429
     assert seen.rule_names == ["ignore-watchdog", SCRIPT, "zone"]
+    assert seen.reload_error == [
+        True, f"{rules}:15: YAML syntax error: expected ',' or ']', but got '<stream end>'"]
     assert seen.summary == "2 events, 0 invalid, 0 dropped, 0 template errors."
     assert seen.events == [
         ["default", "trigger", "d55413deeb88df6c", "disk full on db-1.example.com:9100", "critical", SCRIPT],
