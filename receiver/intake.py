@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from datetime import UTC, datetime
 
 import msgspec
 from aiohttp import hdrs, web
@@ -27,7 +28,7 @@ from aiohttp import hdrs, web
 from receiver import state
 from receiver.admission import IntakeBusy
 from receiver.auth import identity_of
-from receiver.errors import OutboxUnavailable, PayloadError, PayloadTooLarge
+from receiver.errors import OutboxUnavailable, PayloadError, PayloadTooLarge, Reason
 from receiver.models import Limits, parse_notification
 from transforms import Evaluation, Group, RuleSet
 
@@ -55,9 +56,9 @@ _REASONS: dict[type[PayloadError], str] = {
 }
 
 
-def _prepare(rules: RuleSet, body: bytes, limits: Limits) -> tuple[Group, Evaluation]:
+def _prepare(rules: RuleSet, body: bytes, limits: Limits, now: datetime) -> tuple[Group, Evaluation]:
     group = parse_notification(body, limits)
-    return group, rules.evaluate(group)
+    return group, rules.evaluate(group, now)
 
 
 async def alertmanager(request: web.Request) -> web.Response:
@@ -94,8 +95,9 @@ async def _admitted(request: web.Request, st: state.AppState) -> web.Response:
         st.log.info("intake: the client closed the connection before the end of its body")
         return web.Response(status=400)  # aiohttp finds the connection gone and sends nothing
     rules = st.rulebook.current
+    now = datetime.fromtimestamp(st.clock.now(), UTC)  # the time when_time steps test: the injected clock's
     try:
-        group, evaluation = await st.worker.run(len(body), lambda: _prepare(rules, body, st.limits))
+        group, evaluation = await st.worker.run(len(body), lambda: _prepare(rules, body, st.limits, now))
     except PayloadError as exc:
         return _reject(request, st, exc)
     # The parsed alerts go before the commit, which is where a large body's memory peaks: only these are kept.
@@ -119,7 +121,8 @@ async def _admitted(request: web.Request, st: state.AppState) -> web.Response:
     m = st.metrics
     m.bodies_accepted.inc()
     m.alerts_received.inc(alerts)
-    m.events_enqueued.inc(result.queued)
+    m.enqueued(result.queued_by_key)
+    m.evaluated(evaluation)
     # The rest is rare: skip the counters' locks when there is nothing to add.
     if result.duplicates:
         m.events_duplicate.inc(result.duplicates)
@@ -129,8 +132,8 @@ async def _admitted(request: web.Request, st: state.AppState) -> web.Response:
         m.template_errors.inc(len(evaluation.template_errors))
         st.log.warning("templates fell back to defaults", extra={"errors": list(evaluation.template_errors)})
     if evaluation.invalid:
-        m.events_dead_lettered.labels("invalid_event").inc(result.dead_lettered)
         for bad in evaluation.invalid:
+            m.dead_lettered(bad.routing_key, Reason.INVALID_EVENT)
             st.log.error("event cannot be made valid; dead-lettered",
                          extra={"dedup_key": bad.dedup_key, "routing_key": bad.routing_key, "reason": bad.reason})
     answer = {
