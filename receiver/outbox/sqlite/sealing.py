@@ -39,21 +39,21 @@ configured.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import hmac
 import os
 import sqlite3
 from typing import Any
 
-from receiver.crypto import OVERHEAD, DecryptError, DecryptFailure, Keyring, blob_key_id
+from receiver.crypto import OVERHEAD, DecryptError, blob_key_id
 from receiver.errors import ConfigError
 from receiver.outbox.contract import OpenReport
+from receiver.outbox.sealing import INDEX_KEY_AAD as _INDEX_KEY_AAD
+from receiver.outbox.sealing import KEYED as _KEYED
+from receiver.outbox.sealing import ValueSealer
+from receiver.outbox.sealing import legacy_aad as _legacy_aad
+from receiver.outbox.sealing import notification_aad as _notification_aad
 
 __all__ = ["Sealer"]
 
-_KEYED = "hk:"  # the prefix of a keyed payload hash (and of a row sealed bound to its id)
-_INDEX_KEY_AAD = b"pdrelay.outbox.meta.index_key"
-_PAYLOAD_KEY_INFO = b"pdrelay.outbox.payload_hash"
 _META = "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL)"
 # A stored value that begins like a ciphertext: a plain body is JSON and never starts with byte 0x01.
 _LOOKS_SEALED = f"substr(CAST(body AS BLOB), 1, 1) = X'01' AND length(CAST(body AS BLOB)) >= {OVERHEAD}"
@@ -65,18 +65,9 @@ _UNKEYED_STATES = (f"FROM key_state WHERE substr(told_hash, 1, 3) != '{_KEYED}' 
 _EVENT_ROWS = "SELECT id, routing_key, dedup_key, action, payload_hash, CAST(body AS BLOB)"
 
 
-class Sealer:
-    """Seals and opens the outbox's stored values; the identity when no keyring is configured."""
-
-    def __init__(self, keyring: Keyring | None = None) -> None:
-        self._keyring = keyring
-        self._index: hmac.HMAC | None = None
-        self._payload: hmac.HMAC | None = None
-        self._legacy = False  # the file is in the earlier format (read by an operator, not upgraded yet)
-
-    @property
-    def encrypted(self) -> bool:
-        return self._keyring is not None
+class Sealer(ValueSealer):
+    """Seals and opens the SQLite outbox's stored values (:class:`ValueSealer`), and checks, encrypts,
+    upgrades and re-encrypts the file's rows."""
 
     # ------------------------------------------------------------------ start-up
 
@@ -113,7 +104,7 @@ class Sealer:
                 f"{', '.join(missing)}, which are not configured (configured: {', '.join(self._keyring.ids)}); "
                 "add the old key after the new one, then run `pdrelay outbox rekey`")
         try:
-            self._set_index_key(self._keyring.decrypt_bytes(bytes(row[0]), _INDEX_KEY_AAD))
+            self.set_index_key(self._keyring.decrypt_bytes(bytes(row[0]), _INDEX_KEY_AAD))
         except DecryptError as exc:
             raise ConfigError(f"config: security.encryption_key: cannot open the outbox {where}: {exc}") from None
         if encrypt_plain:
@@ -134,15 +125,11 @@ class Sealer:
                     ids.add(blob_key_id(bytes(blob)))
         return ids
 
-    def _set_index_key(self, key: bytes) -> None:
-        self._index = hmac.new(key, digestmod=hashlib.sha256)
-        self._payload = hmac.new(hmac.digest(key, _PAYLOAD_KEY_INFO, "sha256"), digestmod=hashlib.sha256)
-
     def _encrypt_plain_file(self, conn: sqlite3.Connection) -> OpenReport:
         """First start with keys: make the index key and seal every row already stored, in one transaction."""
         assert self._keyring is not None
         index_key = os.urandom(32)
-        self._set_index_key(index_key)
+        self.set_index_key(index_key)
         conn.execute("PRAGMA secure_delete=ON")  # the clear pages are overwritten, not just freed
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -235,64 +222,3 @@ class Sealer:
             conn.execute("ROLLBACK")
             raise
         return OpenReport(events=n_events, notifications=n_notes)
-
-    # ------------------------------------------------------------------ values
-
-    def index(self, dedup_key: str) -> str:
-        """What the ``dedup_key`` columns hold: the key itself, or its blind index."""
-        if self._index is None:
-            return dedup_key
-        h = self._index.copy()
-        h.update(dedup_key.encode())
-        return "ix:" + h.hexdigest()[:40]
-
-    def payload_hash(self, payload_hash: str) -> str:
-        """What the ``payload_hash`` columns hold: the hash itself, or ``hk:`` and its HMAC when sealed
-        (unless the file is still in the earlier format: then as it holds them)."""
-        if self._payload is None or self._legacy:
-            return payload_hash
-        h = self._payload.copy()
-        h.update(payload_hash.encode())
-        return _KEYED + h.hexdigest()
-
-    def seal_event(self, body: bytes, item_id: int, routing_key: str, ref: str, action: str,
-                   payload_hash: str) -> bytes:
-        """``body`` sealed for event ``item_id`` (``payload_hash`` as :meth:`payload_hash` gives it)."""
-        if self._keyring is None:
-            return body
-        return self._keyring.encrypt_bytes(body, self._aad(item_id, routing_key, ref, action, payload_hash))
-
-    def open_event(self, blob: bytes, item_id: int, routing_key: str, ref: str, action: str,
-                   payload_hash: str) -> bytes:
-        """The event body; raises :class:`~receiver.crypto.DecryptError` for a value that fails authentication."""
-        if self._keyring is None:
-            return blob
-        return self._keyring.decrypt_bytes(blob, self._aad(item_id, routing_key, ref, action, payload_hash))
-
-    def _aad(self, item_id: int, routing_key: str, ref: str, action: str, payload_hash: str) -> bytes:
-        if payload_hash.startswith(_KEYED):
-            return _event_aad(item_id, routing_key, ref, action, payload_hash)
-        if self._legacy:
-            return _legacy_aad(routing_key, ref, action, payload_hash)
-        raise DecryptError(
-            "cannot decrypt: sealed the way of an earlier pdrelay, without its item id, in an outbox upgraded "
-            "since (copied or restored from an older file)", DecryptFailure.AUTHENTICATION)
-
-    def seal_notification(self, body: bytes, nid: int) -> bytes:
-        return body if self._keyring is None else self._keyring.encrypt_bytes(body, _notification_aad(nid))
-
-    def open_notification(self, blob: bytes, nid: int) -> bytes:
-        return blob if self._keyring is None else self._keyring.decrypt_bytes(blob, _notification_aad(nid))
-
-
-def _event_aad(item_id: int, routing_key: str, ref: str, action: str, payload_hash: str) -> bytes:
-    return "\0".join(("pdrelay.outbox.events.v2", str(item_id), routing_key, ref, action, payload_hash)).encode()
-
-
-def _legacy_aad(routing_key: str, ref: str, action: str, payload_hash: str) -> bytes:
-    """What a value sealed before event ids were bound was bound to."""
-    return "\0".join(("pdrelay.outbox.events", routing_key, ref, action, payload_hash)).encode()
-
-
-def _notification_aad(nid: int) -> bytes:
-    return f"pdrelay.outbox.notifications\0{nid}".encode()
