@@ -38,7 +38,7 @@ from receiver.audit import AuditSink, NullAudit
 from receiver.breaker import CircuitBreaker
 from receiver.clock import Clock
 from receiver.errors import OutboxUnavailable, Reason
-from receiver.limiter import RateLimiter
+from receiver.limiter import Budget
 from receiver.metrics import Metrics
 from receiver.outbox import Outbox, OutboxItem
 from receiver.pagerduty.events import Sender, SendResult
@@ -75,7 +75,7 @@ class Dispatcher:
         metrics: Metrics,
         clock: Clock,
         log: logging.Logger,
-        limiter: RateLimiter,
+        limiter: Budget,
         breaker: CircuitBreaker,
         dry_run: bool = False,
         rand: Callable[[], float] = random.random,
@@ -176,7 +176,7 @@ class Dispatcher:
         while (free := self._settings.concurrency - len(self._inflight)) > 0:
             if self._breaker.retry_in() is not None:  # open: everything waits for the trial time
                 return total
-            blocked, _ = self._limiter.blocked()
+            blocked, _ = await self._limiter.refresh()
             # Snapshots: the claim runs on another thread, and a delivery finishing meanwhile must
             # still count as in flight for a query that may have read the outbox before its ack.
             items = await self._outbox.claim(free, frozenset(self._inflight), frozenset(blocked))
@@ -190,10 +190,14 @@ class Dispatcher:
                     continue  # no budget: an earlier item of this claim used the key's last slot
                 if not self._breaker.allow():  # half-open with its single trial already out
                     return total + started
-                self._metrics.limiter_waited(item.routing_key, self._limiter.waited(item.routing_key,
-                                                                                    self._ready_at(item)))
-                # Room now means room a moment later too (sends only leave the window): this records.
-                taken_at = self._limiter.take(item.routing_key)
+                waited = self._limiter.waited(item.routing_key, self._ready_at(item))
+                # Room now means room a moment later too (sends only leave the window): this records. A shared
+                # budget may have been taken by another replica meanwhile, or be unreachable: no send then.
+                taken_at = await self._limiter.acquire(item.routing_key)
+                if taken_at is None:
+                    self._breaker.record_ignored()  # frees a half-open trial slot: nothing was sent
+                    continue
+                self._metrics.limiter_waited(item.routing_key, waited)
                 self._start(item, self._deliver(item, taken_at))
                 started += 1
             total += started
@@ -305,7 +309,7 @@ class Dispatcher:
         done = self._clock.monotonic()
         self._metrics.send_latency.observe(done - started)
         if taken_at is not None:
-            self._limiter.settle(item.routing_key, taken_at, done)
+            await self._limiter.confirm(item.routing_key, taken_at, done)
             if not self._dry_run:
                 self._outbox.note_send(item.routing_key, self._clock.now())
         if result.ok:
@@ -355,7 +359,7 @@ class Dispatcher:
             # and keep its queue. A 429 does not count towards retry_attempts; max_age does.
             pause = self._settings.backoff_on_429
             self._metrics.throttled(item.routing_key)
-            self._limiter.penalize(item.routing_key, pause)
+            await self._limiter.pause(item.routing_key, pause)
             if now - item.created_at >= self._settings.max_age:
                 detail = f"gave up after {attempts} attempts; last: {result.reason.value}: {result.detail}"
                 await self._settle_dead(item, Reason.EXPIRED, result.status, detail)

@@ -28,6 +28,12 @@ no room: from the moment it was found full (or paused) to when it has room again
 that begins again within :data:`_CONTINUES` of the previous one's end continuing it (the
 freed slot was taken at once). :meth:`RateLimiter.waited` measures from it how long an event
 ready at a given time waited for the budget: pdrelay_limiter_wait_seconds.
+
+:class:`Budget` is the seam the dispatcher uses: the reads above stay synchronous, and the four
+steps that may need a shared store — :meth:`~Budget.refresh`, :meth:`~Budget.acquire`,
+:meth:`~Budget.confirm`, :meth:`~Budget.pause` — are coroutines. :class:`RateLimiter` answers
+them at once from its own window (the default); :class:`receiver.sharedlimit.SharedRateLimiter`
+keeps the window in Redis for every replica.
 """
 
 from __future__ import annotations
@@ -37,11 +43,11 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Protocol
 
 from receiver.clock import MonotonicClock
 
-__all__ = ["RateLimit", "RateLimiter"]
+__all__ = ["Budget", "RateLimit", "RateLimiter"]
 
 
 def _check_limit(what: str, value: object) -> tuple[int, float]:
@@ -95,6 +101,54 @@ class RateLimit:
     def for_key(self, key: str) -> tuple[int, float]:
         """The (events, window_seconds) limit that applies to ``key``."""
         return self.overrides.get(key, (self.per_key, self.window_seconds))
+
+
+class Budget(Protocol):
+    """Where the sliding window lives: this process (:class:`RateLimiter`) or Redis, for every replica
+    (:class:`receiver.sharedlimit.SharedRateLimiter`). Times are on the caller's monotonic clock."""
+
+    @property
+    def settings(self) -> RateLimit: ...
+
+    def next_allowed(self, key: str) -> float:
+        """When ``key`` may send (now if it may), as far as this process knows."""
+        ...
+
+    def blocked(self) -> tuple[dict[str, float], float]:
+        """Keys without room and when each has room again; when the global limit has room."""
+        ...
+
+    def waited(self, key: str, ready: float) -> float:
+        """How long a send for ``key`` ready at ``ready`` has waited for room."""
+        ...
+
+    def seed(self, sends: Iterable[tuple[str, float]]) -> int:
+        """Count earlier sends ``(key, seconds ago)`` kept by the outbox; returns how many count."""
+        ...
+
+    def budget(self, key: str) -> tuple[int, int, float, float]:
+        """``(used, limit, window_seconds, next_send_in)`` of ``key``, for /status."""
+        ...
+
+    def snapshot(self) -> dict[str, Any]:
+        """A JSON-ready view of every key's window (and the global one)."""
+        ...
+
+    async def refresh(self) -> tuple[dict[str, float], float]:
+        """:meth:`blocked`, after bringing the view up to date with the store."""
+        ...
+
+    async def acquire(self, key: str) -> float | None:
+        """Record a send for ``key`` if there is room now: the time recorded, else ``None``."""
+        ...
+
+    async def confirm(self, key: str, taken_at: float, done_at: float) -> None:
+        """The send recorded at ``taken_at`` got its answer at ``done_at``: count it from then."""
+        ...
+
+    async def pause(self, key: str, seconds: float) -> None:
+        """No send for ``key`` for ``seconds`` (after a 429); a longer pause in force is kept."""
+        ...
 
 
 _CONTINUES = 0.5
@@ -255,6 +309,20 @@ class RateLimiter:
         if self._next_allowed(key, now) > now:  # this send used the last room: the key is full from now
             self._note_block(key, now)
         return now
+
+    # The Budget seam: this window is in the process, so each step is done at once.
+
+    async def refresh(self) -> tuple[dict[str, float], float]:
+        return self.blocked()
+
+    async def acquire(self, key: str) -> float | None:
+        return self.take(key)
+
+    async def confirm(self, key: str, taken_at: float, done_at: float) -> None:
+        self.settle(key, taken_at, done_at)
+
+    async def pause(self, key: str, seconds: float) -> None:
+        self.penalize(key, seconds)
 
     def seed(self, sends: Iterable[tuple[str, float]]) -> int:
         """Count earlier sends, given as ``(key, seconds ago)``, as if this limiter had made them.

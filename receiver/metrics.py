@@ -125,6 +125,11 @@ class Metrics:
             "Time an event ready to send waited for its routing key's budget (rate limit or 429 pause).",
             ["routing_key"], buckets=_WAIT_BUCKETS, registry=registry,
         )
+        self.limiter_store_errors = Counter(
+            "pdrelay_limiter_store_errors_total",
+            "Shared rate budget operations that failed in Redis (sends wait and retry; none goes out unpaced).",
+            registry=registry,
+        )
         self.rule_hits = Counter(
             "pdrelay_rule_hits_total",
             "Rules that applied, by rule name: once per event produced (or alert dropped) that the rule shaped.",

@@ -1,0 +1,474 @@
+"""PagerDuty's per-routing-key budget shared by every pdrelay replica, kept in Redis.
+
+:class:`~receiver.limiter.RateLimiter` paces one process. With ``outbox.backend: redis`` several
+replicas send for the same routing keys, and each pacing itself as if alone would let N replicas
+provoke N times the 429s. :class:`SharedRateLimiter` keeps the sliding-window log in Redis instead,
+so the replicas together take at most ``limit`` sends per window, and a 429 pauses the key for all.
+
+What is stored (``<p>`` is the key prefix; every key carries the one hash tag ``{<p>}``, as the Redis
+outbox's keys do, so a Redis Cluster keeps them in one slot and one script may touch them all):
+
+- ``{<p>}:limit:<name>`` — a sorted set per routing-key *name* (never the secret key): one member per
+  send still in the window, ``<replica id>:<sequence>``, scored with its send time. Expires a second
+  after its window once idle.
+- ``{<p>}:limit-global`` — the same for the optional global limit (all keys together).
+- ``{<p>}:limit-pause:<name>`` — the deadline of a 429's pause, a string with an expiry: while it is
+  in the future no replica sends for ``<name>``. A later 429 never shortens it.
+
+What runs atomically (Lua, by EVALSHA; redis-py's script object loads it again on ``NOSCRIPT``):
+
+- *take*: trim the key's (and the global) log to the window, count, read the pause; when both
+  counts are under their limits and the key is not paused, add the send to both logs and answer
+  yes; else add nothing and answer when room comes back (the oldest send that must leave, plus
+  the window; or the pause's end). Two replicas can never both take the last slot.
+- *peek*: the same reading for every key this replica knows, without adding: what
+  :meth:`SharedRateLimiter.refresh` keeps in its local view for the dispatcher and /status.
+- *pause*: set the pause deadline unless a later one is already set.
+- *settle* (a MULTI, not a script): re-score a send at the time its answer came (``ZADD XX``), as
+  the in-process limiter does, so a slow request never lets a later send into PagerDuty's window.
+
+Time: the scripts use the caller's wall clock (``Clock.now()``), not Redis ``TIME``. Monotonic
+clocks mean nothing across processes, so it is one of the two wall clocks; the caller's is the
+one the outbox already stores due times and leases in, and the one tests replace with a fake
+clock (a window cannot be tested without moving time). The price is clock skew between replicas:
+a replica whose clock runs ``d`` ahead sees the others' sends leave the window ``d`` early. NTP
+keeps ``d`` in milliseconds, far inside the margin that counting a send from its answer already
+adds; with worse clocks, set ``window_seconds`` longer than PagerDuty's by the skew. Every
+replica must use the same ``rate_limit`` settings. Expiries are set in Redis time and only bound
+memory: a script never trusts an expiry, it compares times.
+
+Locally the limiter keeps what Redis last answered (per key: sends in the window, when it has
+room again, the pause), so :meth:`next_allowed`, :meth:`blocked`, :meth:`budget` and
+:meth:`snapshot` stay synchronous reads; that view can only be late in saying "room" (sends
+leave a window only by time, a pause is never shortened), and a take in Redis settles it.
+
+Redis unreachable (or failing): the limiter never lets a send through blindly and never raises
+into the dispatcher. A failed take answers "no room"; for ``retry_after`` seconds every key then
+counts as without room (``blocked`` says so through the global time, so the dispatcher sleeps),
+and the next take or refresh tries Redis again. A failed settle or pause is dropped (this
+replica still pauses the key itself). Each failure counts in ``pdrelay_limiter_store_errors_total``;
+the log says once when the budget became unreachable and once when it is back.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from receiver.clock import Clock
+from receiver.limiter import RateLimit, _Block
+
+__all__ = ["SharedRateLimiter"]
+
+_STORE_ERRORS = (RedisError, OSError, TimeoutError)
+
+# KEYS: window, pause[, global window]. ARGV: now, limit, window, member[, global limit, global window].
+# Answers {taken (0/1), key's room-again time, global room-again time, used, global used}; times as text.
+_TAKE = """
+local now = tonumber(ARGV[1])
+local function room(key, limit, window)
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
+  local n = redis.call('ZCARD', key)
+  local at = now
+  if n >= limit then
+    local e = redis.call('ZRANGE', key, n - limit, n - limit, 'WITHSCORES')
+    at = tonumber(e[2]) + window
+  end
+  return n, at
+end
+local limit, window = tonumber(ARGV[2]), tonumber(ARGV[3])
+local n, at = room(KEYS[1], limit, window)
+local p = redis.call('GET', KEYS[2])
+if p and tonumber(p) > at then at = tonumber(p) end
+local gn, gat, glimit, gwindow = 0, now, 0, 0
+if KEYS[3] then
+  glimit, gwindow = tonumber(ARGV[5]), tonumber(ARGV[6])
+  gn, gat = room(KEYS[3], glimit, gwindow)
+end
+local taken = 0
+if at <= now and gat <= now then
+  taken = 1
+  redis.call('ZADD', KEYS[1], ARGV[1], ARGV[4])
+  redis.call('PEXPIRE', KEYS[1], math.ceil(window * 1000) + 1000)
+  n, at = room(KEYS[1], limit, window)
+  if p and tonumber(p) > at then at = tonumber(p) end
+  if KEYS[3] then
+    redis.call('ZADD', KEYS[3], ARGV[1], ARGV[4])
+    redis.call('PEXPIRE', KEYS[3], math.ceil(gwindow * 1000) + 1000)
+    gn, gat = room(KEYS[3], glimit, gwindow)
+  end
+end
+return {taken, string.format('%.17g', at), string.format('%.17g', gat), n, gn}
+"""
+
+# KEYS: window1, pause1, window2, pause2, ...[, global window]. ARGV: now, has global (0/1), limit1, window1,
+# ...[, global limit, global window]. Answers per key {used, room-again time, pause deadline or ''}, then
+# {global used, global room-again time} when there is a global limit.
+_PEEK = """
+local now = tonumber(ARGV[1])
+local has_global = ARGV[2] == '1'
+local nkeys = #KEYS
+if has_global then nkeys = nkeys - 1 end
+local out = {}
+local function room(key, limit, window)
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
+  local n = redis.call('ZCARD', key)
+  local at = now
+  if n >= limit then
+    local e = redis.call('ZRANGE', key, n - limit, n - limit, 'WITHSCORES')
+    at = tonumber(e[2]) + window
+  end
+  return n, at
+end
+for i = 1, nkeys, 2 do
+  local j = (i - 1) + 3
+  local n, at = room(KEYS[i], tonumber(ARGV[j]), tonumber(ARGV[j + 1]))
+  local p = redis.call('GET', KEYS[i + 1])
+  local pause = ''
+  if p and tonumber(p) > now then
+    pause = p
+    if tonumber(p) > at then at = tonumber(p) end
+  end
+  table.insert(out, n)
+  table.insert(out, string.format('%.17g', at))
+  table.insert(out, pause)
+end
+if has_global then
+  local j = nkeys + 3
+  local gn, gat = room(KEYS[#KEYS], tonumber(ARGV[j]), tonumber(ARGV[j + 1]))
+  table.insert(out, gn)
+  table.insert(out, string.format('%.17g', gat))
+end
+return out
+"""
+
+# KEYS: pause. ARGV: deadline, expiry in ms. Keeps a later deadline. Answers the deadline in force.
+_PAUSE = """
+local cur = redis.call('GET', KEYS[1])
+if cur and tonumber(cur) >= tonumber(ARGV[1]) then return cur end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return ARGV[1]
+"""
+
+
+def _fmt(t: float) -> str:
+    return repr(float(t))
+
+
+def _check_prefix(prefix: object) -> str:
+    if not isinstance(prefix, str) or not prefix or "{" in prefix or "}" in prefix:
+        raise ValueError(f"shared rate limit: key prefix must be a non-empty string without braces, got {prefix!r}")
+    return prefix
+
+
+class _Seen:
+    """What Redis last said of one key, on this process's monotonic clock."""
+
+    __slots__ = ("at", "paused", "used")
+
+    def __init__(self) -> None:
+        self.used = 0
+        self.at = -math.inf  # room again (window and pause)
+        self.paused = -math.inf  # a 429's pause ends
+
+
+class SharedRateLimiter:
+    """The per-key (and optional global) sliding window of :mod:`receiver.limiter`, kept in Redis for every
+    replica; a :class:`~receiver.limiter.Budget`."""
+
+    def __init__(
+        self,
+        settings: RateLimit,
+        clock: Clock,
+        redis: Redis,
+        prefix: str,
+        *,
+        names: Iterable[str] = (),
+        retry_after: float = 1.0,
+        on_error: Callable[[], None] = lambda: None,
+        log: logging.Logger | None = None,
+    ) -> None:
+        prefix = _check_prefix(prefix)
+        if isinstance(retry_after, bool) or not isinstance(retry_after, int | float) \
+                or not math.isfinite(retry_after) or retry_after <= 0:
+            raise ValueError(f"shared rate limit: retry_after must be a positive number of seconds, "
+                             f"got {retry_after!r}")
+        self._settings = settings
+        self._clock = clock
+        self._redis = redis
+        self._tag = "{" + prefix + "}"
+        self._retry_after = float(retry_after)
+        self._on_error = on_error
+        self._log = log or logging.getLogger(__name__)
+        self._take = redis.register_script(_TAKE)
+        self._peek = redis.register_script(_PEEK)
+        self._pause = redis.register_script(_PAUSE)
+        self._id = uuid.uuid4().hex[:12]
+        self._seq = 0
+        self._names = frozenset(names)
+        self._seen: dict[str, _Seen] = {name: _Seen() for name in sorted(self._names)}
+        self._global_used = 0
+        self._global_at = -math.inf
+        self._down_until = -math.inf  # monotonic: Redis failed; no send before this
+        self._down = False
+        self._members: dict[tuple[str, float], deque[str]] = {}  # (key, taken_at) → members not yet settled
+        self._blocks: dict[str, _Block] = {}
+        self._global_block = _Block()
+
+    # ------------------------------------------------------------------ keys
+
+    def window_key(self, name: str) -> str:
+        return f"{self._tag}:limit:{name}"
+
+    def pause_key(self, name: str) -> str:
+        return f"{self._tag}:limit-pause:{name}"
+
+    @property
+    def global_key(self) -> str:
+        return f"{self._tag}:limit-global"
+
+    @property
+    def settings(self) -> RateLimit:
+        return self._settings
+
+    # ------------------------------------------------------------------ local view
+
+    def _now(self) -> tuple[float, float]:
+        """(wall, monotonic) read together: a Redis time ``t`` is ``t - wall + mono`` here."""
+        return self._clock.now(), self._clock.monotonic()
+
+    def _state(self, key: str) -> _Seen:
+        seen = self._seen.get(key)
+        if seen is None:
+            seen = self._seen[key] = _Seen()
+        return seen
+
+    def _block(self, key: str) -> _Block:
+        block = self._blocks.get(key)
+        if block is None:
+            block = self._blocks[key] = _Block()
+        return block
+
+    def _key_at(self, key: str) -> float:
+        seen = self._seen.get(key)
+        return max(self._down_until, seen.at if seen is not None else -math.inf)
+
+    def _note(self, key: str, now: float) -> None:
+        """Extend the stretches without room of ``key`` and the global limit that are true at ``now``."""
+        if (own := self._key_at(key)) > now:
+            self._block(key).note(now, own)
+        if (glob := max(self._global_at, self._down_until)) > now:
+            self._global_block.note(now, glob)
+
+    def next_allowed(self, key: str) -> float:
+        """When ``key`` may send, on the monotonic clock, as far as Redis last said (a take confirms it)."""
+        now = self._clock.monotonic()
+        at = max(now, self._key_at(key), self._global_at)
+        if at > now:
+            self._note(key, now)
+        return at
+
+    def blocked(self) -> tuple[dict[str, float], float]:
+        """Keys without room as of the last answer from Redis, and when the global limit has room (while
+        Redis is unreachable: when to try again)."""
+        now = self._clock.monotonic()
+        keys = {}
+        for key in self._seen:
+            at = self._key_at(key)
+            if at > now:
+                keys[key] = at
+                self._block(key).note(now, at)
+        glob = max(now, self._global_at, self._down_until)
+        if glob > now:
+            self._global_block.note(now, glob)
+        return keys, glob
+
+    def waited(self, key: str, ready: float) -> float:
+        """As :meth:`RateLimiter.waited <receiver.limiter.RateLimiter.waited>`, from what this replica saw."""
+        now = self._clock.monotonic()
+        block = self._blocks.get(key)
+        own = block.waited(ready, now) if block is not None else 0.0
+        return max(own, self._global_block.waited(ready, now))
+
+    def seed(self, sends: Iterable[tuple[str, float]]) -> int:
+        """Counts nothing: the window lives in Redis already, and every replica seeding it from the shared
+        outbox would count each send once per replica."""
+        return 0
+
+    def budget(self, key: str) -> tuple[int, int, float, float]:
+        """For /status, as :meth:`RateLimiter.budget <receiver.limiter.RateLimiter.budget>` (as of the last
+        answer from Redis)."""
+        now = self._clock.monotonic()
+        limit, window = self._settings.for_key(key)
+        seen = self._seen.get(key)
+        used = seen.used if seen is not None else 0
+        return used, limit, window, max(0.0, self._key_at(key) - now, self._global_at - now)
+
+    def snapshot(self) -> dict[str, Any]:
+        """The same shape as :meth:`RateLimiter.snapshot <receiver.limiter.RateLimiter.snapshot>`, as of the
+        last answer from Redis (:meth:`refresh` first for a fresh one)."""
+        now = self._clock.monotonic()
+        keys: dict[str, dict[str, Any]] = {}
+        for key, seen in sorted(self._seen.items()):
+            limit, window = self._settings.for_key(key)
+            entry: dict[str, Any] = {"limit": limit, "window_seconds": window, "used": seen.used}
+            if seen.paused > now:
+                entry["blocked_until"] = seen.paused
+                entry["blocked_for"] = seen.paused - now
+            keys[key] = entry
+        glob: dict[str, Any] | None = None
+        if self._settings.global_limit is not None:
+            limit, window = self._settings.global_limit
+            glob = {"limit": limit, "window_seconds": window, "used": self._global_used}
+        return {"keys": keys, "global": glob}
+
+    # ------------------------------------------------------------------ Redis
+
+    def _failed(self, what: str, exc: BaseException) -> None:
+        self._on_error()
+        self._down_until = self._clock.monotonic() + self._retry_after
+        if not self._down:
+            self._down = True
+            self._log.warning("shared rate budget unreachable in Redis; sends wait and retry",
+                              extra={"operation": what, "error": type(exc).__name__,
+                                     "retry_after": self._retry_after})
+
+    def _reached(self) -> None:
+        self._down_until = -math.inf
+        if self._down:
+            self._down = False
+            self._log.info("shared rate budget reachable in Redis again")
+
+    async def acquire(self, key: str) -> float | None:
+        """Take a send for ``key`` in Redis if the shared window has room now: the monotonic time recorded,
+        else ``None`` (also while Redis is unreachable)."""
+        wall, mono = self._now()
+        if self._down_until > mono:
+            self._note(key, mono)
+            return None
+        limit, window = self._settings.for_key(key)
+        self._seq += 1
+        member = f"{self._id}:{self._seq}"
+        keys = [self.window_key(key), self.pause_key(key)]
+        args: list[str | int] = [_fmt(wall), limit, _fmt(window), member]
+        if self._settings.global_limit is not None:
+            keys.append(self.global_key)
+            args += [self._settings.global_limit[0], _fmt(self._settings.global_limit[1])]
+        try:
+            answer = await self._take(keys=keys, args=args)
+        except _STORE_ERRORS as exc:
+            self._failed("take", exc)
+            self._note(key, mono)
+            return None
+        self._reached()
+        taken, at, gat, used, gused = answer
+        seen = self._state(key)
+        seen.at, seen.used = float(at) - wall + mono, int(used)
+        self._global_at, self._global_used = float(gat) - wall + mono, int(gused)
+        self._note(key, mono)
+        if not int(taken):
+            return None
+        self._forget_members(mono)
+        self._members.setdefault((key, mono), deque()).append(member)
+        return mono
+
+    def _forget_members(self, now: float) -> None:
+        """Drop sends never settled (cancelled at shutdown) once no window could still hold them."""
+        horizon = now - self._settings.longest_window
+        while self._members:
+            (_, at) = next(iter(self._members))
+            if at > horizon:
+                return
+            del self._members[next(iter(self._members))]
+
+    async def confirm(self, key: str, taken_at: float, done_at: float) -> None:
+        """The send taken at ``taken_at`` got its answer at ``done_at``: count it from then, for everyone."""
+        members = self._members.get((key, taken_at))
+        if not members:
+            return
+        member = members.popleft()
+        if not members:
+            del self._members[(key, taken_at)]
+        score = _fmt(self._clock.now() - (self._clock.monotonic() - done_at))
+        _, window = self._settings.for_key(key)
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.zadd(self.window_key(key), {member: score}, xx=True)
+                pipe.pexpire(self.window_key(key), math.ceil(window * 1000) + 1000)
+                if self._settings.global_limit is not None:
+                    pipe.zadd(self.global_key, {member: score}, xx=True)
+                    pipe.pexpire(self.global_key, math.ceil(self._settings.global_limit[1] * 1000) + 1000)
+                await pipe.execute()
+        except _STORE_ERRORS as exc:
+            self._failed("settle", exc)
+
+    async def pause(self, key: str, seconds: float) -> None:
+        """Pause ``key`` for ``seconds`` for every replica (after a 429); a longer pause in force is kept."""
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not math.isfinite(seconds) \
+                or seconds < 0:
+            raise ValueError(f"pause: seconds must be a non-negative number, got {seconds!r}")
+        wall, mono = self._now()
+        seen = self._state(key)
+        deadline = mono + seconds
+        seen.paused = max(seen.paused, deadline)
+        seen.at = max(seen.at, deadline)
+        self._note(key, mono)
+        if seconds == 0:
+            return
+        try:
+            answer = await self._pause(keys=[self.pause_key(key)],
+                                       args=[_fmt(wall + seconds), math.ceil(seconds * 1000) + 1000])
+        except _STORE_ERRORS as exc:
+            self._failed("pause", exc)
+            return
+        self._reached()
+        in_force = float(answer) - wall + mono
+        seen.paused, seen.at = max(seen.paused, in_force), max(seen.at, in_force)
+        self._note(key, mono)
+
+    async def refresh(self) -> tuple[dict[str, float], float]:
+        """Read every known key's window and pause (and the global window) from Redis, then :meth:`blocked`.
+        While Redis is unreachable it answers from what it knows, and tries again after ``retry_after``."""
+        wall, mono = self._now()
+        self._sweep(mono)
+        if self._down_until <= mono and (self._seen or self._settings.global_limit is not None):
+            names = list(self._seen)
+            keys: list[str] = []
+            args: list[str | int] = [_fmt(wall), int(self._settings.global_limit is not None)]
+            for name in names:
+                limit, window = self._settings.for_key(name)
+                keys += [self.window_key(name), self.pause_key(name)]
+                args += [limit, _fmt(window)]
+            if self._settings.global_limit is not None:
+                keys.append(self.global_key)
+                args += [self._settings.global_limit[0], _fmt(self._settings.global_limit[1])]
+            try:
+                answer = await self._peek(keys=keys, args=args)
+            except _STORE_ERRORS as exc:
+                self._failed("peek", exc)
+            else:
+                self._reached()
+                for i, name in enumerate(names):
+                    used, at, paused = answer[3 * i: 3 * i + 3]
+                    seen = self._state(name)
+                    seen.used, seen.at = int(used), float(at) - wall + mono
+                    seen.paused = float(paused) - wall + mono if paused not in ("", b"") else -math.inf
+                if self._settings.global_limit is not None:
+                    gused, gat = answer[-2:]
+                    self._global_used, self._global_at = int(gused), float(gat) - wall + mono
+        return self.blocked()
+
+    def _sweep(self, now: float) -> None:
+        """Forget keys not configured that have no send in the window and no block: the view stays bounded."""
+        idle = [k for k, s in self._seen.items() if k not in self._names and s.used == 0 and s.at <= now]
+        for k in idle:
+            del self._seen[k]
+        for k in [k for k, b in self._blocks.items() if b.end <= now - self._settings.longest_window]:
+            del self._blocks[k]
