@@ -77,7 +77,7 @@ def create_app(settings: Settings, deps: Deps | None = None) -> web.Application:
     keyring = Keyring.from_secrets(settings.security.encryption_keys)
     outbox = build_outbox(settings.outbox.backend, settings.outbox.path, keyring=keyring, clock=d.clock,
                           keep_sends_for=pd.rate_limit.longest_window,
-                          on_unreadable=_unreadable_reporter(metrics, d.log, audit))
+                          on_unreadable=_unreadable_reporter(metrics, d.log, audit), redis=settings.outbox.redis)
     sender: Sender = d.sender or (
         DryRunSender() if dry_run
         else EventsSender(pd.events_url, timeout=pd.api_timeout, connect_timeout=pd.connect_timeout)

@@ -37,13 +37,13 @@ class CannotOpen(Exception):
 async def opened(settings: Settings, *, encrypt_plain: bool = False) -> AsyncIterator[tuple[Outbox, OpenReport]]:
     """The configured outbox, opened for an operator beside a possibly running server."""
     path = settings.outbox.path
-    if not path.exists():
+    if settings.outbox.backend == "sqlite" and not path.exists():
         print(f"pdrelay: no outbox at {path}", file=sys.stderr)
         raise CannotOpen
     keyring = Keyring.from_secrets(settings.security.encryption_keys)
     box = build_outbox(settings.outbox.backend, path, keyring=keyring, clock=SystemClock(),
                        keep_sends_for=settings.pagerduty.rate_limit.longest_window, operator=True,
-                       encrypt_plain=encrypt_plain)
+                       encrypt_plain=encrypt_plain, redis=settings.outbox.redis)
     try:
         report = await box.open()
     except (OutboxUnavailable, ConfigError) as exc:

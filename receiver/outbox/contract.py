@@ -15,7 +15,8 @@ and re-encrypt items.
 A backend stores; it does not decide. What each event becomes (queued, duplicate,
 coalesced, rerouted, dead, superseded) and how the state changes after each send are
 decided by :mod:`receiver.delivery`, which every backend calls inside its transactions.
-Backends: :class:`~receiver.outbox.sqlite.SQLiteOutbox` (``outbox.backend: sqlite``).
+Backends: :class:`~receiver.outbox.sqlite.SQLiteOutbox` (``outbox.backend: sqlite``) and
+:class:`~receiver.outbox.redis.RedisOutbox` (``outbox.backend: redis``, shared by replicas).
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ and a listener off loopback against auth.
 from __future__ import annotations
 
 import ipaddress
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
 
 from receiver.errors import ConfigError
@@ -21,6 +21,7 @@ from receiver.settings.model import (
     MTLSSettings,
     OutboxSettings,
     PagerDutySettings,
+    RedisSettings,
     RulesSettings,
     SecuritySettings,
     ServerSettings,
@@ -30,7 +31,7 @@ from receiver.settings.model import (
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from receiver.settings.schema import AuthFile, ConfigFile, PagerDutyFile, ServerFile
+    from receiver.settings.schema import AuthFile, ConfigFile, OutboxFile, PagerDutyFile, ServerFile
 
 __all__ = ["build"]
 
@@ -50,7 +51,7 @@ def build(file: ConfigFile, source: str) -> Settings:
             f"config: server.listen: {server.listen} is not a loopback address and no auth is configured; "
             "set server.allow_unauthenticated: true to expose pdrelay without authentication"
         )
-    return Settings(server=server, pagerduty=pagerduty, outbox=OutboxSettings(**file.get("outbox", {})),
+    return Settings(server=server, pagerduty=pagerduty, outbox=_outbox(file.get("outbox", {}), pagerduty),
                     rules=RulesSettings(**file.get("rules", {})), auth=auth, security=security,
                     audit=AuditSettings(**file.get("audit", {})), source=source)
 
@@ -77,6 +78,31 @@ def _pagerduty(pd: PagerDutyFile) -> PagerDutySettings:
     return PagerDutySettings(events_url=url, allowed_hosts=hosts, initial_backoff=initial, max_backoff=maximum,
                              **pd.get("circuit_breaker", {}),
                              **_except(pd, "events_url", "allowed_hosts", "retry", "circuit_breaker"))
+
+
+def _outbox(outbox: OutboxFile, pd: PagerDutySettings) -> OutboxSettings:
+    """``outbox.backend: redis`` needs a server (``url`` or ``sentinels``, not both; Sentinel a
+    ``service_name``), and a lease longer than a send may take, or another replica takes a send in flight."""
+    given = outbox.get("redis", {})
+    # RedisFile's keys are RedisSettings fields; the reader leaves a null value out, so none is None
+    redis = RedisSettings(**cast("dict[str, Any]", given))
+    if redis.url is not None and redis.sentinels:
+        raise ConfigError("config: outbox.redis: give url or sentinels, not both")
+    if redis.sentinels and redis.service_name is None:
+        raise ConfigError("config: outbox.redis.service_name: required with outbox.redis.sentinels "
+                          "(the name Sentinel knows the master by)")
+    if redis.service_name is not None and not redis.sentinels:
+        raise ConfigError("config: outbox.redis.service_name: only used with outbox.redis.sentinels")
+    if outbox.get("backend") == "redis":
+        if redis.url is None and not redis.sentinels:
+            raise ConfigError("config: outbox.redis.url: required with outbox.backend: redis "
+                              "(or outbox.redis.sentinels and service_name)")
+        if redis.lease <= pd.api_timeout + pd.connect_timeout:
+            raise ConfigError(
+                f"config: outbox.redis.lease: must be longer than pagerduty.api_timeout + connect_timeout "
+                f"({pd.api_timeout + pd.connect_timeout:g}s): a send still in flight would be taken by another "
+                "replica and sent twice")
+    return OutboxSettings(**_except(outbox, "redis"), redis=redis)
 
 
 def _check_events_url(url: str, hosts: tuple[str, ...]) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
+from urllib.parse import urlsplit
 
 from receiver.errors import ConfigError
 from receiver.limiter import RateLimit
@@ -28,10 +29,12 @@ __all__ = [
     "jwt_settings",
     "long_enough",
     "module_prefixes",
+    "not_blank",
     "not_supported",
     "rate_limit",
+    "redis_key_prefix",
+    "redis_url",
     "routing_key_names",
-    "sqlite_only",
     "tls_settings",
     "token_file",
 ]
@@ -42,6 +45,7 @@ ASYMMETRIC = ("RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "PS256", "PS
 _ES_CURVES = {"ES256": "secp256r1", "ES384": "secp384r1", "ES512": "secp521r1"}
 _ROUTING_KEY_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 _SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")  # RFC 6749 §3.3 scope-token: no space, quote, backslash
+_REDIS_PREFIX = re.compile(r"[A-Za-z0-9_.:-]{1,64}")  # no braces: the prefix is the keys' hash tag
 _MODULE_PREFIX = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 
 
@@ -186,9 +190,40 @@ def encryption_keys(keys: tuple[Secret, ...], key: str) -> None:
         raise ConfigError(f"config: {exc}") from None
 
 
-def sqlite_only(backend: str, key: str) -> None:
-    if backend != "sqlite":
-        raise ConfigError(f"config: {key}: only 'sqlite' is supported by this version, got {backend!r}")
+def redis_url(url: str, key: str) -> None:
+    """``redis://HOST[:PORT][/DB]``, ``rediss://`` (TLS) or ``unix:///PATH``; never with a password in it (a
+    URL is printed in errors and logs: the password goes in ``outbox.redis.password``, a secret). The
+    message never repeats the URL, which might hold one."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigError(f"config: {key}: not a valid URL ({exc})") from None
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        raise ConfigError(f"config: {key}: expected a redis://, rediss:// or unix:// URL")
+    if parts.password is not None or "password=" in parts.query:
+        raise ConfigError(f"config: {key}: holds a password; give it as outbox.redis.password (a secret) instead")
+    if parts.scheme == "unix":
+        if not parts.path:
+            raise ConfigError(f"config: {key}: a unix:// URL needs the socket's path (unix:///run/redis.sock)")
+        return
+    if not parts.hostname:
+        raise ConfigError(f"config: {key}: the URL names no host")
+    if port == 0:
+        raise ConfigError(f"config: {key}: port 0 is not a port to connect to")
+    db = parts.path.strip("/")
+    if db and not db.isdigit():
+        raise ConfigError(f"config: {key}: the path must be a database number (/0), got {parts.path[:40]!r}")
+
+
+def redis_key_prefix(prefix: str, key: str) -> None:
+    if not _REDIS_PREFIX.fullmatch(prefix):
+        raise ConfigError(f"config: {key}: 1 to 64 letters, digits, _ . : - (no braces), got {prefix[:80]!r}")
+
+
+def not_blank(value: str, key: str) -> None:
+    if not value.strip():
+        raise ConfigError(f"config: {key}: is empty")
 
 
 def not_supported(_value: Any, key: str) -> None:

@@ -27,6 +27,7 @@ __all__ = [
     "MTLSSettings",
     "OutboxSettings",
     "PagerDutySettings",
+    "RedisSettings",
     "RulesSettings",
     "SecuritySettings",
     "ServerSettings",
@@ -105,9 +106,26 @@ class PagerDutySettings:
 
 
 @dataclass(frozen=True, slots=True)
+class RedisSettings:
+    """``outbox.redis``: where the shared outbox lives when ``outbox.backend`` is ``redis``."""
+
+    url: str | None = None  # redis://, rediss:// (TLS) or unix://; never with a password in it
+    key_prefix: str = "pdrelay"  # every key is ``{<prefix>}:…``: one hash tag, one Cluster slot
+    sentinels: tuple[tuple[str, int], ...] = ()  # Sentinel (host, port) pairs, instead of url
+    service_name: str | None = None  # the master's name in Sentinel
+    username: str | None = None
+    password: Secret | None = None
+    wait_replicas: int = 0  # >0: intake waits (WAIT) for this many replicas to have each write
+    wait_timeout: float = 1.0  # how long WAIT waits before intake answers 503
+    lease: float = 30.0  # a claimed item comes back to the queue this long after, if not settled
+    socket_timeout: float = 5.0  # per Redis command (and to connect)
+
+
+@dataclass(frozen=True, slots=True)
 class OutboxSettings:
     backend: str = "sqlite"
     path: Path = Path("data/outbox.db")
+    redis: RedisSettings = field(default_factory=RedisSettings)
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,4 +236,6 @@ class Settings:
             found.append(self.security.jwt_secret.reveal())
         if self.audit.hmac_key is not None:
             found.append(self.audit.hmac_key.reveal())
+        if self.outbox.redis.password is not None:
+            found.append(self.outbox.redis.password.reveal())
         return found

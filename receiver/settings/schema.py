@@ -18,7 +18,7 @@ from receiver.limiter import RateLimit
 from receiver.secret import Secret
 from receiver.settings import convert
 from receiver.settings.model import BasicCredential, JWTSettings, TLSSettings
-from receiver.settings.read import Check, From, Missing, NonEmpty, OneOrMany
+from receiver.settings.read import AtLeast, Check, From, Missing, NonEmpty, OneOrMany
 from receiver.settings.values import Count, Duration, Period, ReadableFile, Size
 
 __all__ = [
@@ -35,6 +35,7 @@ __all__ = [
     "OutboxFile",
     "PagerDutyFile",
     "RateLimitFile",
+    "RedisFile",
     "RetryFile",
     "RulesFile",
     "ScopesFile",
@@ -114,9 +115,26 @@ class PagerDutyFile(TypedDict, total=False):
     api_token: Annotated[Any, Check(convert.not_supported)]
 
 
+_HostPort = Annotated[tuple[str, int], From(str, convert.host_port)]
+
+
+class RedisFile(TypedDict, total=False):  # its keys are RedisSettings fields; checked together in checks
+    url: Annotated[str, Check(convert.redis_url)]
+    key_prefix: Annotated[str, Check(convert.redis_key_prefix)]
+    sentinels: Annotated[tuple[_HostPort, ...], OneOrMany(), NonEmpty("expected a non-empty list of HOST:PORT")] | None
+    service_name: Annotated[str, Check(convert.not_blank)] | None
+    username: Annotated[str, Check(convert.not_blank)]
+    password: Secret | None
+    wait_replicas: Annotated[int, AtLeast(0)]
+    wait_timeout: Period
+    lease: Period
+    socket_timeout: Period
+
+
 class OutboxFile(TypedDict, total=False):
-    backend: Annotated[str, Check(convert.sqlite_only)]
+    backend: Literal["sqlite", "redis"]
     path: Path
+    redis: RedisFile
 
 
 class RulesFile(TypedDict, total=False):

@@ -9,13 +9,16 @@ item id. A new backend adds its fixture parameter here.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
+from redis.asyncio import Redis
 
 from receiver.errors import Reason
 from receiver.outbox import NoSuchItem, Outbox, build_outbox
+from receiver.settings.model import RedisSettings
 from tests.fakes import FakeClock
 from transforms.base import InvalidEvent, RenderedEvent
 
@@ -36,13 +39,37 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-@pytest.fixture(params=["sqlite"])
+REDIS_URL = "redis://127.0.0.1:6379"
+
+
+async def drop_prefix(prefix: str) -> None:
+    """Delete every key of one test's prefix (SCAN + DEL of that prefix only) on the shared Redis."""
+    client = Redis.from_url(REDIS_URL)
+    try:
+        async for key in client.scan_iter(match="{" + prefix + "}:*", count=1000):
+            await client.delete(key)
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+async def redis_prefix() -> AsyncIterator[str]:
+    """A key prefix of this test's own on the shared Redis, deleted afterwards."""
+    prefix = f"pdrelay-test-{os.urandom(6).hex()}"
+    yield prefix
+    await drop_prefix(prefix)
+
+
+@pytest.fixture(params=["sqlite", "redis"])
 async def reopen(request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock) -> AsyncIterator[Factory]:
     """Opens a new outbox on the same storage each time it is called; closes them all at the end."""
     opened: list[Outbox] = []
+    prefix = f"pdrelay-test-{os.urandom(6).hex()}"
+    redis = RedisSettings(url=REDIS_URL, key_prefix=prefix)
 
     async def make() -> Outbox:
-        box = build_outbox(request.param, tmp_path / "outbox.db", keyring=None, clock=clock, keep_sends_for=60.0)
+        box = build_outbox(request.param, tmp_path / "outbox.db", keyring=None, clock=clock, keep_sends_for=60.0,
+                           redis=redis)
         await box.open()
         opened.append(box)
         return box
@@ -50,6 +77,8 @@ async def reopen(request: pytest.FixtureRequest, tmp_path: Path, clock: FakeCloc
     yield make
     for box in reversed(opened):
         await box.close()
+    if request.param == "redis":
+        await drop_prefix(prefix)
 
 
 @pytest.fixture

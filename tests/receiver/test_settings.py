@@ -25,6 +25,7 @@ from receiver.settings import (
     MTLSSettings,
     OutboxSettings,
     PagerDutySettings,
+    RedisSettings,
     RulesSettings,
     SecuritySettings,
     ServerSettings,
@@ -103,9 +104,9 @@ rules: {paths: [rules/]}
         ({"pagerduty": {"retry_attempts": 0}}, "config: pagerduty.retry_attempts: expected an integer ≥ 1, got 0"),
         ({"pagerduty": {"dry_run": "yes"}}, "config: pagerduty.dry_run: expected true or false, got 'yes'"),
         ({"outbox": {"backend": "mongo"}},
-         "config: outbox.backend: only 'sqlite' is supported by this version, got 'mongo'"),
+         "config: outbox.backend: expected sqlite or redis, got 'mongo'"),
         ({"outbox": {"redis_url": "redis://127.0.0.1:6379"}},
-         "config: outbox.redis_url: unknown key (allowed: backend, path)"),
+         "config: outbox.redis_url: unknown key (allowed: backend, path, redis)"),
         ({"rules": {"paths": []}}, "config: rules.paths: expected a non-empty list of files or folders"),
         ({"pagerduty": {"rate_limit": {"per_key": 0}}},
          "config: pagerduty.rate_limit.per_key: expected an integer ≥ 1, got 0"),
@@ -320,7 +321,10 @@ def test_every_declared_key_is_read_where_the_settings_say(tmp_path: Path) -> No
                                                    "slow": {"per_key": 1}},
                                      "global": {"per_key": 900, "window_seconds": "2m"}},
                       "circuit_breaker": {"failure_threshold": 3, "recovery_timeout": "90s"}, "api_token": None},
-        "outbox": {"backend": "sqlite", "path": "data/o.db"},
+        "outbox": {"backend": "sqlite", "path": "data/o.db",
+                   "redis": {"url": "rediss://cache:6380/1", "key_prefix": "pd", "sentinels": None,
+                             "service_name": None, "username": "pd", "password": "${REDIS_PW}", "wait_replicas": 1,
+                             "wait_timeout": "2s", "lease": "45s", "socket_timeout": "3s"}},
         "rules": {"paths": "rules/", "watch": True, "allow_plugins": ["acme_pdrelay", "ops.tools"]},
         "auth": {"bearer_tokens": tokens["b"], "bearer_tokens_file": "bearer",
                  "basic": [{"username": "am", "password_file": "pw"}, {"username": "ops", "password": "s3cret"}],
@@ -337,7 +341,7 @@ def test_every_declared_key_is_read_where_the_settings_say(tmp_path: Path) -> No
     }
     assert _given_keys(data) == _declared_keys(ConfigFile)  # this test keeps up with the schema
     environ = {"PD_KEY": "r" * 32, "ATTEMPTS": "3", "SKIP": "true", "OLD_KEY": key_b, "JWT_SECRET": "j" * 32,
-               "AUDIT_KEY": "a" * 32}
+               "AUDIT_KEY": "a" * 32, "REDIS_PW": "p" * 20}
     s = settings_from_mapping(data, environ=environ, source="kitchen.yaml", base_dir=tmp_path)
     assert s == Settings(
         server=ServerSettings(
@@ -354,7 +358,9 @@ def test_every_declared_key_is_read_where_the_settings_say(tmp_path: Path) -> No
             rate_limit=RateLimit(per_key=60, window_seconds=30.0, overrides={"bulk": (600, 60.0), "slow": (1, 30.0)},
                                  global_limit=(900, 120.0)),
             failure_threshold=3, recovery_timeout=90.0),
-        outbox=OutboxSettings(backend="sqlite", path=tmp_path / "data/o.db"),
+        outbox=OutboxSettings(backend="sqlite", path=tmp_path / "data/o.db", redis=RedisSettings(
+            url="rediss://cache:6380/1", key_prefix="pd", username="pd", password=Secret("p" * 20), wait_replicas=1,
+            wait_timeout=2.0, lease=45.0, socket_timeout=3.0)),
         rules=RulesSettings(paths=(tmp_path / "rules",), watch=True, allow_plugins=("acme_pdrelay", "ops.tools")),
         auth=AuthSettings(
             bearer_tokens=(Secret(tokens["b"]), Secret(tokens["c"])),
