@@ -52,14 +52,6 @@ async def drop_prefix(prefix: str) -> None:
         await client.aclose()
 
 
-@pytest.fixture
-async def redis_prefix() -> AsyncIterator[str]:
-    """A key prefix of this test's own on the shared Redis, deleted afterwards."""
-    prefix = f"pdrelay-test-{os.urandom(6).hex()}"
-    yield prefix
-    await drop_prefix(prefix)
-
-
 @pytest.fixture(params=["sqlite", "redis"])
 async def reopen(request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock) -> AsyncIterator[Factory]:
     """Opens a new outbox on the same storage each time it is called; closes them all at the end."""
@@ -93,7 +85,7 @@ async def enqueue(box: Outbox, *events: RenderedEvent, invalid: tuple[InvalidEve
 
 async def drain(box: Outbox) -> list[tuple[str, str, str]]:
     """Claim and ack until nothing is due; returns (routing key, dedup key, action) in send order."""
-    sent = []
+    sent: list[tuple[str, str, str]] = []
     for _ in range(100):
         items = await box.claim(10, ())
         if not items:

@@ -350,7 +350,9 @@ class RedisOutbox:
             async with self._r.pipeline(transaction=False) as pipe:
                 for key in (k.due(0), k.due(1), k.leases):  # a lease that runs out makes its item due again
                     pipe.zrangebyscore(key, f"({now!r}", "+inf", start=0, num=1, withscores=True)
+                pipe.hmget(k.counts, "queued", "dead")  # what other replicas did shows in depth() too
                 replies = await pipe.execute()
+        self._tx.set_counts(replies.pop())
         found = [float(score) for reply in replies for _, score in reply]
         return min(found) if found else None
 

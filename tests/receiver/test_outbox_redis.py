@@ -1,0 +1,193 @@
+"""What only the Redis outbox does: leases another replica reclaims, one decision for replicas enqueuing the
+same notification at once, sealed values, WAIT for replicas, and Redis trouble as OutboxUnavailable.
+
+Each test works under its own key prefix on the shared Redis (127.0.0.1:6379), deleted afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+from redis.asyncio import Redis
+
+from receiver.crypto import Keyring, generate_key
+from receiver.errors import ConfigError, OutboxUnavailable, Reason
+from receiver.outbox.redis import RedisOutbox
+from receiver.outbox.redis.connect import Client
+from receiver.settings.model import RedisSettings
+from tests.fakes import FakeClock
+from tests.receiver.test_outbox_contract import HOUR, REDIS_URL, drop_prefix, ev
+
+SOURCE = b'{"alerts": [{"labels": {"customer": "ACME-SECRET-CUSTOMER"}}]}'
+Open = Callable[..., Awaitable[RedisOutbox]]
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+async def raw() -> AsyncIterator[Client]:
+    client = Redis.from_url(REDIS_URL)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def replica(clock: FakeClock) -> AsyncIterator[Open]:
+    """Opens outboxes (replicas) on one new key prefix; closes them and deletes the prefix at the end."""
+    prefix = f"pdrelay-test-{os.urandom(6).hex()}"
+    opened: list[RedisOutbox] = []
+
+    async def make(keyring: Keyring | None = None, told: list[tuple[object, ...]] | None = None,
+                   **settings: object) -> RedisOutbox:
+        redis = RedisSettings(**{"url": REDIS_URL, "key_prefix": prefix, **settings})  # type: ignore[arg-type]
+        box = RedisOutbox(redis, clock=clock, keyring=keyring, keep_sends_for=60.0,
+                          on_unreadable=None if told is None else lambda *report: told.append(report))
+        await box.open()
+        opened.append(box)
+        return box
+
+    make.prefix = prefix  # type: ignore[attr-defined]
+    yield make
+    for box in opened:
+        await box.close()
+    await drop_prefix(prefix)
+
+
+async def test_a_dead_replicas_claim_is_delivered_by_another_after_the_lease(replica: Open, clock: FakeClock) -> None:
+    """A claims the head and dies; B cannot take it while the lease runs (nor what queues behind it), takes
+    it once the lease has run out (on the injected clock), and A's late ack then changes nothing."""
+    a, b = await replica(lease=30.0), await replica(lease=30.0)
+    await a.enqueue(b"{}", [ev("k")], [], resend_interval=HOUR)
+    await a.enqueue(b"{}", [ev("k", "resolve")], [], resend_interval=HOUR)
+    (held,) = await a.claim(10, ())
+    assert await b.claim(10, ()) == []
+    assert await b.next_due() == clock.now() + 30.0  # B wakes when the lease runs out
+    clock.advance(29.9)
+    assert await b.claim(10, ()) == []
+    clock.advance(0.1)
+    (taken,) = await b.claim(10, ())
+    assert (taken.id, taken.action, taken.superseded) == (held.id, "trigger", True)
+    assert await b.ack(taken) is False
+    assert await a.ack(held) is False  # settled by B already
+    (resolve,) = await b.claim(10, ())
+    assert resolve.action == "resolve" and await a.claim(10, ()) == []
+    assert await b.ack(resolve) is False
+    assert await b.items() == [] and await a.next_due() is None  # an idle replica's look at the queue
+    assert (b.depth().queued, a.depth().queued) == (0, 0)  # also refreshes its counts
+
+
+async def test_a_claimed_head_left_unsent_comes_back_to_its_holder_only(replica: Open) -> None:
+    """A head this replica claimed but did not start (no budget) is claimed again by it, not by another."""
+    a, b = await replica(), await replica()
+    await a.enqueue(b"{}", [ev("k")], [], resend_interval=HOUR)
+    (first,) = await a.claim(1, ())
+    assert await a.claim(1, [first.id]) == []  # in flight: excluded
+    (again,) = await a.claim(1, ())
+    assert again.id == first.id and await b.claim(1, ()) == []
+    assert await a.claim(1, (), ["default"]) == []  # its routing key is blocked
+
+
+async def test_replicas_enqueuing_the_same_notifications_at_once_queue_each_once(replica: Open) -> None:
+    """Alertmanager HA: two peers post the same notifications to two replicas at the same moment."""
+    a, b = await replica(), await replica()
+    notes = [[ev(f"t{i}"), ev(f"r{i}", "resolve"), ev("shared")] for i in range(40)]
+    results = await asyncio.gather(*(box.enqueue(b"{}", n, [], resend_interval=HOUR)
+                                     for n in notes for box in (a, b)))
+    assert sum(r.queued for r in results) == 81 and sum(r.duplicates for r in results) == 2 * 120 - 81
+    for first, second in zip(results[::2], results[1::2], strict=True):  # one transaction per notification:
+        assert sorted((first.queued, second.queued)) in ([0, 2], [0, 3])  # one replica queues it, whole
+    queued = await a.items(status="queued")
+    assert sorted((i.dedup_key, i.action) for i in queued) == sorted(
+        [(f"t{i}", "trigger") for i in range(40)] + [(f"r{i}", "resolve") for i in range(40)] + [("shared", "trigger")])
+    assert len({i.id for i in queued}) == len(queued) == a.depth().queued == 81
+
+
+async def test_ids_and_counts_are_shared_by_the_replicas(replica: Open) -> None:
+    a, b = await replica(), await replica()
+    await a.enqueue(b"{}", [ev("x")], [], resend_interval=HOUR)
+    await b.enqueue(b"{}", [ev("y")], [], resend_interval=HOUR)
+    x, y = await a.items()
+    assert y.id > x.id and (await a.claim(10, ()))[0].id == x.id
+    assert (a.depth().queued, b.depth().queued) == (2, 2)
+    assert (await b.depth_by_key())["default"].queued == 2
+
+
+async def test_sealed_values_are_unreadable_without_the_key(replica: Open, raw: Client) -> None:
+    """With keys, nothing of the alert is stored in clear (bodies, the notification, dedup keys in key names);
+    without them the outbox is refused; a body moved to another item is set aside as undecryptable."""
+    told: list[tuple[object, ...]] = []
+    keyring = Keyring.from_keys([generate_key()])
+    box = await replica(keyring, told)
+    await box.enqueue(SOURCE, [ev("alpha-secret"), ev("beta-secret")], [], resend_interval=HOUR)
+    prefix = replica.prefix  # type: ignore[attr-defined]
+    names = [k async for k in raw.scan_iter(match="{" + prefix + "}:*")]
+    stored = b"".join(names)
+    for name in names:
+        if await raw.type(name) == b"hash":
+            stored += b"".join(k + v for k, v in (await raw.hgetall(name)).items())
+        elif await raw.type(name) == b"list":
+            stored += b"".join(await raw.lrange(name, 0, -1))
+    assert b"secret" not in stored.lower() and b"ACME" not in stored
+    a, b = await box.items()
+    assert (a.dedup_key, a.body["payload"]["summary"]) == ("alpha-secret", "alpha-secret h1")
+    assert await box.notification(a.id) == SOURCE
+    with pytest.raises(ConfigError) as caught:
+        await replica()
+    assert str(caught.value) == (
+        f"config: security.encryption_key: the Redis outbox {REDIS_URL} (key prefix {prefix!r}) is encrypted; "
+        "configure the key(s) it was written with")
+    body_a = await raw.hget(f"{{{prefix}}}:item:{a.id}", "body")
+    await raw.hset(f"{{{prefix}}}:item:{b.id}", "body", body_a)  # a's sealed body copied into b's item
+    assert [i.id for i in await box.claim(10, ())] == [a.id]  # b is set aside, not sent
+    (dead,) = await box.items(status="dead")
+    assert (dead.id, dead.reason) == (b.id, Reason.UNDECRYPTABLE.value)
+    assert [(t[0], t[1], t[3]) for t in told] == [(b.id, Reason.UNDECRYPTABLE, "default")]
+
+
+async def test_keys_refused_for_an_outbox_stored_in_clear(replica: Open) -> None:
+    box = await replica()
+    await box.enqueue(b"{}", [ev("a")], [], resend_interval=HOUR)
+    with pytest.raises(ConfigError) as caught:
+        await replica(Keyring.from_keys([generate_key()]))
+    prefix = replica.prefix  # type: ignore[attr-defined]
+    assert str(caught.value) == (
+        f"config: security.encryption_key: the Redis outbox {REDIS_URL} (key prefix {prefix!r}) holds values "
+        "stored in clear; encrypting it in place is not supported: deliver or purge them first (pdrelay outbox "
+        "list), or start with another outbox.redis.key_prefix")
+
+
+async def test_rekey_reseals_with_the_new_primary_key(replica: Open) -> None:
+    old, new = generate_key(), generate_key()
+    box = await replica(Keyring.from_keys([old]))
+    await box.enqueue(SOURCE, [ev("a")], [], resend_interval=HOUR)
+    rotated = await replica(Keyring.from_keys([new, old]))
+    report = await rotated.rekey()
+    assert (report.events, report.notifications) == (1, 1)
+    only_new = await replica(Keyring.from_keys([new]))
+    (item,) = await only_new.claim(1, ())
+    assert item.dedup_key == "a" and await only_new.notification(item.id) == SOURCE
+
+
+async def test_wait_for_replicas_that_do_not_answer_is_unavailable(replica: Open) -> None:
+    """The shared Redis has no replica: a write that WAIT cannot see on one is not answered as stored."""
+    box = await replica(wait_replicas=1, wait_timeout=0.05)
+    with pytest.raises(OutboxUnavailable) as caught:
+        await box.enqueue(b"{}", [ev("a")], [], resend_interval=HOUR)
+    assert str(caught.value) == ("Redis outbox: the write reached 0 of the 1 replicas outbox.redis.wait_replicas "
+                                 "asks for within 0.05s")
+
+
+async def test_an_unreachable_redis_is_unavailable(tmp_path: Path, clock: FakeClock) -> None:
+    """Nothing listening: open fails with OutboxUnavailable naming the server, after bounded retries."""
+    url = f"unix://{tmp_path}/none.sock"
+    box = RedisOutbox(RedisSettings(url=url, socket_timeout=0.5), clock=clock)
+    with pytest.raises(OutboxUnavailable) as caught:
+        await box.open()
+    assert str(caught.value).startswith(f"Redis outbox: opening {url} (key prefix 'pdrelay') failed: ConnectionError:")
