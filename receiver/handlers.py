@@ -3,15 +3,15 @@ intake among them (its handler is :mod:`receiver.intake`)."""
 
 from __future__ import annotations
 
-import html
-from typing import Any
-
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from receiver import intake, state
 from receiver.auth import identity_of
 from receiver.errors import OutboxUnavailable
+from receiver.status import status_snapshot
+from receiver.web import page as web_page
+from receiver.web import playground as web_playground
 from transforms import RulesError
 
 __all__ = ["routes"]
@@ -33,54 +33,15 @@ async def readyz(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     st = request.app[state.STATE]
+    await st.metrics.refresh()  # what is read at scrape time: the queue per routing key
     return web.Response(body=generate_latest(st.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 async def status(request: web.Request) -> web.Response:
-    st = request.app[state.STATE]
-    pd = st.settings.pagerduty
-    depth = st.outbox.depth()
-    out: dict[str, Any] = {
-        "dry_run": st.dry_run,
-        "events_url": pd.events_url,
-        "routing_keys": sorted(pd.routing_keys),  # names only
-        "rules": {"sha256": st.rulebook.current.sha256,
-                  "sources": [str(p) for p in st.rulebook.current.sources]},
-        "outbox": {"queued": depth.queued, "dead": depth.dead},
-        "breaker": st.breaker.snapshot(),
-        "rate_limit": st.limiter.snapshot(),
-        "encryption": _encryption(st),
-    }
+    out = await status_snapshot(request.app[state.STATE])  # routing keys by name only, never a secret
     if "text/html" in request.headers.get("Accept", ""):
-        return web.Response(text=_status_page(out), content_type="text/html")
+        return web_page.page_response(out)
     return web.json_response(out)
-
-
-def _encryption(st: state.AppState) -> dict[str, Any]:
-    """Whether stored alert content is encrypted, and with which key ids (one-way ids, not keys)."""
-    keyring = st.keyring
-    if keyring is None:
-        return {"at_rest": "off"}
-    return {"at_rest": "aes-256-gcm", "key_ids": list(keyring.ids), "encrypts_with": keyring.primary_id}
-
-
-def _status_page(status: dict[str, Any]) -> str:
-    """The same facts as the JSON, as a page an on-call engineer can read in a browser."""
-
-    def cell(value: Any) -> str:
-        if isinstance(value, dict):
-            return "<br>".join(f"{html.escape(str(k))}: {cell(v)}" for k, v in value.items())
-        if isinstance(value, list):
-            return "<br>".join(cell(v) for v in value) or "(none)"
-        return html.escape(str(value))
-
-    rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{cell(v)}</td></tr>" for k, v in status.items())
-    mode = "DRY-RUN: nothing is sent to PagerDuty" if status["dry_run"] else "delivering to PagerDuty"
-    return (
-        "<!doctype html><html><head><meta charset=utf-8><title>pdrelay status</title>"
-        "<style>body{font-family:sans-serif}th{text-align:left;padding-right:1em;vertical-align:top}</style>"
-        f"</head><body><h1>pdrelay</h1><p>{mode}</p><table>{rows}</table></body></html>"
-    )
 
 
 async def reload(request: web.Request) -> web.Response:
@@ -100,5 +61,6 @@ def routes() -> list[web.RouteDef]:
         web.get("/readyz", readyz),
         web.get("/metrics", metrics),
         web.get("/status", status),
+        web.post("/status/playground", web_playground.playground),
         web.post("/-/reload", reload),
     ]

@@ -319,7 +319,8 @@ async def test_health_ready_metrics_status(make_client: Any) -> None:
     assert 'pdrelay_outbox_depth{state="queued"} 2.0' in text
     assert 'pdrelay_events_failed_total{reason="rate_limited"} 0.0' in text
     status = await (await client.get("/status")).json()
-    assert status["routing_keys"] == ["default"]
+    assert [k["name"] for k in status["routing_keys"]] == ["default"]
+    assert status["routing_keys"][0]["queued"] == 2
     assert status["outbox"] == {"queued": 2, "dead": 0}
     assert "k" * 32 not in json.dumps(status) + text
 
@@ -330,6 +331,6 @@ async def test_status_page_for_browsers_escapes_and_hides_keys(make_client: Any)
     resp = await client.get("/status", headers={"Accept": "text/html,application/xhtml+xml"})
     assert resp.status == 200 and resp.content_type == "text/html"
     page = await resp.text()
-    assert "<th>routing_keys</th><td>default</td>" in page
-    assert "<th>outbox</th><td>queued: 0<br>dead: 0</td>" in page
+    assert "<tr><td>default</td>" in page
+    assert '<span id="outbox-queued">0</span> queued, <span id="outbox-dead">0</span> dead letters' in page
     assert "k" * 32 not in page
