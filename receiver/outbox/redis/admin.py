@@ -127,8 +127,8 @@ async def requeue(box: RedisOutbox, tx: Transactions, item_id: int, event: Rende
         payload = event.body.get("payload")
         critical = isinstance(payload, dict) and payload.get("severity") == "critical"
         await pipe.watch(k.version(ref))
-        states = await box.load_states(pipe, [ref])
-        ledger = Ledger(states, await box.reserve_ids(pipe, len(states) + 1))
+        states, new_id, _ = await box.intake_read(pipe, [ref], 0, [ref])
+        ledger = Ledger(states, new_id)
         stored_key = (f["rk"], ref)
         outcomes = ledger.replay(item_id, stored_key, Incoming(event.routing_key, ref, event.action, phash, critical,
                                                                valid), now, resend_interval)

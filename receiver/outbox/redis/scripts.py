@@ -10,7 +10,26 @@ carries the outbox's hash tag (passed as ``tag``), so it lives in the same slot 
 
 from __future__ import annotations
 
-__all__ = ["CLAIM", "PUSH", "RELEASE_NOTE", "SETTLE", "UNLEASE", "UPDATE_IF_EXISTS"]
+__all__ = ["CLAIM", "INTAKE_READ", "PUSH", "RELEASE_NOTE", "SETTLE", "UNLEASE", "UPDATE_IF_EXISTS"]
+
+# KEYS: next_id, next_nid. ARGV: tag, ids needed whatever the states, how many refs, the refs, then one ref per
+# resolve (a resolve may go to every routing key that has a state for its dedup key).
+# Intake's reads in one round trip, run after WATCH: every routing key's state of each ref ({rk, ref, fields}),
+# and reserved ids (INCRBY: what a conflict leaves unused is skipped, never reused) and a notification id.
+# Returns {last id reserved, how many, notification id, states}.
+INTAKE_READ = """
+local tag, need, n = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local states = {}
+for i = 4, 3 + n do
+  local ref = ARGV[i]
+  for _, rk in ipairs(redis.call('SMEMBERS', tag .. ':rks:' .. ref)) do
+    table.insert(states, {rk, ref, redis.call('HGETALL', tag .. ':s:' .. #rk .. ':' .. rk .. ':' .. ref)})
+  end
+end
+for i = 4 + n, #ARGV do need = need + 1 + redis.call('SCARD', tag .. ':rks:' .. ARGV[i]) end
+need = math.max(need, 1)
+return {redis.call('INCRBY', KEYS[1], need), need, redis.call('INCR', KEYS[2]), states}
+"""
 
 # KEYS: queue, due set of the item's priority. ARGV: id, padded id, next attempt.
 # Append to the key's queue; the item is the due head if the queue was empty.

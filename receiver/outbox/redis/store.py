@@ -24,7 +24,7 @@ from receiver.outbox.redis import admin, sealing
 from receiver.outbox.redis.connect import Client, Pipe, connect, unavailable, where
 from receiver.outbox.redis.keys import Keys, pad
 from receiver.outbox.redis.records import Unreadable, item_from, state_fields, state_from
-from receiver.outbox.redis.scripts import CLAIM, PUSH, RELEASE_NOTE, SETTLE, UNLEASE
+from receiver.outbox.redis.scripts import CLAIM, INTAKE_READ, PUSH, RELEASE_NOTE, SETTLE, UNLEASE
 from receiver.outbox.redis.txn import Transactions
 from receiver.outbox.sealing import ValueSealer
 from receiver.settings.model import RedisSettings
@@ -33,19 +33,6 @@ from transforms.base import InvalidEvent, RenderedEvent
 __all__ = ["RedisOutbox"]
 
 _ENCODE = msgspec.json.Encoder().encode
-
-# ARGV: tag, refs... Every routing key's state of each dedup key (ref): {rk, ref, fields}.
-_LOAD_STATES = """
-local out = {}
-for i = 2, #ARGV do
-  local ref = ARGV[i]
-  for _, rk in ipairs(redis.call('SMEMBERS', ARGV[1] .. ':rks:' .. ref)) do
-    table.insert(out, {rk, ref, redis.call('HGETALL', ARGV[1] .. ':s:' .. #rk .. ':' .. rk .. ':' .. ref)})
-  end
-end
-return out
-"""
-
 
 def _pairs(flat: list[Any]) -> dict[bytes, bytes]:
     return {flat[i]: flat[i + 1] for i in range(0, len(flat), 2)}
@@ -119,17 +106,23 @@ class RedisOutbox:
 
     # ------------------------------------------------------------------ intake
 
-    async def _load_states(self, pipe: Pipe, refs: Collection[str]) -> dict[Key, KeyState]:
-        if not refs:
-            return {}
-        rows = await pipe.eval(_LOAD_STATES, 0, self._keys.tag, *refs)
-        return {(rk.decode(), ref.decode()): state_from(_pairs(fields)) for rk, ref, fields in rows}
+    async def _intake_read(self, pipe: Pipe, refs: Sequence[str], fixed: int, resolves: Sequence[str],
+                           ) -> tuple[dict[Key, KeyState], Callable[[], int], int]:
+        """Inside a transaction: the states of ``refs`` under every routing key, a reservation of ids enough for
+        ``fixed`` events and the ``resolves`` (one ref each), and a notification id; one round trip."""
+        k = self._keys
+        top, n, nid, rows = await pipe.eval(INTAKE_READ, 2, k.next_id, k.next_nid, k.tag, fixed, len(refs), *refs,
+                                            *resolves)
+        states = {(rk.decode(), ref.decode()): state_from(_pairs(fields)) for rk, ref, fields in rows}
+        ids = iter(range(int(top) - int(n) + 1, int(top) + 1))
 
-    async def _reserve_ids(self, pipe: Pipe, n: int) -> Callable[[], int]:
-        """``n`` ids from INCRBY (not watched: ids a conflict leaves unused are skipped, never reused)."""
-        top = int(await pipe.incrby(self._keys.next_id, max(n, 1)))
-        it = iter(range(top - max(n, 1) + 1, top + 1))
-        return lambda: next(it)
+        def new_id() -> int:
+            item_id = next(ids, None)
+            if item_id is None:
+                raise AssertionError("the Redis outbox reserved too few item ids")
+            return item_id
+
+        return states, new_id, int(nid)
 
     def _write_states(self, pipe: Pipe, ledger: Ledger) -> None:
         for rk, ref in ledger.changed:
@@ -159,12 +152,15 @@ class RedisOutbox:
         distinct = sorted(set(refs.values()))
 
         async def body(pipe: Pipe) -> EnqueueResult:
-            states = await self._load_states(pipe, distinct)
-            routes: dict[str, int] = {}
-            for _, ref in states:
-                routes[ref] = routes.get(ref, 0) + 1
-            need = sum(1 + (routes.get(refs[ev.dedup_key], 0) if ev.action == "resolve" else 0) for ev, _ in good)
-            ledger = Ledger(states, await self._reserve_ids(pipe, need + len(bad)))
+            # A resolve may go to every routing key with a state for its dedup key, including those this
+            # notification's earlier events give one: counted as one more id for each event of the same key.
+            resolves = [refs[ev.dedup_key] for ev, _ in good if ev.action == "resolve"]
+            per_ref: dict[str, int] = {}
+            for ev, _ in good:
+                per_ref[refs[ev.dedup_key]] = per_ref.get(refs[ev.dedup_key], 0) + 1
+            fixed = len(good) - len(resolves) + len(bad) + sum(per_ref[ref] for ref in resolves)
+            states, new_id, nid = await self._intake_read(pipe, distinct, fixed, resolves)
+            ledger = Ledger(states, new_id)
             rows: list[dict[str, Any]] = []
             queued = duplicates = rerouted = 0
             by_key: dict[str, int] = {}
@@ -185,7 +181,6 @@ class RedisOutbox:
                 [o] = ledger.intake(Incoming(b.routing_key, ref, b.action, phash, valid=False), now, resend_interval)
                 rows.append(_row(o.item_id, b.routing_key, ref, b.action, "dead", raw, phash, 1, b.rules, now, sealer,
                                  reason=Reason.INVALID_EVENT.value, error=b.reason))
-            nid = int(await pipe.incr(k.next_nid)) if rows else 0
             pipe.multi()
             if rows:
                 pipe.hset(k.note(nid), mapping={"body": sealer.seal_notification(source, nid), "refs": len(rows)})
@@ -413,8 +408,7 @@ class RedisOutbox:
     def sealer(self) -> ValueSealer:
         return self._sealer
 
-    load_states = _load_states
-    reserve_ids = _reserve_ids
+    intake_read = _intake_read
     write_states = _write_states
     push = _push
     settle_queue = _settle_queue
