@@ -164,9 +164,17 @@ async def test_keys_refused_for_an_outbox_stored_in_clear(replica: Open) -> None
 
 
 async def test_rekey_reseals_with_the_new_primary_key(replica: Open) -> None:
+    """Keys that cannot read every stored value are refused at start; rekey reseals all with the primary key."""
     old, new = generate_key(), generate_key()
     box = await replica(Keyring.from_keys([old]))
     await box.enqueue(SOURCE, [ev("a")], [], resend_interval=HOUR)
+    prefix = replica.prefix  # type: ignore[attr-defined]
+    with pytest.raises(ConfigError) as caught:
+        await replica(Keyring.from_keys([new]))
+    assert str(caught.value) == (
+        f"config: security.encryption_key: the Redis outbox {REDIS_URL} (key prefix {prefix!r}) holds values "
+        f"encrypted with key id(s) {Keyring.from_keys([old]).ids[0]}, which are not configured (configured: "
+        f"{Keyring.from_keys([new]).ids[0]}); add the old key after the new one, then run `pdrelay outbox rekey`")
     rotated = await replica(Keyring.from_keys([new, old]))
     report = await rotated.rekey()
     assert (report.events, report.notifications) == (1, 1)

@@ -13,6 +13,7 @@ supported: drain or purge it first, or use a new ``key_prefix``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 from receiver.crypto import DecryptError, blob_key_id
@@ -51,15 +52,37 @@ async def attach(client: Client, keys: Keys, sealer: ValueSealer, where: str) ->
         key_id = blob_key_id(blob)
     except DecryptError as exc:
         raise ConfigError(f"config: security.encryption_key: cannot open the Redis outbox {where}: {exc}") from None
-    if key_id not in keyring.ids:
+    missing = sorted(({key_id} | await _key_ids_in_use(client, keys)) - set(keyring.ids))
+    if missing:
         raise ConfigError(
-            f"config: security.encryption_key: the Redis outbox {where} holds values encrypted with key id {key_id}, "
-            f"which is not configured (configured: {', '.join(keyring.ids)}); add the old key after the new one, "
-            "then run `pdrelay outbox rekey`")
+            f"config: security.encryption_key: the Redis outbox {where} holds values encrypted with key id(s) "
+            f"{', '.join(missing)}, which are not configured (configured: {', '.join(keyring.ids)}); add the old "
+            "key after the new one, then run `pdrelay outbox rekey`")
     try:
         sealer.set_index_key(keyring.decrypt_bytes(blob, INDEX_KEY_AAD))
     except DecryptError as exc:
         raise ConfigError(f"config: security.encryption_key: cannot open the Redis outbox {where}: {exc}") from None
+
+
+async def _key_ids_in_use(client: Client, keys: Keys) -> set[str]:
+    """The key ids of every stored item body and notification (read whole: one pass at start)."""
+    ids = [int(i) for i in await client.zrange(keys.items, 0, -1)]
+    found: set[str] = set()
+    for start in range(0, len(ids), _BATCH):
+        async with client.pipeline(transaction=False) as pipe:
+            for item_id in ids[start:start + _BATCH]:
+                pipe.hmget(keys.item(item_id), "body", "nid")
+            rows = await pipe.execute()
+        notes = {nid for _, nid in rows if nid}
+        async with client.pipeline(transaction=False) as pipe:
+            for nid in notes:
+                pipe.hget(keys.note(nid.decode()), "body")
+            blobs = [body for body, _ in rows] + await pipe.execute()
+        for blob in blobs:
+            if blob is not None:
+                with contextlib.suppress(DecryptError):  # not encrypted: reported when the item is read
+                    found.add(blob_key_id(bytes(blob)))
+    return found
 
 
 async def rekey(client: Client, keys: Keys, sealer: ValueSealer) -> OpenReport:
