@@ -6,8 +6,8 @@ as blind indexes, payload hashes keyed). The random index key lives in the ``met
 sealed with the primary key; replicas starting together agree on one with ``HSETNX``.
 
 Refused at start, with a message naming ``security.encryption_key``: an encrypted outbox
-without keys, one whose index key was sealed with a key that is not configured, and keys
-configured for an outbox that already holds values in clear (encrypting one in place is not
+without keys, one holding a value (the index key, an item body, a notification: all read once at
+start) sealed with a key that is not configured, and keys configured for an outbox that already holds values in clear (encrypting one in place is not
 supported: drain or purge it first, or use a new ``key_prefix``).
 """
 
