@@ -7,8 +7,9 @@ sealed with the primary key; replicas starting together agree on one with ``HSET
 
 Refused at start, with a message naming ``security.encryption_key``: an encrypted outbox
 without keys, one holding a value (the index key, an item body, a notification: all read once at
-start) sealed with a key that is not configured, and keys configured for an outbox that already holds values in clear (encrypting one in place is not
-supported: drain or purge it first, or use a new ``key_prefix``).
+start) sealed with a key that is not configured, and keys configured for an outbox that already
+holds values in clear (encrypting one in place is not supported: drain or purge it first, or use
+a new ``key_prefix``).
 """
 
 from __future__ import annotations
