@@ -29,13 +29,15 @@ dedup key or, encrypted, its blind index; names with ``<n>:`` carry the byte len
   send window. ``P:meta`` (hash): ``index_key`` (sealed), ``audit_head``.
 
 Atomic steps. The decisions need the Python delivery rules, so the writes that decide are
-WATCH/MULTI transactions (:mod:`.txn`), retried from fresh reads on conflict rather than Lua
-scripts: intake WATCHes ``P:v:<ref>`` of each dedup key involved, reads every routing key's
-state of them (one read-only EVAL), reserves ids with INCRBY, decides with
-:class:`~receiver.delivery.Ledger` and, in one MULTI, writes the items, the notification,
-the states and the counts, and appends each queued item to its key's queue (``PUSH``: the item
-becomes a due head if the queue was empty). So two replicas enqueuing the same notification
-queue it once: the second one's EXEC fails, it reads again and finds it queued (coalesced).
+WATCH/MULTI transactions (:mod:`.txn`), retried from fresh reads on conflict, rather than Lua
+scripts (which would have to carry a second copy of the rules). Intake (:mod:`.intake`) takes
+the notifications that arrive together as one batch: it WATCHes ``P:v:<ref>`` of each dedup
+key involved, reads every routing key's state of them and reserves item and notification ids
+(``INTAKE_READ``, one round trip), decides with :class:`~receiver.delivery.Ledger` in arrival
+order and, in one MULTI, writes the notifications, the items, the states and the counts and
+appends each queued item to its key's queue (``INTAKE_WRITE``: the item becomes a due head if
+the queue was empty). So two replicas enqueuing the same notification queue it once: the second
+one's EXEC fails, it reads again and finds it queued (coalesced).
 ack / retry / dead letter / purge / requeue WATCH the item and its ``P:v:<ref>``, apply
 ``on_sent`` / ``on_retry_timeout`` / ``on_dead`` / ``on_purged`` / ``replay``, and move the
 queue (``SETTLE``: out of the queue, due sets and leases; the next item becomes the due head)

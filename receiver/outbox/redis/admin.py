@@ -16,6 +16,7 @@ from receiver.delivery import Incoming, Ledger, Verdict, Word
 from receiver.errors import Reason
 from receiver.outbox.contract import KeyDepth, NoSuchItem, OutboxItem, RequeueResult
 from receiver.outbox.redis.connect import Client, Pipe
+from receiver.outbox.redis.intake import intake_read
 from receiver.outbox.redis.keys import Keys
 from receiver.outbox.redis.records import item_from
 from receiver.outbox.redis.scripts import RELEASE_NOTE
@@ -127,7 +128,7 @@ async def requeue(box: RedisOutbox, tx: Transactions, item_id: int, event: Rende
         payload = event.body.get("payload")
         critical = isinstance(payload, dict) and payload.get("severity") == "critical"
         await pipe.watch(k.version(ref))
-        states, new_id, _ = await box.intake_read(pipe, [ref], 0, [ref])
+        states, new_id, _ = await intake_read(pipe, k, [ref], 0, [ref])
         ledger = Ledger(states, new_id)
         stored_key = (f["rk"], ref)
         outcomes = ledger.replay(item_id, stored_key, Incoming(event.routing_key, ref, event.action, phash, critical,

@@ -10,25 +10,63 @@ carries the outbox's hash tag (passed as ``tag``), so it lives in the same slot 
 
 from __future__ import annotations
 
-__all__ = ["CLAIM", "INTAKE_READ", "PUSH", "RELEASE_NOTE", "SETTLE", "UNLEASE", "UPDATE_IF_EXISTS"]
+__all__ = ["CLAIM", "INTAKE_READ", "INTAKE_WRITE", "PUSH", "RELEASE_NOTE", "SETTLE", "UNLEASE", "UPDATE_IF_EXISTS"]
 
-# KEYS: next_id, next_nid. ARGV: tag, ids needed whatever the states, how many refs, the refs, then one ref per
-# resolve (a resolve may go to every routing key that has a state for its dedup key).
+# KEYS: next_id, next_nid. ARGV: tag, ids needed whatever the states, notification ids needed, how many refs,
+# the refs, then one ref per resolve (a resolve may go to every routing key that has a state for its dedup key).
 # Intake's reads in one round trip, run after WATCH: every routing key's state of each ref ({rk, ref, fields}),
-# and reserved ids (INCRBY: what a conflict leaves unused is skipped, never reused) and a notification id.
-# Returns {last id reserved, how many, notification id, states}.
+# and reserved item and notification ids (INCRBY: what a conflict leaves unused is skipped, never reused).
+# Returns {last item id reserved, how many, last notification id reserved, states}.
 INTAKE_READ = """
-local tag, need, n = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local tag, need, notes, n = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local states = {}
-for i = 4, 3 + n do
+for i = 5, 4 + n do
   local ref = ARGV[i]
   for _, rk in ipairs(redis.call('SMEMBERS', tag .. ':rks:' .. ref)) do
     table.insert(states, {rk, ref, redis.call('HGETALL', tag .. ':s:' .. #rk .. ':' .. rk .. ':' .. ref)})
   end
 end
-for i = 4 + n, #ARGV do need = need + 1 + redis.call('SCARD', tag .. ':rks:' .. ARGV[i]) end
+for i = 5 + n, #ARGV do need = need + 1 + redis.call('SCARD', tag .. ':rks:' .. ARGV[i]) end
 need = math.max(need, 1)
-return {redis.call('INCRBY', KEYS[1], need), need, redis.call('INCR', KEYS[2]), states}
+return {redis.call('INCRBY', KEYS[1], need), need, redis.call('INCRBY', KEYS[2], math.max(notes, 1)), states}
+"""
+
+# ARGV: tag, the plan (JSON), then the sealed values the plan names by their ARGV index.
+# Intake's writes, queued inside its MULTI: notifications {nid, value index, refs}; items {id, rk, ref, action,
+# status, payload hash, priority, rules, created, reason, error, nid, value index, queue key} — a queued one
+# appended to its key's queue (the due head if the queue was empty) and counted under its routing key, a dead
+# one counted by reason; states {key, rk, ref, fields} written whole; versions bumped; the counts moved.
+INTAKE_WRITE = """
+local tag = ARGV[1]
+local plan = cjson.decode(ARGV[2])
+for _, n in ipairs(plan.notes) do
+  redis.call('HSET', tag .. ':note:' .. n[1], 'body', ARGV[n[2]], 'refs', n[3])
+end
+for _, it in ipairs(plan.items) do
+  local id, rk, status, created = it[1], it[2], it[5], it[9]
+  redis.call('HSET', tag .. ':item:' .. id, 'rk', rk, 'ref', it[3], 'action', it[4], 'status', status,
+             'body', ARGV[it[13]], 'phash', it[6], 'prio', it[7], 'rules', it[8], 'attempts', 0, 'created', created,
+             'next', created, 'reason', it[10], 'lstatus', '', 'lerror', it[11], 'nid', it[12], 'q', it[14])
+  redis.call('ZADD', tag .. ':items', id, id)
+  if status == 'queued' then
+    if redis.call('RPUSH', it[14], id) == 1 then
+      redis.call('ZADD', tag .. ':due:' .. it[7], created, string.format('%020d', tonumber(id)))
+    end
+    redis.call('ZADD', tag .. ':kq:' .. rk, created, id)
+    redis.call('SADD', tag .. ':knames', rk)
+  else
+    redis.call('HINCRBY', tag .. ':kdead', rk .. '\\0' .. it[10], 1)
+  end
+end
+for _, st in ipairs(plan.states) do
+  redis.call('DEL', st[1])
+  redis.call('HSET', st[1], unpack(st[4]))
+  redis.call('SADD', tag .. ':rks:' .. st[3], st[2])
+end
+for _, v in ipairs(plan.versions) do redis.call('INCR', v) end
+redis.call('HINCRBY', tag .. ':counts', 'queued', plan.queued)
+redis.call('HINCRBY', tag .. ':counts', 'dead', plan.dead)
+return 1
 """
 
 # KEYS: queue, due set of the item's priority. ARGV: id, padded id, next attempt.

@@ -1,11 +1,11 @@
-"""The Redis outbox: lifecycle, intake and delivery (the design is in :mod:`receiver.outbox.redis`).
+"""The Redis outbox: lifecycle and delivery (the design is in :mod:`receiver.outbox.redis`).
 
-Operators' commands are in :mod:`.admin`; every write is a :class:`~.txn.Transactions` step.
+Intake's batches are in :mod:`.intake`, operators' commands in :mod:`.admin`; every write is a
+:class:`~.txn.Transactions` step.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import socket
@@ -17,14 +17,15 @@ import msgspec
 from receiver import delivery
 from receiver.clock import Clock, SystemClock
 from receiver.crypto import Keyring
-from receiver.delivery import Incoming, Key, KeyState, Ledger, Verdict
+from receiver.delivery import KeyState, Ledger
 from receiver.errors import ConfigError, OutboxUnavailable, Reason
 from receiver.outbox.contract import Depth, EnqueueResult, KeyDepth, OpenReport, OutboxItem, RequeueResult
 from receiver.outbox.redis import admin, sealing
 from receiver.outbox.redis.connect import Client, Pipe, connect, unavailable, where
+from receiver.outbox.redis.intake import Enqueue, IntakeWriter
 from receiver.outbox.redis.keys import Keys, pad
 from receiver.outbox.redis.records import Unreadable, item_from, state_fields, state_from
-from receiver.outbox.redis.scripts import CLAIM, INTAKE_READ, PUSH, RELEASE_NOTE, SETTLE, UNLEASE
+from receiver.outbox.redis.scripts import CLAIM, PUSH, RELEASE_NOTE, SETTLE, UNLEASE
 from receiver.outbox.redis.txn import Transactions
 from receiver.outbox.sealing import ValueSealer
 from receiver.settings.model import RedisSettings
@@ -56,6 +57,7 @@ class RedisOutbox:
         self._on_unreadable = on_unreadable or (lambda item_id, reason, error, routing_key: None)
         self._owner = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(4).hex()}"  # who holds a lease
         self._claim = self._r.register_script(CLAIM)
+        self._intake = IntakeWriter(self._keys, self._sealer, self._tx, self._wait_replicas)
 
     @property
     def keys(self) -> Keys:
@@ -80,6 +82,7 @@ class RedisOutbox:
         return OpenReport()
 
     async def close(self) -> None:
+        await self._intake.drain()
         try:
             if self._tx.unwritten:  # the audit head noted after the last write
                 async def nothing(pipe: Pipe) -> None:
@@ -106,24 +109,6 @@ class RedisOutbox:
 
     # ------------------------------------------------------------------ intake
 
-    async def _intake_read(self, pipe: Pipe, refs: Sequence[str], fixed: int, resolves: Sequence[str],
-                           ) -> tuple[dict[Key, KeyState], Callable[[], int], int]:
-        """Inside a transaction: the states of ``refs`` under every routing key, a reservation of ids enough for
-        ``fixed`` events and the ``resolves`` (one ref each), and a notification id; one round trip."""
-        k = self._keys
-        top, n, nid, rows = await pipe.eval(INTAKE_READ, 2, k.next_id, k.next_nid, k.tag, fixed, len(refs), *refs,
-                                            *resolves)
-        states = {(rk.decode(), ref.decode()): state_from(_pairs(fields)) for rk, ref, fields in rows}
-        ids = iter(range(int(top) - int(n) + 1, int(top) + 1))
-
-        def new_id() -> int:
-            item_id = next(ids, None)
-            if item_id is None:
-                raise AssertionError("the Redis outbox reserved too few item ids")
-            return item_id
-
-        return states, new_id, int(nid)
-
     def _write_states(self, pipe: Pipe, ledger: Ledger) -> None:
         for rk, ref in ledger.changed:
             key = self._keys.state(rk, ref)
@@ -143,66 +128,11 @@ class RedisOutbox:
         self, source: bytes, events: Sequence[RenderedEvent], invalid: Sequence[InvalidEvent], *,
         resend_interval: float,
     ) -> EnqueueResult:
-        now = self._clock.now()
-        sealer, k = self._sealer, self._keys
-        good = [(ev, _ENCODE(ev.body)) for ev in events]
-        bad = [(b, _ENCODE(b.body)) for b in invalid]
-        refs = {ev.dedup_key: sealer.index(ev.dedup_key) for ev, _ in good}
-        refs.update((b.dedup_key, sealer.index(b.dedup_key)) for b, _ in bad)
-        distinct = sorted(set(refs.values()))
-
-        async def body(pipe: Pipe) -> EnqueueResult:
-            # A resolve may go to every routing key with a state for its dedup key, including those this
-            # notification's earlier events give one: counted as one more id for each event of the same key.
-            resolves = [refs[ev.dedup_key] for ev, _ in good if ev.action == "resolve"]
-            per_ref: dict[str, int] = {}
-            for ev, _ in good:
-                per_ref[refs[ev.dedup_key]] = per_ref.get(refs[ev.dedup_key], 0) + 1
-            fixed = len(good) - len(resolves) + len(bad) + sum(per_ref[ref] for ref in resolves)
-            states, new_id, nid = await self._intake_read(pipe, distinct, fixed, resolves)
-            ledger = Ledger(states, new_id)
-            rows: list[dict[str, Any]] = []
-            queued = duplicates = rerouted = 0
-            by_key: dict[str, int] = {}
-            for ev, raw in good:
-                ref, phash = refs[ev.dedup_key], sealer.payload_hash(ev.payload_hash)
-                outcomes = ledger.intake(Incoming(ev.routing_key, ref, ev.action, phash, critical=_critical(ev.body)),
-                                         now, resend_interval)
-                stored = [o for o in outcomes if o.verdict is Verdict.QUEUE]
-                duplicates += not stored
-                for o in stored:
-                    queued += 1
-                    rerouted += o.rerouted
-                    by_key[o.routing_key] = by_key.get(o.routing_key, 0) + 1
-                    rows.append(_row(o.item_id, o.routing_key, ref, ev.action, "queued", raw, phash, o.priority,
-                                     ev.rules, now, sealer))
-            for b, raw in bad:
-                ref, phash = refs[b.dedup_key], sealer.payload_hash(hashlib.sha256(raw).hexdigest())
-                [o] = ledger.intake(Incoming(b.routing_key, ref, b.action, phash, valid=False), now, resend_interval)
-                rows.append(_row(o.item_id, b.routing_key, ref, b.action, "dead", raw, phash, 1, b.rules, now, sealer,
-                                 reason=Reason.INVALID_EVENT.value, error=b.reason))
-            pipe.multi()
-            if rows:
-                pipe.hset(k.note(nid), mapping={"body": sealer.seal_notification(source, nid), "refs": len(rows)})
-            for row in rows:
-                row["nid"] = nid
-                row["q"] = k.queue(row["rk"], row["ref"])
-                item_id = int(row["id"])
-                pipe.hset(k.item(item_id), mapping=row)
-                pipe.zadd(k.items, {str(item_id): item_id})
-                if row["status"] == "queued":
-                    self._push(pipe, item_id, row["rk"], row["ref"], int(row["prio"]), now, now)
-                else:
-                    pipe.hincrby(k.dead_by_key, f"{row['rk']}\0{row['reason']}", 1)
-            pipe.hincrby(k.counts, "queued", queued)
-            pipe.hincrby(k.counts, "dead", len(bad))
-            self._write_states(pipe, ledger)
-            return EnqueueResult(queued=queued, duplicates=duplicates, dead_lettered=len(bad), rerouted=rerouted,
-                                 queued_by_key=by_key)
-
-        result = await self._tx.run("storing a notification", [k.version(r) for r in distinct], body)
-        await self._wait_replicas()
-        return result
+        # Encoding happens here, on the event loop, before the batch is written.
+        op = Enqueue(source=source, good=[(ev, _ENCODE(ev.body)) for ev in events],
+                     bad=[(b, _ENCODE(b.body)) for b in invalid], now=self._clock.now(),
+                     resend_interval=resend_interval)
+        return await self._intake.submit(op)
 
     async def _wait_replicas(self) -> None:
         n = self._settings.wait_replicas
@@ -408,23 +338,9 @@ class RedisOutbox:
     def sealer(self) -> ValueSealer:
         return self._sealer
 
-    intake_read = _intake_read
     write_states = _write_states
     push = _push
     settle_queue = _settle_queue
     settled = _settled
     store_state = _store_state
 
-
-def _row(item_id: int, rk: str, ref: str, action: str, status: str, raw: bytes, phash: str, prio: int,
-         rules: Sequence[str], now: float, sealer: ValueSealer, *, reason: str = "", error: str = "",
-         ) -> dict[str, Any]:
-    return {"id": item_id, "rk": rk, "ref": ref, "action": action, "status": status,
-            "body": sealer.seal_event(raw, item_id, rk, ref, action, phash), "phash": phash, "prio": prio,
-            "rules": ",".join(rules), "attempts": 0, "created": repr(now), "next": repr(now), "reason": reason,
-            "lstatus": "", "lerror": error}
-
-
-def _critical(body: Any) -> bool:
-    payload = body.get("payload") if isinstance(body, dict) else None
-    return isinstance(payload, dict) and payload.get("severity") == "critical"
