@@ -42,16 +42,19 @@ room again, the pause), so :meth:`next_allowed`, :meth:`blocked`, :meth:`budget`
 :meth:`snapshot` stay synchronous reads; that view can only be late in saying "room" (sends
 leave a window only by time, a pause is never shortened), and a take in Redis settles it.
 
-Redis unreachable (or failing): the limiter never lets a send through blindly and never raises
-into the dispatcher. A failed take answers "no room"; for ``retry_after`` seconds every key then
-counts as without room (``blocked`` says so through the global time, so the dispatcher sleeps),
-and the next take or refresh tries Redis again. A failed settle or pause is dropped (this
-replica still pauses the key itself). Each failure counts in ``pdrelay_limiter_store_errors_total``;
-the log says once when the budget became unreachable and once when it is back.
+Redis unreachable (or failing, or not answering within ``timeout`` seconds, whatever the client's
+own timeouts and retries): the limiter never lets a send through blindly, never raises into the
+dispatcher and never holds it up longer than ``timeout``. A failed take answers "no room"; for
+``retry_after`` seconds every key then counts as without room (``blocked`` says so through the
+global time, so the dispatcher sleeps), and the next take or refresh tries Redis again. A failed
+settle or pause is dropped (this replica still pauses the key itself). Each failure counts in
+``pdrelay_limiter_store_errors_total``; the log says once when the budget became unreachable and
+once when it is back.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import uuid
@@ -192,19 +195,21 @@ class SharedRateLimiter:
         *,
         names: Iterable[str] = (),
         retry_after: float = 1.0,
+        timeout: float = 2.0,
         on_error: Callable[[], None] = lambda: None,
         log: logging.Logger | None = None,
     ) -> None:
         prefix = _check_prefix(prefix)
-        if isinstance(retry_after, bool) or not isinstance(retry_after, int | float) \
-                or not math.isfinite(retry_after) or retry_after <= 0:
-            raise ValueError(f"shared rate limit: retry_after must be a positive number of seconds, "
-                             f"got {retry_after!r}")
+        for what, value in (("retry_after", retry_after), ("timeout", timeout)):
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) \
+                    or value <= 0:
+                raise ValueError(f"shared rate limit: {what} must be a positive number of seconds, got {value!r}")
         self._settings = settings
         self._clock = clock
         self._redis = redis
         self._tag = "{" + prefix + "}"
         self._retry_after = float(retry_after)
+        self._timeout = float(timeout)
         self._on_error = on_error
         self._log = log or logging.getLogger(__name__)
         self._take = redis.register_script(_TAKE)
@@ -362,7 +367,8 @@ class SharedRateLimiter:
             keys.append(self.global_key)
             args += [self._settings.global_limit[0], _fmt(self._settings.global_limit[1])]
         try:
-            answer = await self._take(keys=keys, args=args)
+            async with asyncio.timeout(self._timeout):
+                answer = await self._take(keys=keys, args=args)
         except _STORE_ERRORS as exc:
             self._failed("take", exc)
             self._note(key, mono)
@@ -399,7 +405,7 @@ class SharedRateLimiter:
         score = _fmt(self._clock.now() - (self._clock.monotonic() - done_at))
         _, window = self._settings.for_key(key)
         try:
-            async with self._redis.pipeline(transaction=True) as pipe:
+            async with asyncio.timeout(self._timeout), self._redis.pipeline(transaction=True) as pipe:
                 pipe.zadd(self.window_key(key), {member: score}, xx=True)
                 pipe.pexpire(self.window_key(key), math.ceil(window * 1000) + 1000)
                 if self._settings.global_limit is not None:
@@ -423,8 +429,9 @@ class SharedRateLimiter:
         if seconds == 0:
             return
         try:
-            answer = await self._pause(keys=[self.pause_key(key)],
-                                       args=[_fmt(wall + seconds), math.ceil(seconds * 1000) + 1000])
+            async with asyncio.timeout(self._timeout):
+                answer = await self._pause(keys=[self.pause_key(key)],
+                                           args=[_fmt(wall + seconds), math.ceil(seconds * 1000) + 1000])
         except _STORE_ERRORS as exc:
             self._failed("pause", exc)
             return
@@ -450,7 +457,8 @@ class SharedRateLimiter:
                 keys.append(self.global_key)
                 args += [self._settings.global_limit[0], _fmt(self._settings.global_limit[1])]
             try:
-                answer = await self._peek(keys=keys, args=args)
+                async with asyncio.timeout(self._timeout):
+                    answer = await self._peek(keys=keys, args=args)
             except _STORE_ERRORS as exc:
                 self._failed("peek", exc)
             else:

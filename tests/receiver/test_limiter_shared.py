@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import shutil
+import signal
 import subprocess
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -26,7 +27,7 @@ from receiver.dispatcher import Dispatcher
 from receiver.limiter import RateLimit, RateLimiter
 from receiver.metrics import Metrics
 from receiver.outbox.sqlite import SQLiteOutbox
-from receiver.pagerduty.events import SendResult
+from receiver.pagerduty.events import SendResult, classify
 from receiver.secret import Secret
 from receiver.settings import PagerDutySettings
 from receiver.sharedlimit import SharedRateLimiter
@@ -208,10 +209,15 @@ def test_a_bad_prefix_is_refused(redis: Redis, clock: FakeClock, prefix_value: s
     assert str(err.value) == message
 
 
-def test_a_bad_retry_after_is_refused(redis: Redis, clock: FakeClock) -> None:
+@pytest.mark.parametrize(("kw", "message"), [
+    ({"retry_after": 0}, "shared rate limit: retry_after must be a positive number of seconds, got 0"),
+    ({"timeout": float("nan")}, "shared rate limit: timeout must be a positive number of seconds, got nan"),
+])
+def test_bad_times_are_refused(redis: Redis, clock: FakeClock, kw: dict[str, float], message: str) -> None:
     with pytest.raises(ValueError) as err:
-        SharedRateLimiter(RateLimit(), clock, redis, "p", retry_after=0)
-    assert str(err.value) == "shared rate limit: retry_after must be a positive number of seconds, got 0"
+        SharedRateLimiter(RateLimit(), clock, redis, "p", retry_after=kw.get("retry_after", 1.0),
+                          timeout=kw.get("timeout", 2.0))
+    assert str(err.value) == message
 
 
 # ---------------------------------------------------------------------------------------------- two dispatchers
@@ -239,11 +245,20 @@ async def look_again(dispatcher: Dispatcher) -> None:
 
 
 @contextlib.asynccontextmanager
-async def replica(tmp_path: Path, name: str, clock: FakeClock, limiter: SharedRateLimiter,
-                  sent: list[float], metrics: Metrics | None = None) -> AsyncIterator[tuple[Dispatcher, SQLiteOutbox]]:
+async def replica(tmp_path: Path, name: str, clock: FakeClock, limiter: SharedRateLimiter, sent: list[float],
+                  metrics: Metrics | None = None, answers: list[SendResult] | None = None,
+                  ) -> AsyncIterator[tuple[Dispatcher, SQLiteOutbox]]:
+    """A replica's dispatcher and outbox; its PagerDuty answers ``answers`` in turn, then 202, and each send's
+    time goes to ``sent``."""
     outbox = SQLiteOutbox(tmp_path / f"{name}.db", clock=clock)
     await outbox.open()
-    sender = FakeSender(lambda body: sent.append(clock.monotonic()) or OK)  # type: ignore[func-returns-value]
+    queue = answers if answers is not None else []
+
+    def answer(_body: object) -> SendResult:
+        sent.append(clock.monotonic())
+        return queue.pop(0) if queue else OK
+
+    sender = FakeSender(answer)
     dispatcher = Dispatcher(outbox, sender, KEYS, pd_settings(limiter.settings),
                             metrics=metrics or Metrics(CollectorRegistry()), clock=clock,
                             log=logging.getLogger("test"), rand=lambda: 1.0, limiter=limiter,
@@ -279,6 +294,33 @@ async def test_two_dispatchers_drain_one_key_within_the_shared_budget(make: Make
         await until(lambda: len(sent) == 16)
     assert worst_window(sent, 10.0) == 3
     assert sorted(sent) == [T0 + 10 * (i // 3) for i in range(16)]
+
+
+async def test_a_429_at_one_dispatcher_pauses_the_other(make: Make, clock: FakeClock, tmp_path: Path) -> None:
+    """Replica a's send meets a 429: replica b, with its own queue for the key, sends nothing until the pause
+    (pagerduty.backoff_on_429, 30 s) is over, then both drain."""
+    rate = RateLimit(per_key=100, window_seconds=60)
+    sent_a: list[float] = []
+    sent_b: list[float] = []
+    async with replica(tmp_path, "a", clock, make(rate), sent_a, answers=[classify(429, b"{}")]) as (da, oa), \
+            replica(tmp_path, "b", clock, make(rate), sent_b) as (db, ob):
+        await oa.enqueue(b"{}", [ev("a0")], [], resend_interval=3600)
+        await look_again(da)
+        deadline = asyncio.get_running_loop().time() + 5
+        while not [i for i in await oa.items(status="queued") if i.reason == "rate_limited"]:  # paused by now
+            assert asyncio.get_running_loop().time() < deadline, "the 429 was not settled in time"
+            await asyncio.sleep(0.005)
+        assert sent_a == [T0]
+        await ob.enqueue(b"{}", [ev("b0"), ev("b1")], [], resend_interval=3600)
+        await look_again(db)
+        clock.advance(29)
+        await look_again(db)
+        assert sent_b == []
+        clock.advance(1)
+        await look_again(da)
+        await look_again(db)
+        await until(lambda: oa.depth().queued + ob.depth().queued == 0)
+    assert sent_a == [T0, T0 + 30] and sent_b == [T0 + 30, T0 + 30]
 
 
 # ---------------------------------------------------------------------------------------------- Redis down
@@ -333,6 +375,29 @@ async def own_client(own_redis: OwnRedis) -> AsyncIterator[Redis]:
     await own_redis.ready(client)
     yield client
     await client.aclose()
+
+
+async def test_a_redis_that_does_not_answer_holds_nothing_up(own_redis: OwnRedis, own_client: Redis,
+                                                              clock: FakeClock) -> None:
+    """A stopped (SIGSTOP) Redis: each call gives up after ``timeout``, answers "no room", and counts."""
+    errors: list[int] = []
+    limiter = SharedRateLimiter(RateLimit(per_key=5, window_seconds=60), clock, own_client, "own",
+                                timeout=0.2, retry_after=1.0, on_error=lambda: errors.append(1))
+    assert await limiter.acquire("k") == T0
+    assert own_redis.proc is not None
+    own_redis.proc.send_signal(signal.SIGSTOP)
+    try:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        assert await limiter.acquire("k") is None
+        assert 0.2 <= loop.time() - started < 1.5
+        await limiter.pause("k", 10)
+        assert len(errors) == 2 and limiter.next_allowed("k") == T0 + 10
+    finally:
+        own_redis.proc.send_signal(signal.SIGCONT)
+    clock.advance(10)
+    # The client may have dropped the connection it gave up on: the next call opens another one.
+    assert await limiter.acquire("k") == T0 + 10
 
 
 def store_errors(metrics: Metrics) -> float:
