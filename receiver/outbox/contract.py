@@ -196,7 +196,11 @@ class Outbox(Protocol):
         """Raise :class:`~receiver.errors.OutboxUnavailable` unless a write would succeed."""
         ...
 
-    def depth(self) -> Depth: ...
+    def depth(self) -> Depth:
+        """Queued and dead items, as last seen, without I/O (read by metrics callbacks and /status): a
+        backend keeps it refreshed by its own calls — a shared one (Redis) by every write, claim and
+        :meth:`next_due`, so what other replicas did shows within the dispatcher's next look at the queue."""
+        ...
 
     async def depth_by_key(self) -> dict[str, KeyDepth]:
         """Per routing key name (as stored, configured or not), its :class:`KeyDepth`; keys with

@@ -16,11 +16,13 @@ from redis.asyncio import Redis
 
 from receiver.crypto import Keyring, generate_key
 from receiver.errors import ConfigError, OutboxUnavailable, Reason
+from receiver.outbox.contract import KeyDepth
 from receiver.outbox.redis import RedisOutbox
 from receiver.outbox.redis.connect import Client
 from receiver.settings.model import RedisSettings
 from tests.fakes import FakeClock
 from tests.receiver.test_outbox_contract import HOUR, REDIS_URL, drop_prefix, ev
+from transforms.base import InvalidEvent
 
 SOURCE = b'{"alerts": [{"labels": {"customer": "ACME-SECRET-CUSTOMER"}}]}'
 Open = Callable[..., Awaitable[RedisOutbox]]
@@ -199,3 +201,36 @@ async def test_an_unreachable_redis_is_unavailable(tmp_path: Path, clock: FakeCl
     with pytest.raises(OutboxUnavailable) as caught:
         await box.open()
     assert str(caught.value).startswith(f"Redis outbox: opening {url} (key prefix 'pdrelay') failed: ConnectionError:")
+
+
+async def test_depth_by_key_follows_what_is_stored(replica: Open, clock: FakeClock) -> None:
+    """Queued count and oldest creation time per routing key name, dead letters by reason — kept as counters, so
+    they follow acks, dead letters, requeues and purges without reading items."""
+    t0 = clock.now()
+    box = await replica()
+    assert await box.depth_by_key() == {}
+    await box.enqueue(b"{}", [ev("a"), ev("b", key="db")],
+                      [InvalidEvent("db", "bad", "trigger", {}, "summary missing")], resend_interval=HOUR)
+    clock.advance(5)
+    await box.enqueue(b"{}", [ev("c"), ev("d", key="nowhere")], [], resend_interval=HOUR)
+    assert await box.depth_by_key() == {
+        "default": KeyDepth(queued=2, oldest_queued_at=t0),
+        "db": KeyDepth(queued=1, oldest_queued_at=t0, dead={"invalid_event": 1}),
+        "nowhere": KeyDepth(queued=1, oldest_queued_at=t0 + 5),
+    }
+    by_id = {i.dedup_key: i for i in await box.items(status="queued")}
+    await box.ack(by_id["a"])
+    await box.dead_letter(by_id["b"], Reason.EXPIRED, 503, "gave up")
+    await box.dead_letter(by_id["d"], Reason.UNKNOWN_ROUTING_KEY, None, "not configured")
+    assert await box.depth_by_key() == {
+        "default": KeyDepth(queued=1, oldest_queued_at=t0 + 5),
+        "db": KeyDepth(dead={"invalid_event": 1, "expired": 1}),
+        "nowhere": KeyDepth(dead={"unknown_routing_key": 1}),
+    }
+    assert (await box.requeue(by_id["d"].id, ev("d"), resend_interval=HOUR)).result == "replayed"
+    await box.purge([by_id["b"].id])
+    assert await box.depth_by_key() == {
+        "default": KeyDepth(queued=2, oldest_queued_at=t0 + 5),
+        "db": KeyDepth(dead={"invalid_event": 1}),
+    }
+    assert (box.depth().queued, box.depth().dead) == (2, 1)
