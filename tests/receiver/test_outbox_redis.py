@@ -48,8 +48,9 @@ async def replica(clock: FakeClock) -> AsyncIterator[Open]:
 
     async def make(keyring: Keyring | None = None, told: list[tuple[object, ...]] | None = None,
                    **settings: object) -> RedisOutbox:
+        name = str(settings.pop("replica", "host-a"))
         redis = RedisSettings(**{"url": REDIS_URL, "key_prefix": prefix, **settings})  # type: ignore[arg-type]
-        box = RedisOutbox(redis, clock=clock, keyring=keyring, keep_sends_for=60.0,
+        box = RedisOutbox(redis, clock=clock, keyring=keyring, keep_sends_for=60.0, replica=name,
                           on_unreadable=None if told is None else lambda *report: told.append(report))
         await box.open()
         opened.append(box)
@@ -234,3 +235,15 @@ async def test_depth_by_key_follows_what_is_stored(replica: Open, clock: FakeClo
         "db": KeyDepth(dead={"invalid_event": 1}),
     }
     assert (box.depth().queued, box.depth().dead) == (2, 1)
+
+
+async def test_each_replica_keeps_the_head_of_its_own_audit_log(replica: Open) -> None:
+    """Two replicas write two audit logs: each one's chain head is stored apart and read back by it alone."""
+    a, b = await replica(replica="pod-0"), await replica(replica="pod-1")
+    a.note_audit_head("1:" + "a" * 64)
+    b.note_audit_head("1:" + "b" * 64)
+    await a.enqueue(b"{}", [ev("x")], [], resend_interval=HOUR)
+    await b.enqueue(b"{}", [ev("y")], [], resend_interval=HOUR)
+    assert await (await replica(replica="pod-0")).audit_head() == "1:" + "a" * 64
+    assert await (await replica(replica="pod-1")).audit_head() == "1:" + "b" * 64
+    assert await (await replica(replica="pod-2")).audit_head() is None

@@ -26,7 +26,8 @@ dedup key or, encrypted, its blind index; names with ``<n>:`` carry the byte len
 - ``P:counts`` (hash queued, dead); ``P:kq:<rk>`` (zset id→created: queued per routing key),
   ``P:knames`` (set), ``P:kdead`` (hash ``<rk>\\0<reason>``→count): ``depth`` and
   ``depth_by_key`` without reading items. ``P:sends`` (zset, score the send's wall time): the
-  send window. ``P:meta`` (hash): ``index_key`` (sealed), ``audit_head``.
+  send window. ``P:meta`` (hash): ``index_key`` (sealed), ``audit_head:<replica>`` (each replica's
+  audit log has its own chain; the replica is named by its host name).
 
 Atomic steps. The decisions need the Python delivery rules, so the writes that decide are
 WATCH/MULTI transactions (:mod:`.txn`), retried from fresh reads on conflict, rather than Lua

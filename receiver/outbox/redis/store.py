@@ -45,7 +45,7 @@ class RedisOutbox:
     def __init__(
         self, settings: RedisSettings, clock: Clock | None = None, *, keep_sends_for: float = 3600.0,
         keyring: Keyring | None = None, on_unreadable: Callable[[int, Reason, str, str], None] | None = None,
-        client: Client | None = None,
+        client: Client | None = None, replica: str | None = None,
     ) -> None:
         self._settings = settings
         self._clock = clock or SystemClock()
@@ -53,7 +53,10 @@ class RedisOutbox:
         self._r = client if client is not None else connect(settings)
         self._where = f"{where(settings)} (key prefix {settings.key_prefix!r})"
         self._sealer = ValueSealer(keyring)
-        self._tx = Transactions(self._r, self._keys, self._clock, keep_sends_for)
+        # Each replica keeps the head of its own audit log, under its name (the host name: stable for a
+        # StatefulSet's pods and a sidecar per Alertmanager peer; a new pod has a new log and no head yet).
+        self._head_field = f"audit_head:{replica or socket.gethostname()}"
+        self._tx = Transactions(self._r, self._keys, self._clock, keep_sends_for, self._head_field)
         self._on_unreadable = on_unreadable or (lambda item_id, reason, error, routing_key: None)
         self._owner = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(4).hex()}"  # who holds a lease
         self._claim = self._r.register_script(CLAIM)
@@ -70,7 +73,7 @@ class RedisOutbox:
             with unavailable(f"opening {self._where}"):
                 await self._r.ping()
                 await sealing.attach(self._r, self._keys, self._sealer, self._where)
-                head = await self._r.hget(self._keys.meta, "audit_head")
+                head = await self._r.hget(self._keys.meta, self._head_field)
                 self._tx.loaded_head(None if head is None else bytes(head).decode("utf-8", "replace")[:256])
                 self._tx.set_counts(await self._r.hmget(self._keys.counts, "queued", "dead"))
         except ConfigError:

@@ -34,8 +34,9 @@ _PRUNE_EVERY = 60.0
 class Transactions:
     """The outbox's writes: optimistic transactions, and the notes they carry."""
 
-    def __init__(self, client: Client, keys: Keys, clock: Clock, keep_sends_for: float) -> None:
+    def __init__(self, client: Client, keys: Keys, clock: Clock, keep_sends_for: float, head_field: str) -> None:
         self._r = client
+        self._head_field = head_field  # this replica's audit head: each replica has an audit log of its own
         self._keys = keys
         self._clock = clock
         self._keep_sends_for = keep_sends_for
@@ -108,5 +109,5 @@ class Transactions:
             pipe.zremrangebyscore(self._keys.sends, "-inf", f"({now - self._keep_sends_for!r}")
         head = self.head if self.unwritten else None
         if head is not None:
-            pipe.hset(self._keys.meta, "audit_head", head)
+            pipe.hset(self._keys.meta, self._head_field, head)
         return sends, head
