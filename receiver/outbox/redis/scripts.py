@@ -134,7 +134,8 @@ return 1
 # ARGV: now, lease deadline, limit, owner, tag, JSON list of excluded ids, JSON list of excluded routing keys.
 # 1. Leases past their deadline (their holder died, or was too slow) go back to their due set.
 # 2. Candidates: items this owner holds but has not in flight (claimed and left unsent), and due heads,
-#    skipping excluded ids and routing key names. 3. The first ``limit`` by (priority, next attempt, id)
+#    skipping excluded ids and routing key names (looking at 4096 due heads per priority at most: heads of
+#    keys out of budget ahead of them wait for the key's budget, or for a later claim). 3. The first ``limit`` by (priority, next attempt, id)
 #    are leased to the owner until the deadline. Returns the counts, then per item: id, superseded (a
 #    trigger with a resolve queued behind it), and its fields.
 CLAIM = _LEASE_OFF + """
@@ -166,7 +167,7 @@ for _, id in ipairs(redis.call('SMEMBERS', held)) do
 end
 for p = 0, 1 do
   local due, offset, found = KEYS[p + 1], 0, 0
-  while found < limit do
+  while found < limit and offset < 4096 do  -- bounded: the script blocks Redis while it runs
     local page = redis.call('ZRANGEBYSCORE', due, '-inf', now, 'WITHSCORES', 'LIMIT', offset, 256)
     if #page == 0 then break end
     for i = 1, #page, 2 do
