@@ -136,8 +136,8 @@ return 1
 # 2. Candidates: items this owner holds but has not in flight (claimed and left unsent), and due heads,
 #    skipping excluded ids and routing key names (looking at 4096 due heads per priority at most: heads of
 #    keys out of budget ahead of them wait for the key's budget, or for a later claim).
-# 3. The first ``limit`` by (priority, next attempt, id) are leased to the owner until the deadline. Returns the counts, then per item: id, superseded (a
-#    trigger with a resolve queued behind it), and its fields.
+# 3. The first ``limit`` by (priority, next attempt, id) are leased to the owner until the deadline.
+# Returns the counts, then per item: id, superseded (a trigger with a resolve queued behind it), and its fields.
 CLAIM = _LEASE_OFF + """
 local now, deadline, limit, me, tag = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5]
 local leases, owners = KEYS[3], KEYS[4]
