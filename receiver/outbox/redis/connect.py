@@ -11,7 +11,7 @@ intake answers 503, /readyz says why, the dispatcher waits and tries again.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 from redis import exceptions as rx
@@ -42,8 +42,9 @@ def where(settings: RedisSettings) -> str:
     return settings.url or "?"
 
 
-def connect(settings: RedisSettings) -> Client:
-    """A client with its own connection pool; nothing is connected until the first command."""
+def connect(settings: RedisSettings) -> tuple[Client, Callable[[], Awaitable[None]]]:
+    """A client with its own connection pool (nothing is connected until the first command), and what closes it
+    (with Sentinel, the connections to the sentinels too)."""
     common: dict[str, Any] = {
         "socket_timeout": settings.socket_timeout,
         "socket_connect_timeout": settings.socket_timeout,
@@ -58,10 +59,16 @@ def connect(settings: RedisSettings) -> Client:
             "socket_timeout": settings.socket_timeout, "socket_connect_timeout": settings.socket_timeout})
         assert settings.service_name is not None  # settings require it with sentinels
         client: Client = sentinel.master_for(settings.service_name, max_connections=_MAX_CONNECTIONS, **common)
-        return client
+
+        async def close() -> None:
+            await client.aclose()
+            for s in sentinel.sentinels:
+                await s.aclose()
+
+        return client, close
     assert settings.url is not None  # settings require url or sentinels
     url_client: Client = Redis.from_url(settings.url, max_connections=_MAX_CONNECTIONS, **common)
-    return url_client
+    return url_client, url_client.aclose
 
 
 @contextlib.contextmanager

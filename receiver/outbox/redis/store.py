@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import socket
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Any
 
 import msgspec
@@ -50,7 +50,9 @@ class RedisOutbox:
         self._settings = settings
         self._clock = clock or SystemClock()
         self._keys = Keys(settings.key_prefix)
-        self._r = client if client is not None else connect(settings)
+        self._r: Client
+        self._disconnect: Callable[[], Awaitable[None]]
+        self._r, self._disconnect = (client, client.aclose) if client is not None else connect(settings)
         self._where = f"{where(settings)} (key prefix {settings.key_prefix!r})"
         self._sealer = ValueSealer(keyring)
         # Each replica keeps the head of its own audit log, under its name (the host name: stable for a
@@ -77,10 +79,10 @@ class RedisOutbox:
                 self._tx.loaded_head(None if head is None else bytes(head).decode("utf-8", "replace")[:256])
                 self._tx.set_counts(await self._r.hmget(self._keys.counts, "queued", "dead"))
         except ConfigError:
-            await self._r.aclose()
+            await self._disconnect()
             raise
         except OutboxUnavailable:
-            await self._r.aclose()
+            await self._disconnect()
             raise
         return OpenReport()
 
@@ -95,7 +97,7 @@ class RedisOutbox:
         except OutboxUnavailable:
             pass
         finally:
-            await self._r.aclose()
+            await self._disconnect()
 
     # ------------------------------------------------------------------ counts and health
 
