@@ -247,3 +247,14 @@ async def test_each_replica_keeps_the_head_of_its_own_audit_log(replica: Open) -
     assert await (await replica(replica="pod-0")).audit_head() == "1:" + "a" * 64
     assert await (await replica(replica="pod-1")).audit_head() == "1:" + "b" * 64
     assert await (await replica(replica="pod-2")).audit_head() is None
+
+
+async def test_a_replica_stopping_cleanly_gives_back_what_it_holds(replica: Open) -> None:
+    """Claimed and not settled when it stops: due again at once for another replica, no lease to wait for."""
+    a, b = await replica(), await replica()
+    await a.enqueue(b"{}", [ev("k")], [], resend_interval=HOUR)
+    (held,) = await a.claim(10, ())
+    assert await b.claim(10, ()) == []
+    await a.close()
+    (taken,) = await b.claim(10, ())
+    assert taken.id == held.id

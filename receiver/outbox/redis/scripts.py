@@ -10,7 +10,10 @@ carries the outbox's hash tag (passed as ``tag``), so it lives in the same slot 
 
 from __future__ import annotations
 
-__all__ = ["CLAIM", "INTAKE_READ", "INTAKE_WRITE", "PUSH", "RELEASE_NOTE", "SETTLE", "UNLEASE", "UPDATE_IF_EXISTS"]
+__all__ = [
+    "CLAIM", "INTAKE_READ", "INTAKE_WRITE", "PUSH", "RELEASE_HELD", "RELEASE_NOTE", "SETTLE", "UNLEASE",
+    "UPDATE_IF_EXISTS",
+]
 
 # KEYS: next_id, next_nid. ARGV: tag, ids needed whatever the states, notification ids needed, how many refs,
 # the refs, then one ref per resolve (a resolve may go to every routing key that has a state for its dedup key).
@@ -114,6 +117,25 @@ UNLEASE = _LEASE_OFF + """
 lease_off(KEYS[1], KEYS[2], ARGV[4], ARGV[1])
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[2])
 return 1
+"""
+
+# KEYS: leases, owners, held set of the owner. ARGV: tag, owner.
+# A replica stopping cleanly gives back what it still holds (claimed, not settled): due again at once, for
+# the next replica (or itself, restarted) rather than after the lease.
+RELEASE_HELD = _LEASE_OFF + """
+local n = 0
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[3])) do
+  if redis.call('HGET', KEYS[2], id) == ARGV[2] then
+    lease_off(KEYS[1], KEYS[2], ARGV[1], id)
+    local f = redis.call('HMGET', ARGV[1] .. ':item:' .. id, 'status', 'prio', 'next')
+    if f[1] == 'queued' then
+      redis.call('ZADD', ARGV[1] .. ':due:' .. f[2], f[3], string.format('%020d', tonumber(id)))
+      n = n + 1
+    end
+  end
+end
+redis.call('DEL', KEYS[3])
+return n
 """
 
 # KEYS: note. ARGV: how many fewer events refer to it. The note goes once none does.

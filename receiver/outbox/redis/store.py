@@ -6,6 +6,7 @@ Intake's batches are in :mod:`.intake`, operators' commands in :mod:`.admin`; ev
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -13,6 +14,7 @@ from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Any
 
 import msgspec
+from redis import exceptions as rx
 
 from receiver import delivery
 from receiver.clock import Clock, SystemClock
@@ -25,7 +27,7 @@ from receiver.outbox.redis.connect import Client, Pipe, connect, unavailable, wh
 from receiver.outbox.redis.intake import Enqueue, IntakeWriter
 from receiver.outbox.redis.keys import Keys, pad
 from receiver.outbox.redis.records import Unreadable, item_from, state_fields, state_from
-from receiver.outbox.redis.scripts import CLAIM, PUSH, RELEASE_NOTE, SETTLE, UNLEASE
+from receiver.outbox.redis.scripts import CLAIM, PUSH, RELEASE_HELD, RELEASE_NOTE, SETTLE, UNLEASE
 from receiver.outbox.redis.txn import Transactions
 from receiver.outbox.sealing import ValueSealer
 from receiver.settings.model import RedisSettings
@@ -88,6 +90,12 @@ class RedisOutbox:
 
     async def close(self) -> None:
         await self._intake.drain()
+        k = self._keys
+        # What this replica claimed and did not settle goes back to the queue now (the dispatcher has stopped):
+        # due at once for another replica, or for this one restarted, instead of after the lease. If Redis is
+        # unreachable at stop, the leases run out by themselves.
+        with contextlib.suppress(rx.RedisError, OSError):
+            await self._r.eval(RELEASE_HELD, 3, k.leases, k.owners, k.held(self._owner), k.tag, self._owner)
         try:
             if self._tx.unwritten:  # the audit head noted after the last write
                 async def nothing(pipe: Pipe) -> None:
