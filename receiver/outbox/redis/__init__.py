@@ -55,8 +55,11 @@ then a duplicate of it, answered 200). A replica dying before EXEC wrote nothing
 and before answering, Alertmanager retries and the retry coalesces. A replica dying mid-send
 (claimed, not settled) leaves a lease: another replica claims the item once it runs out and
 sends it again (PagerDuty dedups by dedup_key; at-least-once). Dying after PagerDuty's 202 and
-before the ack's EXEC is the same. An ack whose item another replica already settled changes
-nothing. What Redis itself keeps across its own crash is its persistence's: AOF with
+before the ack's EXEC is the same. A replica stopping cleanly gives its unsettled claims back
+at once (``RELEASE_HELD``). An ack whose item another replica already settled changes nothing.
+A retry of an EXEC whose reply was lost (connection dropped) meets its own write, watched:
+the step is decided again and finds it done. Ids a conflict or a duplicate reserved are skipped.
+What Redis itself keeps across its own crash is its persistence's: AOF with
 ``appendfsync always`` loses no acknowledged write, ``everysec`` up to a second of them;
 ``wait_replicas`` bounds the loss on failover to a replica.
 """
