@@ -258,3 +258,35 @@ async def test_a_replica_stopping_cleanly_gives_back_what_it_holds(replica: Open
     await a.close()
     (taken,) = await b.claim(10, ())
     assert taken.id == held.id
+
+
+async def test_two_replicas_draining_send_each_event_once_in_order_one_per_key_at_a_time(replica: Open) -> None:
+    """Both replicas claim and ack at once: every event goes out once, a key never has two in flight, and each
+    key's trigger goes before its resolve."""
+    a, b = await replica(), await replica()
+    for i in range(30):
+        await a.enqueue(b"{}", [ev(f"k{i}")], [], resend_interval=HOUR)
+    for i in range(30):
+        await b.enqueue(b"{}", [ev(f"k{i}", "resolve")], [], resend_interval=HOUR)
+    in_flight: set[str] = set()
+    sent: list[tuple[str, str]] = []
+
+    async def drain(box: RedisOutbox) -> None:
+        idle = 0
+        while idle < 3:  # bounded: a few empty looks once the other replica holds the last heads
+            items = await box.claim(4, ())
+            idle = 0 if items else idle + 1
+            for item in items:
+                assert item.dedup_key not in in_flight
+                in_flight.add(item.dedup_key)
+            await asyncio.sleep(0)  # the other replica claims meanwhile
+            for item in items:
+                sent.append((item.dedup_key, item.action))
+                in_flight.discard(item.dedup_key)
+                assert await box.ack(item) is False
+
+    await asyncio.gather(drain(a), drain(b))  # a replica that acks a trigger claims its resolve next
+    assert sorted(sent) == sorted((f"k{i}", action) for i in range(30) for action in ("trigger", "resolve"))
+    for i in range(30):
+        assert sent.index((f"k{i}", "trigger")) < sent.index((f"k{i}", "resolve"))
+    assert await a.items() == []
