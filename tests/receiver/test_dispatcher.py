@@ -129,7 +129,9 @@ async def test_server_error_is_retried_after_backoff(rig: Rig, answers: list[Sen
     answers.append(classify(503, b"down"))
     await put(rig, ev("a"))
     await until(lambda: len(rig.sender.calls) == 1)
-    await until(lambda: rig.value("pdrelay_events_failed_total", {"reason": "server_error"}) == 1)
+    # the failure is counted before the retry is written: wait for the stored retry itself
+    await until_item(rig, lambda i: i.attempts == 1)
+    assert rig.value("pdrelay_events_failed_total", {"reason": "server_error"}) == 1
     (item,) = await rig.outbox.items(status="queued")
     assert (item.attempts, item.reason, item.next_attempt_at) == (1, "server_error", rig.clock.now() + 1.0)
     rig.clock.advance(1.0)
@@ -167,6 +169,7 @@ async def test_retries_end_in_a_dead_letter_after_retry_attempts(rig: Rig, answe
     for attempt in (1, 2):
         await until(lambda a=attempt: len(rig.sender.calls) == a)  # type: ignore[misc]
         await until(lambda a=attempt: rig.value("pdrelay_events_failed_total", {"reason": "server_error"}) == a)  # type: ignore[misc]
+        await until_item(rig, lambda item, a=attempt: item.attempts == a)  # type: ignore[misc]  # the retry's commit
         rig.clock.advance(8)
         rig.dispatcher.wake()
     await until(lambda: rig.outbox.depth().dead == 1)
@@ -267,6 +270,7 @@ async def test_resolve_is_sent_again_after_the_settle_delay_when_a_trigger_timed
     answers.append(SendResult(ok=False, reason=Reason.TIMEOUT, detail="timed out (ReadTimeout)"))
     await put(rig, ev("a"))
     await until(lambda: rig.value("pdrelay_events_failed_total", {"reason": "timeout"}) == 1)
+    await until_item(rig, lambda item: item.attempts == 1)  # the retry's commit follows the count
     rig.clock.advance(1)
     rig.dispatcher.wake()
     await until(lambda: rig.outbox.depth().queued == 0)
