@@ -174,12 +174,16 @@ def _check_prefix(prefix: object) -> str:
 class _Seen:
     """What Redis last said of one key, on this process's monotonic clock."""
 
-    __slots__ = ("at", "paused", "used")
+    __slots__ = ("at", "paused", "stale", "used")
 
     def __init__(self) -> None:
         self.used = 0
         self.at = -math.inf  # room again (window and pause)
         self.paused = -math.inf  # a 429's pause ends
+        self.stale = False  # the last answer was "no room until at": Redis not asked since
+
+    def heard(self, at: float, now: float) -> None:
+        self.at, self.stale = at, at > now
 
 
 class SharedRateLimiter:
@@ -221,6 +225,7 @@ class SharedRateLimiter:
         self._seen: dict[str, _Seen] = {name: _Seen() for name in sorted(self._names)}
         self._global_used = 0
         self._global_at = -math.inf
+        self._global_stale = False
         self._down_until = -math.inf  # monotonic: Redis failed; no send before this
         self._down = False
         self._members: dict[tuple[str, float], deque[str]] = {}  # (key, taken_at) → members not yet settled
@@ -281,15 +286,21 @@ class SharedRateLimiter:
         return at
 
     def blocked(self) -> tuple[dict[str, float], float]:
-        """Keys without room as of the last answer from Redis, and when the global limit has room (while
-        Redis is unreachable: when to try again)."""
+        """Keys without room as of the last answer from Redis (and keys whose room has come since, with that
+        time: the dispatcher looks again at once), and when the global limit has room (while Redis is
+        unreachable: when to try again)."""
         now = self._clock.monotonic()
         keys = {}
-        for key in self._seen:
+        global_passed = self._global_stale and self._global_at <= now
+        for key, seen in self._seen.items():
             at = self._key_at(key)
             if at > now:
                 keys[key] = at
                 self._block(key).note(now, at)
+            elif seen.stale or global_passed:
+                # Its room came after the last answer, perhaps while the dispatcher was busy elsewhere: a time
+                # in the past says "look again now" (refresh() asks Redis, and lists only keys without room).
+                keys[key] = max(at, self._global_at)
         glob = max(now, self._global_at, self._down_until)
         if glob > now:
             self._global_block.note(now, glob)
@@ -376,8 +387,10 @@ class SharedRateLimiter:
         self._reached()
         taken, at, gat, used, gused = answer
         seen = self._state(key)
-        seen.at, seen.used = float(at) - wall + mono, int(used)
+        seen.used = int(used)
+        seen.heard(float(at) - wall + mono, mono)
         self._global_at, self._global_used = float(gat) - wall + mono, int(gused)
+        self._global_stale = self._global_at > mono
         self._note(key, mono)
         if not int(taken):
             return None
@@ -424,7 +437,7 @@ class SharedRateLimiter:
         seen = self._state(key)
         deadline = mono + seconds
         seen.paused = max(seen.paused, deadline)
-        seen.at = max(seen.at, deadline)
+        seen.heard(max(seen.at, deadline), mono)
         self._note(key, mono)
         if seconds == 0:
             return
@@ -437,7 +450,8 @@ class SharedRateLimiter:
             return
         self._reached()
         in_force = float(answer) - wall + mono
-        seen.paused, seen.at = max(seen.paused, in_force), max(seen.at, in_force)
+        seen.paused = max(seen.paused, in_force)
+        seen.heard(max(seen.at, in_force), mono)
         self._note(key, mono)
 
     async def refresh(self) -> tuple[dict[str, float], float]:
@@ -466,11 +480,13 @@ class SharedRateLimiter:
                 for i, name in enumerate(names):
                     used, at, paused = answer[3 * i: 3 * i + 3]
                     seen = self._state(name)
-                    seen.used, seen.at = int(used), float(at) - wall + mono
+                    seen.used = int(used)
+                    seen.heard(float(at) - wall + mono, mono)
                     seen.paused = float(paused) - wall + mono if paused not in ("", b"") else -math.inf
                 if self._settings.global_limit is not None:
                     gused, gat = answer[-2:]
                     self._global_used, self._global_at = int(gused), float(gat) - wall + mono
+                    self._global_stale = self._global_at > mono
         return self.blocked()
 
     def _sweep(self, now: float) -> None:

@@ -106,6 +106,22 @@ async def test_a_replica_that_was_refused_knows_when_the_key_has_room(make: Make
     assert (await a.refresh())[0] == {"k": T0 + 65}
 
 
+async def test_a_key_whose_room_came_since_the_last_answer_is_looked_at_again(make: Make, clock: FakeClock) -> None:
+    """The dispatcher may be busy (a claim, a read of the queue) while the refused key's room comes: blocked()
+    still lists it, with that time now past, so the dispatcher's next wait is short, not its longest."""
+    settings = RateLimit(per_key=1, window_seconds=60, global_limit=(2, 60))
+    a, b = make(settings), make(settings)
+    assert await a.acquire("k") == T0
+    assert await b.acquire("k") is None
+    clock.advance(60)
+    assert b.blocked() == ({"k": T0 + 60}, T0 + 60) and b.next_allowed("k") == T0 + 60
+    assert await b.refresh() == ({}, T0 + 60)  # asked: room, nothing listed
+    assert [await b.acquire("x"), await b.acquire("y"), await b.acquire("z")] == [T0 + 60, T0 + 60, None]
+    clock.advance(60)  # the global limit, full since z was refused, has room again: every key is worth a look
+    assert b.blocked() == ({k: T0 + 120 for k in "kxyz"}, T0 + 120)
+    assert await b.refresh() == ({}, T0 + 120)
+
+
 async def test_settled_send_counts_from_its_answer_for_every_replica(make: Make, clock: FakeClock) -> None:
     """A send answered 3 s after it was taken leaves the shared window 3 s later."""
     settings = RateLimit(per_key=1, window_seconds=10)
