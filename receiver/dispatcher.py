@@ -21,6 +21,8 @@ bookkeeping — ends :meth:`Dispatcher.run` (once the deliveries in flight have 
 :mod:`receiver.supervisor` logs it, counts it and runs the dispatcher again. ``run`` tells
 its supervisor each time it is healthy: a delivery settled, or a look at the queue left
 nothing in flight.
+An unavailable outbox is no fault: a settle is retried until it goes through (else a second send), a
+failed claim ends ``run`` once those settled, and the supervisor pauses (:mod:`receiver.supervisor`).
 """
 
 from __future__ import annotations
@@ -31,8 +33,8 @@ import functools
 import hashlib
 import logging
 import random
-from collections.abc import Callable, Coroutine, Iterable, Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
+from typing import Any, TypeVar
 
 from receiver.audit import AuditSink, NullAudit
 from receiver.breaker import CircuitBreaker
@@ -45,6 +47,7 @@ from receiver.pagerduty.events import Sender, SendResult
 from receiver.secret import Secret
 from receiver.settings import PagerDutySettings
 from receiver.status import RecentErrors
+from receiver.supervisor import until_available
 
 __all__ = ["MAX_IDLE_WAIT", "Dispatcher", "backoff_delay"]
 
@@ -52,6 +55,7 @@ MAX_IDLE_WAIT = 1.0
 """The longest the dispatcher goes without looking at the queue: another process (``pdrelay outbox replay``)
 may have queued an event without a :meth:`Dispatcher.wake`, and it is sent within this time."""
 _MIN_WAIT = 0.001
+_T = TypeVar("_T")
 # What says PagerDuty's endpoint is unwell; 400s and 429s come from a healthy one.
 _TRIPS_BREAKER = frozenset({Reason.SERVER_ERROR, Reason.TIMEOUT, Reason.CONNECTION})
 
@@ -144,6 +148,11 @@ class Dispatcher:
                 else:
                     # Nothing startable now: never come straight back (no busy loop on clock edges).
                     await self._sleep_until_due(0.0 if started else _MIN_WAIT)
+        except OutboxUnavailable:
+            self._metrics.outbox_failed("delivery")
+            # Sends already made settle first (each retries until the outbox takes it), not cancelled by the drain.
+            await asyncio.gather(*self._inflight.values(), return_exceptions=True)
+            raise
         finally:
             await self._drain()
 
@@ -260,6 +269,9 @@ class Dispatcher:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
 
+    async def _settle(self, op: Callable[[], Awaitable[_T]]) -> _T:
+        return await until_available(op, lambda: self._metrics.outbox_failed("settle"))
+
     async def _deliver(self, item: OutboxItem, taken_at: float | None = None) -> None:
         try:
             await self._deliver_once(item, taken_at)
@@ -276,7 +288,7 @@ class Dispatcher:
     async def _skip_superseded(self, item: OutboxItem) -> None:
         """Settle a trigger whose resolve is queued behind it without sending it (opt-in)."""
         try:
-            await self._outbox.ack(item)
+            await self._settle(lambda: self._outbox.ack(item))
             self._metrics.events_superseded.inc()
             self._audit.record("event.superseded", **_audit_fields(item))
             self._log.warning(
@@ -319,7 +331,7 @@ class Dispatcher:
         else:
             self._breaker.record_ignored()  # 400, 429: PagerDuty is up and answering
         if result.ok:
-            if await self._outbox.ack(item, self._settings.settle_delay):
+            if await self._settle(lambda: self._outbox.ack(item, self._settings.settle_delay)):
                 self._log.warning(
                     "resolve delivered; it goes once more after the settle delay, because a trigger "
                     "attempt for this key timed out and may still land after it",
@@ -352,6 +364,7 @@ class Dispatcher:
 
     async def _settle_retry(self, item: OutboxItem, result: SendResult) -> None:
         assert result.reason is not None
+        reason = result.reason
         attempts = item.attempts + 1
         now = self._clock.now()
         if result.reason is Reason.RATE_LIMITED:
@@ -364,7 +377,8 @@ class Dispatcher:
                 detail = f"gave up after {attempts} attempts; last: {result.reason.value}: {result.detail}"
                 await self._settle_dead(item, Reason.EXPIRED, result.status, detail)
                 return
-            await self._outbox.retry_later(item, now + pause, result.reason, result.status, result.detail)
+            await self._settle(lambda: self._outbox.retry_later(item, now + pause, reason, result.status,
+                                                                result.detail))
             self._log.warning(
                 "PagerDuty rate-limited the key; it pauses, its queue is kept",
                 extra={"routing_key": item.routing_key, "pause": pause, "status": result.status},
@@ -375,7 +389,7 @@ class Dispatcher:
             await self._settle_dead(item, Reason.EXPIRED, result.status, detail)
             return
         delay = backoff_delay(attempts, self._settings.initial_backoff, self._settings.max_backoff, self._rand)
-        await self._outbox.retry_later(item, now + delay, result.reason, result.status, result.detail)
+        await self._settle(lambda: self._outbox.retry_later(item, now + delay, reason, result.status, result.detail))
         self._log.warning(
             "delivery failed, will retry",
             extra={"routing_key": item.routing_key, "dedup_key": item.dedup_key, "reason": result.reason.value,
@@ -383,7 +397,7 @@ class Dispatcher:
         )
 
     async def _settle_dead(self, item: OutboxItem, reason: Reason, status: int | None, detail: str) -> None:
-        await self._outbox.dead_letter(item, reason, status, detail)
+        await self._settle(lambda: self._outbox.dead_letter(item, reason, status, detail))
         self._metrics.dead_lettered(item.routing_key, reason)
         if reason in (Reason.UNKNOWN_ROUTING_KEY, Reason.EXPIRED):  # the others were kept as they happened
             self._errors.add(item.routing_key, reason, detail)

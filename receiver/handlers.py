@@ -26,8 +26,10 @@ async def readyz(request: web.Request) -> web.Response:
         return web.json_response({"status": "not ready", "dispatcher": problem}, status=503)
     try:
         await st.outbox.check()
-    except OutboxUnavailable as exc:
+    except OutboxUnavailable as exc:  # its message names the server, never a password (settings refuse one in a URL)
+        st.metrics.outbox_failed("readiness")
         return web.json_response({"status": "not ready", "outbox": str(exc)}, status=503)
+    st.metrics.outbox_reached()
     return web.json_response({"status": "ready"})
 
 

@@ -110,6 +110,7 @@ async def _admitted(request: web.Request, st: state.AppState) -> web.Response:
         )
     except OutboxUnavailable as exc:
         return _reject(request, st, exc)
+    st.metrics.outbox_reached()
     if result.queued:
         st.dispatcher.wake(None if result.rerouted else {ev.routing_key for ev in evaluation.events})
     st.audit.record(
@@ -160,6 +161,7 @@ def _reject(request: web.Request, st: state.AppState, error: PayloadError | Outb
     actor = identity_of(request)
     if isinstance(error, OutboxUnavailable):
         st.metrics.bodies_rejected.labels("outbox_unavailable").inc()
+        st.metrics.outbox_failed("intake")
         st.log.error("intake refused: outbox unavailable", extra={"error": str(error)})
         st.audit.record("intake.refused", actor=actor, status=503, reason="outbox_unavailable")
         return web.json_response(

@@ -27,19 +27,22 @@ from prometheus_client import (
 
 from receiver.auth import REFUSAL_REASONS
 from receiver.breaker import BreakerState
-from receiver.errors import Reason
+from receiver.errors import OutboxUnavailable, Reason
 from receiver.settings import ENDPOINT_GROUPS
 
 if TYPE_CHECKING:
     from receiver.outbox.contract import KeyDepth
     from transforms import Evaluation
 
-__all__ = ["AUTH_RESULTS", "INTAKE_CODES", "REJECT_REASONS", "UNKNOWN_KEY", "Metrics"]
+__all__ = ["AUTH_RESULTS", "INTAKE_CODES", "OUTBOX_OPERATIONS", "REJECT_REASONS", "UNKNOWN_KEY", "Metrics"]
 
 REJECT_REASONS = (
     "invalid_body", "too_large", "outbox_unavailable", "busy", "unsupported_encoding", "body_timeout",
 )
 AUTH_RESULTS = ("allowed", "refused")
+OUTBOX_OPERATIONS = ("intake", "delivery", "settle", "readiness", "scrape")
+"""``pdrelay_outbox_unavailable_total{operation}``: what found the outbox unavailable — intake's commit, the
+dispatcher's claim, a settle after a send (retried until it goes through), ``/readyz``'s check, a scrape."""
 UNKNOWN_KEY = "unknown"
 """The label of every routing key name the config does not define."""
 INTAKE_CODES = ("200", "400", "401", "403", "408", "413", "415", "429", "500", "503")
@@ -130,6 +133,17 @@ class Metrics:
             "Shared rate budget operations that failed in Redis (sends wait and retry; none goes out unpaced).",
             registry=registry,
         )
+        self.outbox_unavailable = Counter(
+            "pdrelay_outbox_unavailable_total",
+            "Outbox operations that failed because the outbox was unavailable (Redis unreachable, the SQLite file "
+            "not writable), by operation.", ["operation"], registry=registry,
+        )
+        self.outbox_available = Gauge(
+            "pdrelay_outbox_available",
+            "1 if the latest outbox operation went through, 0 if it found the outbox unavailable.",
+            registry=registry,
+        )
+        self._outbox_down = False
         self.rule_hits = Counter(
             "pdrelay_rule_hits_total",
             "Rules that applied, by rule name: once per event produced (or alert dropped) that the rule shaped.",
@@ -195,6 +209,8 @@ class Metrics:
                 self.auth_refused.labels(group, why)
         for reason in REJECT_REASONS:
             self.bodies_rejected.labels(reason)
+        self._unavailable = {op: self.outbox_unavailable.labels(op) for op in OUTBOX_OPERATIONS}
+        self.outbox_available.set(1)  # the outbox opened at start, or pdrelay did not start
         for r in Reason:
             self.events_failed.labels(r.value)
         self._enqueued = {key: self.events_enqueued.labels(key) for key in self._labels}
@@ -277,6 +293,20 @@ class Metrics:
         code = str(status)
         self.intake_responses.labels(code if code in INTAKE_CODES else f"{status // 100}xx").inc()
 
+    # ------------------------------------------------------------------ outbox availability
+
+    def outbox_failed(self, operation: str) -> None:
+        """``operation`` (one of :data:`OUTBOX_OPERATIONS`) found the outbox unavailable."""
+        self._unavailable[operation].inc()
+        self._outbox_down = True
+        self.outbox_available.set(0)
+
+    def outbox_reached(self) -> None:
+        """An outbox operation went through (free while the outbox was not found down)."""
+        if self._outbox_down:
+            self._outbox_down = False
+            self.outbox_available.set(1)
+
     # ------------------------------------------------------------------ scrape time
 
     def track_keys(self, read: Callable[[], Awaitable[Mapping[str, KeyDepth]]], now: Callable[[], float]) -> None:
@@ -299,9 +329,15 @@ class Metrics:
         self._refresh = refresh
 
     async def refresh(self) -> None:
-        """Bring what is read at scrape time up to date (before :func:`prometheus_client.generate_latest`)."""
+        """Bring what is read at scrape time up to date (before :func:`prometheus_client.generate_latest`).
+        An unavailable outbox leaves the per key gauges as last read and is counted: the scrape still answers."""
         if self._refresh is not None:
-            await self._refresh()
+            try:
+                await self._refresh()
+            except OutboxUnavailable:
+                self.outbox_failed("scrape")
+            else:
+                self.outbox_reached()
 
     def breaker_changed(self, endpoint: str, old: BreakerState, new: BreakerState) -> None:
         """A breaker listener: keep ``pdrelay_breaker_state`` current."""

@@ -7,6 +7,13 @@ calls the ``clean`` callback it is given after each pass that went well; after
 ``unready_after`` failures in a row without one, :attr:`Supervisor.problem` names the error
 (``/readyz`` answers 503 with it) until the task passes cleanly again.
 
+An unavailable outbox (:class:`~receiver.errors.OutboxUnavailable`: Redis unreachable, SQLite's
+file not writable) is not a crash: the task *pauses*. It is neither counted as a restart nor
+logged with a traceback; the log says once that it paused and once that it resumed (at the
+next clean pass), and the task is tried again after a short capped backoff (0.25 s, 0.5 s …
+up to 2 s), so it resumes within two seconds of the outbox coming back. An outage leaves the
+streak of failures as it was: ``/readyz`` reports the outbox itself, from its own check.
+
 Cancellation is never caught: at shutdown the task stops as it always did, including
 during a backoff.
 """
@@ -16,10 +23,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
-__all__ = ["Supervisor", "describe"]
+from receiver.errors import OutboxUnavailable
+
+__all__ = ["Supervisor", "describe", "until_available"]
 
 Sleep = Callable[[float], Awaitable[None]]
+T = TypeVar("T")
 _MESSAGE_CAP = 200  # characters of an exception's message in /readyz
 
 
@@ -29,6 +40,21 @@ def describe(exc: BaseException) -> str:
     if len(message) > _MESSAGE_CAP:
         message = message[:_MESSAGE_CAP] + "…"
     return f"{type(exc).__name__}: {message}"
+
+
+async def until_available(op: Callable[[], Awaitable[T]], on_unavailable: Callable[[], None],
+                          sleep: Sleep = asyncio.sleep) -> T:
+    """Run ``op`` until it does not raise :class:`OutboxUnavailable`, trying again after 0.1 s, 0.2 s … up to 2 s
+    (``on_unavailable`` is called at each failure). For a settle after a send: the send happened, and an item
+    left unsettled would be sent a second time."""
+    delay = 0.1
+    while True:
+        try:
+            return await op()
+        except OutboxUnavailable:
+            on_unavailable()
+            await sleep(delay)
+            delay = min(2.0, delay * 2)
 
 
 class Supervisor:
@@ -45,6 +71,8 @@ class Supervisor:
         initial_backoff: float = 1.0,
         max_backoff: float = 60.0,
         unready_after: int = 3,
+        pause_backoff: float = 0.25,
+        max_pause_backoff: float = 2.0,
     ) -> None:
         self.name = name
         self._run = run
@@ -56,6 +84,14 @@ class Supervisor:
         self._unready_after = unready_after
         self._failures = 0  # in a row, without a clean pass between
         self._last: BaseException | None = None
+        self._pause_initial = pause_backoff
+        self._pause_max = max_pause_backoff
+        self._pauses = 0  # attempts in a row that found the outbox unavailable
+
+    @property
+    def paused(self) -> bool:
+        """The task is waiting for the outbox to be available again."""
+        return self._pauses > 0
 
     @property
     def failures(self) -> int:
@@ -72,6 +108,10 @@ class Supervisor:
     def _clean(self) -> None:
         self._failures = 0
         self._last = None
+        if self._pauses:
+            self._log.warning(f"the outbox is available again; the {self.name} resumes",
+                              extra={"task": self.name, "attempts": self._pauses})
+            self._pauses = 0
 
     def backoff(self, failures: int) -> float:
         """Seconds before restart number ``failures`` (1-based) of a streak: doubling, capped."""
@@ -82,6 +122,9 @@ class Supervisor:
         while True:
             try:
                 await self._run(self._clean)
+            except OutboxUnavailable as exc:
+                await self._pause(exc)
+                continue
             except Exception as exc:  # the point: nothing may end the task silently
                 self._failures += 1
                 self._last = exc
@@ -97,3 +140,14 @@ class Supervisor:
                 continue
             self._log.warning(f"the {self.name} stopped", extra={"task": self.name})
             return
+
+    async def _pause(self, exc: OutboxUnavailable) -> None:
+        """Wait before trying the task again on an unavailable outbox: no traceback, no restart counted."""
+        self._pauses += 1
+        delay = float(min(self._pause_max, self._pause_initial * 2.0 ** (self._pauses - 1)))
+        if self._pauses == 1:
+            self._log.warning(
+                f"the outbox is unavailable; the {self.name} pauses and tries again by itself",
+                extra={"task": self.name, "error": describe(exc), "retry_in": delay},
+            )
+        await self._sleep(delay)

@@ -18,7 +18,8 @@ RULE_TESTS = DEPLOY / "prometheus-rules.test.yaml"
 ALERTS = [
     "PdrelayDown", "PdrelayNotScraped", "PdrelayDeliveryFailing", "PdrelayBreakerOpen", "PdrelayOldestQueuedEvent",
     "PdrelayOutboxGrowing", "PdrelayDeadLetters", "PdrelayRateLimited", "PdrelayIntakeFailing",
-    "PdrelayRulesReloadFailed", "PdrelayAuditWriteErrors", "PdrelayDispatcherRestarting", "PdrelayDryRun",
+    "PdrelayOutboxUnavailable", "PdrelayRulesReloadFailed", "PdrelayAuditWriteErrors", "PdrelayDispatcherRestarting",
+    "PdrelayDryRun",
 ]
 
 

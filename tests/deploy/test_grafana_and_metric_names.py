@@ -35,7 +35,8 @@ QUERIED = [
     "pdrelay_dispatcher_restarts_total", "pdrelay_dry_run", "pdrelay_events_dead_lettered_total",
     "pdrelay_events_enqueued_total", "pdrelay_events_failed_total", "pdrelay_events_sent_total",
     "pdrelay_events_throttled_total", "pdrelay_intake_responses_total", "pdrelay_limiter_wait_seconds_bucket",
-    "pdrelay_outbox_depth", "pdrelay_outbox_oldest_queued_age_seconds", "pdrelay_outbox_queued",
+    "pdrelay_outbox_available", "pdrelay_outbox_depth", "pdrelay_outbox_oldest_queued_age_seconds",
+    "pdrelay_outbox_queued",
     "pdrelay_rule_hits_total", "pdrelay_rules_last_reload_success_timestamp_seconds",
     "pdrelay_rules_last_reload_successful", "pdrelay_send_duration_seconds_bucket", "pdrelay_template_errors_total",
     "process_cpu_seconds_total", "process_open_fds", "process_resident_memory_bytes",
@@ -137,7 +138,7 @@ async def test_every_metric_the_dashboard_and_the_alerts_query_is_served(scraped
 async def test_every_label_the_queries_group_by_is_on_the_metric(scraped: dict[str, set[str]]) -> None:
     grouped = {(metric, label.strip()) for expr in [*walk_exprs(dashboard()), *rule_exprs()]
                for labels, metric in GROUPED.findall(expr) for label in labels.split(",")}
-    assert len(grouped) == 29
+    assert len(grouped) == 30
     missing = [(metric, label) for metric, label in sorted(grouped)
                if label not in scraped.get(metric, set()) and label != "instance"]  # instance: added by the scrape
     assert missing == []
