@@ -1,7 +1,8 @@
 """``create_app(settings, deps)``: the one place where pdrelay is wired together.
 
 Reading top to bottom: metrics, the audit log, rules, the keyring and the outbox it
-seals, sender, limiter and breaker, dispatcher, the auth middleware, routes, and the
+seals, sender, the rate budget (in Redis, shared by every replica, when the outbox is there;
+else in the process) and breaker, dispatcher, the auth middleware, routes, and the
 ``cleanup_ctx`` entries that open and close them in order (audit log first so it closes
 last, then outbox; dispatcher last, so it stops before the outbox closes and aiohttp lets
 in-flight intake requests finish before any of it).
@@ -30,7 +31,7 @@ from receiver.clock import Clock, SystemClock
 from receiver.crypto import Keyring
 from receiver.dispatcher import Dispatcher
 from receiver.errors import Reason
-from receiver.limiter import RateLimiter
+from receiver.limiter import Budget, RateLimiter
 from receiver.metrics import Metrics
 from receiver.models import Limits
 from receiver.offload import Worker
@@ -45,6 +46,8 @@ from receiver.supervisor import Sleep, Supervisor
 __all__ = ["Deps", "create_app"]
 
 INTAKE_PATH = "/v1/alertmanager"
+
+_Ctx = Callable[[web.Application], AsyncIterator[None]]  # a cleanup_ctx entry
 
 
 @dataclass(slots=True)
@@ -82,7 +85,7 @@ def create_app(settings: Settings, deps: Deps | None = None) -> web.Application:
         DryRunSender() if dry_run
         else EventsSender(pd.events_url, timeout=pd.api_timeout, connect_timeout=pd.connect_timeout)
     )
-    limiter = RateLimiter(pd.rate_limit, d.clock)
+    limiter, limiter_ctx = _budget(settings, d, metrics)
     endpoint = urlsplit(pd.events_url).hostname or pd.events_url
     breaker = CircuitBreaker(pd.failure_threshold, pd.recovery_timeout, name=endpoint, clock=d.clock)
     breaker.add_listener(metrics.breaker_changed)
@@ -153,11 +156,37 @@ def create_app(settings: Settings, deps: Deps | None = None) -> web.Application:
         yield
         worker.close()  # after in-flight intake requests finished; before the outbox closes
 
-    app.cleanup_ctx.extend([audit_ctx, outbox_ctx, worker_ctx, sender_ctx,
+    app.cleanup_ctx.extend([audit_ctx, outbox_ctx, worker_ctx, sender_ctx, limiter_ctx,
                             _background("pdrelay-dispatcher", supervisor.run)])
     if settings.rules.watch:
         app.cleanup_ctx.append(_background("pdrelay-rules-watch", rulebook.watch))
     return app
+
+
+def _budget(settings: Settings, d: Deps, metrics: Metrics) -> tuple[Budget, _Ctx]:
+    """The rate budget and the cleanup_ctx entry that closes what it holds: with ``outbox.backend: redis``
+    the window shared by every replica, in the outbox's Redis (its connection settings, its key prefix, a
+    pool of its own); else this process's."""
+    rate_limit = settings.pagerduty.rate_limit
+    if settings.outbox.backend != "redis":
+        return RateLimiter(rate_limit, d.clock), _nothing
+    from receiver.outbox.redis.connect import connect
+    from receiver.sharedlimit import SharedRateLimiter
+
+    client, close = connect(settings.outbox.redis)
+    shared = SharedRateLimiter(rate_limit, d.clock, client, settings.outbox.redis.key_prefix,
+                               names=settings.pagerduty.routing_keys.keys(), on_error=metrics.limiter_store_errors.inc,
+                               log=d.log)
+
+    async def ctx(_: web.Application) -> AsyncIterator[None]:
+        yield
+        await close()  # after the dispatcher stopped (its entry comes later, so it is cleaned up first)
+
+    return shared, ctx
+
+
+async def _nothing(_: web.Application) -> AsyncIterator[None]:
+    yield
 
 
 class _Heads:

@@ -13,7 +13,7 @@ from receiver.breaker import CircuitBreaker
 from receiver.clock import Clock
 from receiver.crypto import Keyring
 from receiver.dispatcher import Dispatcher
-from receiver.limiter import RateLimiter
+from receiver.limiter import Budget
 from receiver.metrics import Metrics
 from receiver.models import Limits
 from receiver.offload import Worker
@@ -36,7 +36,7 @@ class AppState:
     supervisor: Supervisor  # keeps the dispatcher running; its problem makes /readyz answer 503
     log: logging.Logger
     dry_run: bool
-    limiter: RateLimiter
+    limiter: Budget  # this process's window, or the one shared in Redis (outbox.backend: redis)
     breaker: CircuitBreaker
     limits: Limits
     audit: AuditSink

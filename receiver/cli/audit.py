@@ -4,7 +4,10 @@ The files are the ones given, or with ``--config`` and none given, ``audit.path`
 files. The key is read from ``--key-file`` (the file's text, surrounding whitespace stripped),
 else from the ``audit.hmac_key`` of ``--config``. The head is ``--head``, else, with ``--config``,
 the one the server keeps in its outbox (so a log cut short at its end fails without the operator
-having noted anything).
+having noted anything). A SQLite outbox is read if its file exists. A Redis outbox keeps one head per
+replica, named by the replica's host name: the head read is this host's, so run the command where the
+replica runs (its pod or sidecar container), against the audit files that replica wrote; elsewhere,
+give ``--head``. A Redis that cannot be reached is an error (exit 2), not a silent check without head.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ def verify(args: argparse.Namespace) -> int:
         settings = load_settings_or_report(args, read_only=True)
         if settings is None:
             return 2
-        if head is None and settings.outbox.path.exists():
+        if head is None and (settings.outbox.backend == "redis" or settings.outbox.path.exists()):
             try:
                 head = asyncio.run(_kept_head(settings))
             except CannotOpen:

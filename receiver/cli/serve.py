@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import uvloop
 from aiohttp import web
@@ -35,7 +36,7 @@ from receiver.state import STATE
 from receiver.tls import server_ssl_context
 from transforms import RulesError
 
-__all__ = ["serve", "start_summary"]
+__all__ = ["redis_location", "serve", "start_summary"]
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -228,13 +229,39 @@ def start_summary(settings: Settings, app: web.Application) -> dict[str, Any]:
         "auth_methods": Authenticator(settings.auth, settings.security).describe() if settings.auth.enabled
         else "none",
         "routing_keys": sorted(pd.routing_keys), "events_url": pd.events_url, "dry_run": st.dry_run,
-        "outbox_backend": settings.outbox.backend, "outbox": str(settings.outbox.path),
+        **_outbox_summary(settings),
         "encryption": "off" if keyring is None else "aes-256-gcm",
         "key_ids": [] if keyring is None else list(keyring.ids),
         "rules_sources": [str(p) for p in rules.sources], "rules_sha256": rules.sha256,
         "rule_count": len(st.rulebook.rule_names),
         "audit": str(settings.audit_path) if settings.audit.enabled else "off",
     }
+
+
+def _outbox_summary(settings: Settings) -> dict[str, Any]:
+    """Where the outbox is (SQLite: its path; Redis: the server without credentials, and the key prefix) and
+    where the rate budget is kept (in the process, or in that Redis for every replica)."""
+    box = settings.outbox
+    if box.backend != "redis":
+        return {"outbox_backend": box.backend, "outbox": str(box.path), "rate_budget": "process"}
+    return {"outbox_backend": "redis", "outbox": redis_location(box.redis.url, box.redis.sentinels,
+                                                                 box.redis.service_name),
+            "outbox_key_prefix": box.redis.key_prefix, "rate_budget": "redis"}
+
+
+def redis_location(url: str | None, sentinels: tuple[tuple[str, int], ...], service_name: str | None) -> str:
+    """The Redis server as the start line names it: scheme, host, port and database (or socket path) of the
+    URL, never its user name, password or query; with Sentinel, the service and the sentinels."""
+    if sentinels:
+        return f"sentinel {service_name}@" + ",".join(f"{h}:{p}" for h, p in sentinels)
+    if url is None:
+        return "?"
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    port = f":{parts.port}" if parts.port is not None else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
 def _is_loopback(host: str) -> bool:

@@ -66,7 +66,7 @@ def test_the_start_line_summarises_the_config_and_no_record_holds_a_secret(tmp_p
         "auth_methods": {"intake": list(every), "events": list(every), "admin": list(every)},
         "routing_keys": ["db-oncall", "default"], "events_url": "https://events.pagerduty.com/v2/enqueue",
         "dry_run": False, "outbox_backend": "sqlite", "outbox": str(tmp_path / "outbox.db"),
-        "encryption": "aes-256-gcm", "key_ids": list(keyring.ids),
+        "rate_budget": "process", "encryption": "aes-256-gcm", "key_ids": list(keyring.ids),
         "rules_sources": [str(tmp_path / "rules.yaml")], "rules_sha256": app[STATE].rulebook.current.sha256,
         "rule_count": 2, "audit": str(tmp_path / "audit.jsonl"),
     }
