@@ -115,7 +115,8 @@ class Budget(Protocol):
         ...
 
     def blocked(self) -> tuple[dict[str, float], float]:
-        """Keys without room and when each has room again; when the global limit has room."""
+        """Keys without room and when each has room again; when the global limit has room. Also, once, a key
+        :meth:`refresh` listed whose room has come since, with that time (past: look again at once)."""
         ...
 
     def waited(self, key: str, ready: float) -> float:
@@ -135,7 +136,8 @@ class Budget(Protocol):
         ...
 
     async def refresh(self) -> tuple[dict[str, float], float]:
-        """:meth:`blocked`, after bringing the view up to date with the store."""
+        """The keys without room now (what a claim leaves out), and when the global limit has room, after
+        bringing the view up to date with the store."""
         ...
 
     async def acquire(self, key: str) -> float | None:
@@ -242,6 +244,8 @@ class RateLimiter:
         self._global = _Window(*settings.global_limit) if settings.global_limit is not None else None
         self._global_block = _Block()
         self._blocks: dict[str, _Block] = {}  # per key: its latest stretch without room
+        self._listed: dict[str, float] = {}  # what the last refresh() said was without room, until when
+        self._listed_global = -math.inf
         self._sweep_every = min([settings.window_seconds, *(w for _, w in settings.overrides.values())])
         self._last_sweep = clock.monotonic()
 
@@ -313,7 +317,10 @@ class RateLimiter:
     # The Budget seam: this window is in the process, so each step is done at once.
 
     async def refresh(self) -> tuple[dict[str, float], float]:
-        return self.blocked()
+        now = self._clock.monotonic()
+        keys, glob = self._blocked(now)
+        self._listed, self._listed_global = dict(keys), glob if glob > now else -math.inf
+        return keys, glob
 
     async def acquire(self, key: str) -> float | None:
         return self.take(key)
@@ -372,8 +379,25 @@ class RateLimiter:
         """Who has no budget now: ``({key: monotonic time it has room again}, time the global limit has room)``.
 
         The one answer to "when may this key send again" (its window, and a 429's pause): the
-        dispatcher leaves these keys out of its claims and sleeps until the earliest of them."""
+        dispatcher leaves these keys out of its claims and sleeps until the earliest of them.
+
+        A key that the last :meth:`refresh` listed (or every key, for the global limit) and whose room has
+        come since is listed once more, with that time, now past: the dispatcher, busy reading the queue
+        when it came, looks again at once rather than after its longest idle wait."""
         now = self._clock.monotonic()
+        keys, glob = self._blocked(now)
+        if self._listed:
+            for key, at in self._listed.items():
+                if key not in keys and at <= now:
+                    keys[key] = at
+            self._listed = {}
+        if -math.inf < self._listed_global <= now:
+            for key in self._keys:
+                keys.setdefault(key, self._listed_global)
+            self._listed_global = -math.inf
+        return keys, glob
+
+    def _blocked(self, now: float) -> tuple[dict[str, float], float]:
         keys = {}
         for key, st in self._keys.items():
             at = max(st.blocked_until, st.window.next_allowed(now))

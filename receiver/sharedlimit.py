@@ -15,7 +15,8 @@ outbox's keys do, so a Redis Cluster keeps them in one slot and one script may t
 - ``{<p>}:limit-pause:<name>`` — the deadline of a 429's pause, a string with an expiry: while it is
   in the future no replica sends for ``<name>``. A later 429 never shortens it.
 
-What runs atomically (Lua, by EVALSHA; redis-py's script object loads it again on ``NOSCRIPT``):
+What runs atomically (Lua in :mod:`receiver.sharedlimit_scripts`, by EVALSHA; redis-py's script
+object loads it again on ``NOSCRIPT``):
 
 - *take*: trim the key's (and the global) log to the window, count, read the pause; when both
   counts are under their limits and the key is not paused, add the send to both logs and answer
@@ -40,7 +41,11 @@ memory: a script never trusts an expiry, it compares times.
 Locally the limiter keeps what Redis last answered (per key: sends in the window, when it has
 room again, the pause), so :meth:`next_allowed`, :meth:`blocked`, :meth:`budget` and
 :meth:`snapshot` stay synchronous reads; that view can only be late in saying "room" (sends
-leave a window only by time, a pause is never shortened), and a take in Redis settles it.
+leave a window only by time, a pause is never shortened), and a take in Redis settles it. The
+dispatcher refreshes it on each look at the queue (one script call); /status reads it as of then.
+A key refused until ``t`` stays listed by :meth:`blocked`, with ``t`` even once past, until Redis
+is asked again: the dispatcher, busy elsewhere when ``t`` came, then looks again at once instead
+of after its longest idle wait.
 
 Redis unreachable (or failing, or not answering within ``timeout`` seconds, whatever the client's
 own timeouts and retries): the limiter never lets a send through blindly, never raises into the
@@ -65,100 +70,13 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from receiver import sharedlimit_scripts as scripts
 from receiver.clock import Clock
 from receiver.limiter import RateLimit, _Block
 
 __all__ = ["SharedRateLimiter"]
 
 _STORE_ERRORS = (RedisError, OSError, TimeoutError)
-
-# KEYS: window, pause[, global window]. ARGV: now, limit, window, member[, global limit, global window].
-# Answers {taken (0/1), key's room-again time, global room-again time, used, global used}; times as text.
-_TAKE = """
-local now = tonumber(ARGV[1])
-local function room(key, limit, window)
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
-  local n = redis.call('ZCARD', key)
-  local at = now
-  if n >= limit then
-    local e = redis.call('ZRANGE', key, n - limit, n - limit, 'WITHSCORES')
-    at = tonumber(e[2]) + window
-  end
-  return n, at
-end
-local limit, window = tonumber(ARGV[2]), tonumber(ARGV[3])
-local n, at = room(KEYS[1], limit, window)
-local p = redis.call('GET', KEYS[2])
-if p and tonumber(p) > at then at = tonumber(p) end
-local gn, gat, glimit, gwindow = 0, now, 0, 0
-if KEYS[3] then
-  glimit, gwindow = tonumber(ARGV[5]), tonumber(ARGV[6])
-  gn, gat = room(KEYS[3], glimit, gwindow)
-end
-local taken = 0
-if at <= now and gat <= now then
-  taken = 1
-  redis.call('ZADD', KEYS[1], ARGV[1], ARGV[4])
-  redis.call('PEXPIRE', KEYS[1], math.ceil(window * 1000) + 1000)
-  n, at = room(KEYS[1], limit, window)
-  if p and tonumber(p) > at then at = tonumber(p) end
-  if KEYS[3] then
-    redis.call('ZADD', KEYS[3], ARGV[1], ARGV[4])
-    redis.call('PEXPIRE', KEYS[3], math.ceil(gwindow * 1000) + 1000)
-    gn, gat = room(KEYS[3], glimit, gwindow)
-  end
-end
-return {taken, string.format('%.17g', at), string.format('%.17g', gat), n, gn}
-"""
-
-# KEYS: window1, pause1, window2, pause2, ...[, global window]. ARGV: now, has global (0/1), limit1, window1,
-# ...[, global limit, global window]. Answers per key {used, room-again time, pause deadline or ''}, then
-# {global used, global room-again time} when there is a global limit.
-_PEEK = """
-local now = tonumber(ARGV[1])
-local has_global = ARGV[2] == '1'
-local nkeys = #KEYS
-if has_global then nkeys = nkeys - 1 end
-local out = {}
-local function room(key, limit, window)
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
-  local n = redis.call('ZCARD', key)
-  local at = now
-  if n >= limit then
-    local e = redis.call('ZRANGE', key, n - limit, n - limit, 'WITHSCORES')
-    at = tonumber(e[2]) + window
-  end
-  return n, at
-end
-for i = 1, nkeys, 2 do
-  local j = (i - 1) + 3
-  local n, at = room(KEYS[i], tonumber(ARGV[j]), tonumber(ARGV[j + 1]))
-  local p = redis.call('GET', KEYS[i + 1])
-  local pause = ''
-  if p and tonumber(p) > now then
-    pause = p
-    if tonumber(p) > at then at = tonumber(p) end
-  end
-  table.insert(out, n)
-  table.insert(out, string.format('%.17g', at))
-  table.insert(out, pause)
-end
-if has_global then
-  local j = nkeys + 3
-  local gn, gat = room(KEYS[#KEYS], tonumber(ARGV[j]), tonumber(ARGV[j + 1]))
-  table.insert(out, gn)
-  table.insert(out, string.format('%.17g', gat))
-end
-return out
-"""
-
-# KEYS: pause. ARGV: deadline, expiry in ms. Keeps a later deadline. Answers the deadline in force.
-_PAUSE = """
-local cur = redis.call('GET', KEYS[1])
-if cur and tonumber(cur) >= tonumber(ARGV[1]) then return cur end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return ARGV[1]
-"""
 
 
 def _fmt(t: float) -> str:
@@ -216,9 +134,9 @@ class SharedRateLimiter:
         self._timeout = float(timeout)
         self._on_error = on_error
         self._log = log or logging.getLogger(__name__)
-        self._take = redis.register_script(_TAKE)
-        self._peek = redis.register_script(_PEEK)
-        self._pause = redis.register_script(_PAUSE)
+        self._take = redis.register_script(scripts.TAKE)
+        self._peek = redis.register_script(scripts.PEEK)
+        self._pause = redis.register_script(scripts.PAUSE)
         self._id = uuid.uuid4().hex[:12]
         self._seq = 0
         self._names = frozenset(names)
@@ -286,21 +204,27 @@ class SharedRateLimiter:
         return at
 
     def blocked(self) -> tuple[dict[str, float], float]:
-        """Keys without room as of the last answer from Redis (and keys whose room has come since, with that
-        time: the dispatcher looks again at once), and when the global limit has room (while Redis is
-        unreachable: when to try again)."""
+        """Keys without room as of the last answer from Redis, and when the global limit has room (while Redis
+        is unreachable: when to try again). Also, once, a key whose room has come since Redis said it had
+        none, with that time (past: the dispatcher looks again at once)."""
+        return self._blocked(nudge=True)
+
+    def _blocked(self, *, nudge: bool) -> tuple[dict[str, float], float]:
         now = self._clock.monotonic()
         keys = {}
-        global_passed = self._global_stale and self._global_at <= now
+        global_passed = nudge and self._global_stale and self._global_at <= now
+        if global_passed:
+            self._global_stale = False
         for key, seen in self._seen.items():
             at = self._key_at(key)
             if at > now:
                 keys[key] = at
                 self._block(key).note(now, at)
-            elif seen.stale or global_passed:
+            elif nudge and (seen.stale or global_passed):
                 # Its room came after the last answer, perhaps while the dispatcher was busy elsewhere: a time
                 # in the past says "look again now" (refresh() asks Redis, and lists only keys without room).
                 keys[key] = max(at, self._global_at)
+                seen.stale = False
         glob = max(now, self._global_at, self._down_until)
         if glob > now:
             self._global_block.note(now, glob)
@@ -487,7 +411,7 @@ class SharedRateLimiter:
                     gused, gat = answer[-2:]
                     self._global_used, self._global_at = int(gused), float(gat) - wall + mono
                     self._global_stale = self._global_at > mono
-        return self.blocked()
+        return self._blocked(nudge=False)
 
     def _sweep(self, now: float) -> None:
         """Forget keys not configured that have no send in the window and no block: the view stays bounded."""

@@ -115,11 +115,30 @@ async def test_a_key_whose_room_came_since_the_last_answer_is_looked_at_again(ma
     assert await b.acquire("k") is None
     clock.advance(60)
     assert b.blocked() == ({"k": T0 + 60}, T0 + 60) and b.next_allowed("k") == T0 + 60
+    assert b.blocked() == ({}, T0 + 60)  # once: a dispatcher that cannot look (breaker open) must not spin
     assert await b.refresh() == ({}, T0 + 60)  # asked: room, nothing listed
     assert [await b.acquire("x"), await b.acquire("y"), await b.acquire("z")] == [T0 + 60, T0 + 60, None]
     clock.advance(60)  # the global limit, full since z was refused, has room again: every key is worth a look
     assert b.blocked() == ({k: T0 + 120 for k in "kxyz"}, T0 + 120)
+    assert b.blocked() == ({}, T0 + 120)
     assert await b.refresh() == ({}, T0 + 120)
+
+
+async def test_the_in_process_limiter_also_lists_once_a_key_whose_room_came_after_a_refresh(clock: FakeClock) -> None:
+    """The same gap with RateLimiter: refresh() lists what a claim leaves out; if the room comes before the
+    dispatcher's next blocked(), that key is listed once with its (past) time. Without refresh() blocked()
+    answers as before."""
+    limiter = RateLimiter(RateLimit(per_key=1, window_seconds=60, global_limit=(2, 60)), clock)
+    assert await limiter.acquire("k") == T0
+    assert await limiter.refresh() == ({"k": T0 + 60}, T0)
+    clock.advance(60)
+    assert limiter.blocked() == ({"k": T0 + 60}, T0 + 60)
+    assert limiter.blocked() == ({}, T0 + 60)
+    assert [await limiter.acquire("x"), await limiter.acquire("y")] == [T0 + 60, T0 + 60]
+    assert await limiter.refresh() == ({"x": T0 + 120, "y": T0 + 120}, T0 + 120)
+    clock.advance(60)
+    assert limiter.blocked() == ({"x": T0 + 120, "y": T0 + 120}, T0 + 120)  # also as the global room came
+    assert limiter.blocked() == ({}, T0 + 120)
 
 
 async def test_settled_send_counts_from_its_answer_for_every_replica(make: Make, clock: FakeClock) -> None:
