@@ -33,7 +33,7 @@ clocks mean nothing across processes, so it is one of the two wall clocks; the c
 one the outbox already stores due times and leases in, and the one tests replace with a fake
 clock (a window cannot be tested without moving time). The price is clock skew between replicas:
 a replica whose clock runs ``d`` ahead sees the others' sends leave the window ``d`` early. NTP
-keeps ``d`` in milliseconds, far inside the margin that counting a send from its answer already
+keeps ``d`` in milliseconds, the size of the margin that counting a send from its answer already
 adds; with worse clocks, set ``window_seconds`` longer than PagerDuty's by the skew. Every
 replica must use the same ``rate_limit`` settings. Expiries are set in Redis time and only bound
 memory: a script never trusts an expiry, it compares times.
@@ -43,9 +43,9 @@ room again, the pause), so :meth:`next_allowed`, :meth:`blocked`, :meth:`budget`
 :meth:`snapshot` stay synchronous reads; that view can only be late in saying "room" (sends
 leave a window only by time, a pause is never shortened), and a take in Redis settles it. The
 dispatcher refreshes it on each look at the queue (one script call); /status reads it as of then.
-A key refused until ``t`` stays listed by :meth:`blocked`, with ``t`` even once past, until Redis
-is asked again: the dispatcher, busy elsewhere when ``t`` came, then looks again at once instead
-of after its longest idle wait.
+A key refused until ``t`` is listed by :meth:`blocked` once more with ``t`` even once past, if
+Redis was not asked since: the dispatcher, busy reading the queue when ``t`` came, then looks
+again at once instead of after its longest idle wait (as :class:`~receiver.limiter.RateLimiter`).
 
 Redis unreachable (or failing, or not answering within ``timeout`` seconds, whatever the client's
 own timeouts and retries): the limiter never lets a send through blindly, never raises into the
