@@ -27,6 +27,7 @@ from types import TracebackType
 from typing import Any, Self, TypeVar
 
 import httpx
+import redis
 import yaml
 from aiohttp import web
 
@@ -38,6 +39,7 @@ PD_ACTIONS = frozenset({"trigger", "acknowledge", "resolve"})
 DEFAULT_WAIT = 20.0
 EXTERNAL_URL = "http://alertmanager.example:9093"  # Alertmanager's --web.external-url: a name, never dialled
 AM_LISTENING = re.compile(rf'msg="Listening on" address={re.escape(LOOPBACK)}:(\d+)')
+AM_CLUSTER_PORT = re.compile(r"memberlist: Using dynamic bind port (\d+)")  # memberlist, when given port 0
 
 T = TypeVar("T")
 
@@ -402,7 +404,7 @@ class AlertSpec:
 
 
 class Alertmanager:
-    """A real Alertmanager 0.25 process on loopback, clustering off, one webhook receiver.
+    """A real Alertmanager 0.25 process on loopback, one webhook receiver; clustering off unless ``peers``.
 
     The root route groups by ``group_by`` (child ``routes`` optional); its receiver ``pdrelay`` has
     one ``webhook_configs`` entry (``send_resolved: true``) per URL in ``webhook_urls``, each with
@@ -425,9 +427,18 @@ class Alertmanager:
         repeat_interval: str = "1h",
         routes: Sequence[Mapping[str, Any]] = (),
         http_config: Mapping[str, Any] | None = None,
+        peers: Sequence[str] | None = None,
+        peer_timeout: str = "500ms",
     ) -> None:
+        """``peers``: None, clustering off; else HA mode, gossip on ``127.0.0.1:0`` (``cluster_port`` once
+        started) joining these ``HOST:PORT`` cluster addresses (none: the first peer), with short timings;
+        ``peer_timeout``: how long a peer waits per position in the cluster before it notifies (``0s``: every
+        peer notifies at once, as when gossip falls behind)."""
         self.workdir = workdir
         self.port = 0  # known once started
+        self.peers = None if peers is None else list(peers)
+        self.cluster_port = 0  # known once started, in HA mode
+        self.peer_timeout = peer_timeout
         extra = {"http_config": dict(http_config)} if http_config else {}
         self.config_path = workdir / "alertmanager.yml"
         self.log_path = workdir / "alertmanager.log"
@@ -463,7 +474,7 @@ class Alertmanager:
             f"--config.file={self.config_path}",
             f"--storage.path={storage}",
             f"--web.listen-address={LOOPBACK}:0",
-            "--cluster.listen-address=",  # empty: no gossip listener, no HA mode (one peer per test)
+            *self._cluster_args(),
             f"--web.external-url={EXTERNAL_URL}",
             "--log.level=debug",
         ]
@@ -472,8 +483,42 @@ class Alertmanager:
             self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         self.port = wait_until(lambda: self._bound_port(log_start), what="Alertmanager's listening address",
                                timeout=timeout)
+        if self.peers is not None:
+            self.cluster_port = wait_until(lambda: self._logged(AM_CLUSTER_PORT, log_start),
+                                           what="Alertmanager's cluster port", timeout=timeout)
         wait_until(self._ready, what=f"Alertmanager /-/ready on {self.url}", timeout=timeout)
         return self
+
+    def _cluster_args(self) -> list[str]:
+        """Clustering off (empty listen address), or on: port 0 (memberlist binds it and logs the port it got,
+        for the next peer's ``--cluster.peer``: no port is picked before it is bound), gossip every 50 ms, a
+        full sync every second, a peer waits ``peer_timeout`` per position before it notifies, at most 3 s to
+        settle."""
+        if self.peers is None:
+            return ["--cluster.listen-address="]
+        return [f"--cluster.listen-address={LOOPBACK}:0", *(f"--cluster.peer={p}" for p in self.peers),
+                "--cluster.gossip-interval=50ms", "--cluster.pushpull-interval=1s",
+                f"--cluster.peer-timeout={self.peer_timeout}", "--cluster.settle-timeout=3s"]
+
+    @property
+    def cluster_address(self) -> str:
+        """This peer's gossip address, for another peer's ``peers``."""
+        return f"{LOOPBACK}:{self.cluster_port}"
+
+    def cluster_peers(self) -> int:
+        """How many peers ``/api/v2/status`` lists in this peer's cluster (itself included)."""
+        response = http_get(f"{self.url}/api/v2/status")
+        if response is None or response.status_code != 200:
+            return 0
+        return len(response.json().get("cluster", {}).get("peers") or [])
+
+    def _logged(self, pattern: re.Pattern[str], log_start: int) -> int | None:
+        """The number ``pattern`` captures in this run's log, once it is there."""
+        self._check_alive()
+        with self.log_path.open("rb") as log:
+            log.seek(log_start)
+            found = pattern.search(log.read().decode(errors="replace"))
+        return int(found.group(1)) if found else None
 
     def _bound_port(self, log_start: int) -> int | None:
         """The port in this run's ``msg="Listening on" address=HOST:PORT`` log line, once it is there."""
@@ -669,6 +714,26 @@ class PdRelay:
         wait_until(
             lambda: self.metric("pdrelay_outbox_depth") == 0, what="an empty pdrelay outbox", timeout=timeout
         )
+
+
+# --------------------------------------------------------------------------- Redis outbox
+
+REDIS_URL = "redis://127.0.0.1:6379"  # the shared Redis; each test keeps to its own key prefix
+
+
+def redis_outbox(prefix: str, *, lease: float = 30.0) -> dict[str, Any]:
+    """The ``outbox`` section of a pdrelay replica sharing the Redis outbox (and rate budget) under ``prefix``."""
+    return {"backend": "redis", "redis": {"url": REDIS_URL, "key_prefix": prefix, "lease": lease}}
+
+
+def drop_redis_prefix(prefix: str) -> None:
+    """Delete every key of ``prefix`` (and only those) from the shared Redis."""
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        for key in client.scan_iter(match="{" + prefix + "}:*", count=1000):
+            client.delete(key)
+    finally:
+        client.close()
 
 
 # --------------------------------------------------------------------------- fixtures' factories
