@@ -40,7 +40,10 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def status(request: web.Request) -> web.Response:
-    out = await status_snapshot(request.app[state.STATE])  # routing keys by name only, never a secret
+    try:
+        out = await status_snapshot(request.app[state.STATE])  # routing keys by name only, never a secret
+    except OutboxUnavailable as exc:  # the queue per key lives in the outbox: /readyz says the same
+        return web.json_response({"status": "outbox unavailable", "outbox": str(exc)}, status=503)
     if "text/html" in request.headers.get("Accept", ""):
         return web_page.page_response(out)
     return web.json_response(out)

@@ -1,7 +1,7 @@
-"""Redis trouble, in one process: while the outbox's Redis is down intake answers 503 and stores nothing, /readyz
-answers 503 naming the outbox (never its password), /metrics still answers and counts it, and the dispatcher
-pauses — no restart, no traceback — and resumes by itself; a send made just before the outage is settled once
-Redis is back, never sent again.
+"""Redis trouble, in one process: while the outbox's Redis is down intake answers 503 and stores nothing,
+/readyz and /status answer 503 naming the outbox (never its password), /metrics still answers and counts it,
+and the dispatcher pauses — no restart, no traceback — and resumes by itself; a send made just before the
+outage is settled once Redis is back, never sent again.
 
 Each test runs its own ``redis-server`` (:mod:`tests.receiver.redis_server`, AOF with ``appendfsync always``,
 a password), stopped and started again by its PID; the shared Redis is never touched.
@@ -158,6 +158,11 @@ async def test_while_redis_is_down_intake_and_readyz_answer_503_and_delivery_pau
     assert answer["status"] == "not ready"
     assert answer["outbox"].startswith(f"Redis outbox: a write to {redis.url} (key prefix 'trouble') failed: "
                                        "ConnectionError: ")
+    page = await relay.client.get("/status")
+    assert page.status == 503
+    seen = json.loads(await page.text())
+    assert seen["status"] == "outbox unavailable"
+    assert seen["outbox"].startswith("Redis outbox: reading the depth per routing key failed: ConnectionError: ")
     scraped = await relay.client.get("/metrics")
     assert scraped.status == 200  # the per key queue cannot be read: the scrape still answers
     assert PASSWORD not in await scraped.text()
