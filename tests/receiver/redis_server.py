@@ -14,9 +14,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["AOF_ALWAYS", "NO_AOF", "OwnRedis"]
+__all__ = ["AOF_ALWAYS", "AOF_EVERYSEC", "NO_AOF", "OwnRedis"]
 
 AOF_ALWAYS = ("--appendonly", "yes", "--appendfsync", "always", "--save", "")
+AOF_EVERYSEC = ("--appendonly", "yes", "--appendfsync", "everysec", "--save", "")
 NO_AOF = ("--appendonly", "no", "--save", "")  # RDB only, and no snapshot taken: what a crash keeps is the last dump
 
 
