@@ -27,6 +27,7 @@ from receiver.limiter import RateLimiter
 from receiver.settings import load_settings, settings_from_mapping
 from receiver.sharedlimit import SharedRateLimiter
 from receiver.state import STATE
+from receiver.status import status_snapshot
 from tests.receiver.test_audit_integrity import raw_lines
 from tests.receiver.test_outbox_contract import REDIS_URL, drop_prefix
 
@@ -66,6 +67,8 @@ async def test_replicas_on_one_redis_outbox_share_one_rate_budget(tmp_path: Path
         taken = [await first.acquire("default"), await second.acquire("default")]
         assert None not in taken
         assert await first.acquire("default") is None and await second.acquire("default") is None
+        (key,) = (await status_snapshot(apps[0][STATE]))["routing_keys"]  # /status: the shared window, as Redis said
+        assert (key["name"], key["budget"]) == ("default", {"used": 2, "limit": 2, "window_seconds": 60.0})
         client = Redis.from_url(REDIS_URL)
         try:
             assert client.zcard("{" + prefix + "}:limit:default") == 2
