@@ -2,7 +2,7 @@
 
 Two pdrelays share one Redis outbox and rate budget (the shared 127.0.0.1:6379, this test's own key
 prefix) with a 2 s lease and a budget of 10 events per 2 s window on the one routing key. Replica A
-accepts a storm of 40 events (20 alerts firing, then resolved: a trigger and a resolve per dedup key);
+accepts a storm of 30 events (15 alerts firing, then resolved: a trigger and a resolve per dedup key);
 both replicas deliver from the shared queue. Once the first window's 10 sends are answered and acked
 (PagerDuty has them, Redis no longer queues them) and no send may start before the window slides, A is
 SIGKILLed holding leases on events it claimed. B takes them back when their leases run out and delivers
@@ -35,7 +35,7 @@ from test_crash_recovery import alert, notification
 
 pytestmark = pytest.mark.e2e
 
-ALERTS = 20
+ALERTS = 15
 PER_WINDOW, WINDOW = 10, 2.0
 LEASE = 2.0
 
