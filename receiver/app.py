@@ -170,6 +170,7 @@ def _budget(settings: Settings, d: Deps, metrics: Metrics) -> tuple[Budget, _Ctx
     rate_limit = settings.pagerduty.rate_limit
     if settings.outbox.backend != "redis":
         return RateLimiter(rate_limit, d.clock), _nothing
+    # Imported here only: a SQLite deployment never loads redis-py.
     from receiver.outbox.redis.connect import connect
     from receiver.sharedlimit import SharedRateLimiter
 
