@@ -14,7 +14,12 @@ bench_intake.py). wrk posts the same 3-alert bodies as bench_intake.py (``post_b
 - **redis-2**: two pdrelays on the same Redis (one key prefix: one shared outbox), a ``wrk -t1 -c32`` on each at
   once, each with alerts of its own (a central Deployment behind a Service); req/s summed, p99 the worse one;
 - **memory**: Redis ``INFO memory`` ``used_memory`` before and after ``--events`` events were queued (10-alert
-  notifications, PagerDuty refusing every connection so nothing leaves), divided by the events.
+  notifications, PagerDuty refusing every connection so nothing leaves), divided by the events; then as many
+  events delivered under another prefix (a stand-in answering 202 at once): what stays per delivered dedup key
+  (its state, kept for deduplication, plus the send times of the last window).
+
+A non-2xx answer counts as a wrk error; ``intake is busy`` 503s (``server.max_concurrent_intake``: 64) can
+appear where one wrk run's connections overlap the next one's.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +47,9 @@ sys.path[:0] = [str(HERE)]
 
 from bench_intake import (  # noqa: E402
     DEFAULT_RULES_FILE,
+    LOOPBACK,
     LUA,
+    ROUTING_KEY,
     Server,
     WrkResult,
     baseline,
@@ -155,24 +163,48 @@ def measured_pair(relays: Sequence[Server], scripts: Sequence[Path], args: argpa
 # --------------------------------------------------------------------------- memory
 
 
-def memory_per_event(workdir: Path, srv: RedisServer, rules: Path | None, events: int, per_body: int) -> tuple[
-        float, int, float]:
-    """(bytes of Redis memory per queued event, the events, seconds to queue them)."""
+def queue(relay: Server, events: int, per_body: int) -> None:
+    with httpx.Client(timeout=60, trust_env=False) as client:
+        for start in range(0, events, per_body):
+            answer = client.post(f"{relay.url}/v1/alertmanager", content=queue_body(start, per_body),
+                                 headers={"Content-Type": "application/json"})
+            if answer.status_code != 200:
+                raise RuntimeError(f"pdrelay answered {answer.status_code}: {answer.text[:300]}")
+
+
+@dataclass(frozen=True)
+class Memory:
+    queued: float  # bytes of Redis memory per queued event
+    delivered: float  # per event delivered: the key's state kept for deduplication (and recent send times)
+    events: int
+    seconds: float  # to queue them
+
+
+def memory_per_event(workdir: Path, srv: RedisServer, rules: Path | None, events: int, per_body: int) -> Memory:
+    """Redis memory per event queued behind a PagerDuty that refuses every connection, then per event delivered
+    (a second prefix, a stand-in answering 202 at once, a budget that never holds back)."""
     before = srv.used_memory()
     with refusing_url() as dead, pdrelay(workdir, dead, rules, name="pdrelay-memory",
                                          extra=redis_outbox(srv, "bench-memory")) as relay:
         started = time.monotonic()
-        with httpx.Client(timeout=60, trust_env=False) as client:
-            for start in range(0, events, per_body):
-                answer = client.post(f"{relay.url}/v1/alertmanager", content=queue_body(start, per_body),
-                                     headers={"Content-Type": "application/json"})
-                if answer.status_code != 200:
-                    raise RuntimeError(f"pdrelay answered {answer.status_code}: {answer.text[:300]}")
+        queue(relay, events, per_body)
         wait_until(lambda: (relay.metric("pdrelay_outbox_depth") or 0) >= events, what=f"{events} queued",
                    timeout=60, interval=0.2)
         seconds = time.monotonic() - started
         after = srv.used_memory()
-    return (after - before) / events, events, seconds
+    middle = srv.used_memory()
+    with baseline("pd", workdir, "--status", "202") as pd:
+        events_url = f"{pd.url}/v2/enqueue"
+        pagerduty = {"events_url": events_url, "allowed_hosts": [LOOPBACK],
+                     "routing_keys": {"default": ROUTING_KEY}, "dry_run": False, "resend_interval": "4h",
+                     "rate_limit": {"per_key": 10 * events, "window_seconds": 60}, "concurrency": 16}
+        with pdrelay(workdir, events_url, rules, name="pdrelay-delivered",
+                     extra={**redis_outbox(srv, "bench-delivered"), "pagerduty": pagerduty}) as relay:
+            queue(relay, events, per_body)
+            wait_until(lambda: relay.metric("pdrelay_outbox_depth") == 0, what="every event delivered",
+                       timeout=300, interval=0.5)
+            delivered = srv.used_memory()
+    return Memory((after - before) / events, (delivered - middle) / events, events, seconds)
 
 
 # --------------------------------------------------------------------------- report
@@ -195,7 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     rules = DEFAULT_RULES_FILE if DEFAULT_RULES_FILE.exists() else None
     results: dict[str, WrkResult] = {}
-    memory: tuple[float, int, float] | None = None
+    memory: Memory | None = None
     with tempfile.TemporaryDirectory(prefix="pdrelay-bench-redis-") as tmp:
         workdir = Path(tmp)
         print(f"wrk -c{args.connections} -d{args.duration:g}s (warm-up {args.warmup:g}s), {os.cpu_count()} CPUs, "
@@ -233,9 +265,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             if result is not base:
                 print(f"{name} / sqlite: req/s x{result.rps / base.rps:.2f}, p99 x{result.p99_ms / base.p99_ms:.2f}")
     if memory is not None:
-        per_event, events, seconds = memory
-        print(f"\nRedis memory per queued event: {per_event:,.0f} bytes ({events:,} events in {args.per_body}-alert "
-              f"notifications, queued in {seconds:.1f} s)")
+        print(f"\nRedis memory per queued event: {memory.queued:,.0f} bytes ({memory.events:,} events in "
+              f"{args.per_body}-alert notifications, queued in {memory.seconds:.1f} s); per event delivered "
+              f"(the state kept for deduplication): {memory.delivered:,.0f} bytes")
     for name, result in results.items():
         if sum(result.errors.values()):
             print(f"\n{name}: wrk errors {result.errors}", file=sys.stderr)
