@@ -97,7 +97,7 @@ def create_app(settings: Settings, deps: Deps | None = None) -> web.Application:
         limiter=limiter, breaker=breaker, dry_run=dry_run, audit=audit, errors=errors,
     )
     supervisor = Supervisor("dispatcher", dispatcher.run, log=d.log, on_restart=metrics.dispatcher_restarts.inc,
-                            sleep=d.sleep)
+                            sleep=d.sleep, on_stop=dispatcher.stop)
     metrics.track_depth(lambda: (outbox.depth().queued, outbox.depth().dead))
     metrics.track_keys(outbox.depth_by_key, d.clock.now)
 
@@ -157,7 +157,7 @@ def create_app(settings: Settings, deps: Deps | None = None) -> web.Application:
         worker.close()  # after in-flight intake requests finished; before the outbox closes
 
     app.cleanup_ctx.extend([audit_ctx, outbox_ctx, worker_ctx, sender_ctx, limiter_ctx,
-                            _background("pdrelay-dispatcher", supervisor.run)])
+                            _background("pdrelay-dispatcher", supervisor.run, supervisor.stop)])
     if settings.rules.watch:
         app.cleanup_ctx.append(_background("pdrelay-rules-watch", rulebook.watch))
     return app
@@ -295,13 +295,15 @@ def _unreadable_reporter(metrics: Metrics, log: logging.Logger,
 
 
 def _background(
-    name: str, run: Callable[[], Coroutine[Any, Any, None]]
+    name: str, run: Callable[[], Coroutine[Any, Any, None]], stop: Callable[[], None] = lambda: None
 ) -> Callable[[web.Application], AsyncIterator[None]]:
-    """A cleanup_ctx entry that runs ``run()`` as a task while the app runs, then cancels it."""
+    """A cleanup_ctx entry that runs ``run()`` as a task while the app runs, then stops it: ``stop()`` (which
+    ends it even if the cancellation is lost inside a library call), then a cancellation."""
 
     async def ctx(_: web.Application) -> AsyncIterator[None]:
         task = asyncio.create_task(run(), name=name)
         yield
+        stop()
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task

@@ -103,6 +103,7 @@ class Dispatcher:
         self._inflight: dict[int, asyncio.Task[None]] = {}
         self._wakes = 0
         self._window_restored = False
+        self._stopping = False
         self._fault: BaseException | None = None  # an unexpected error of a delivery: ends run()
         self._clean: Callable[[], None] = lambda: None
         self.looked_after = 0  # the number of wake() calls made before the latest look at the queue began
@@ -126,6 +127,12 @@ class Dispatcher:
         self._wakeup.set()
         return self._wakes
 
+    def stop(self) -> None:
+        """End :meth:`run` at its next look at the queue, even if the cancellation that comes with a stop is
+        lost (Python 3.11's ``asyncio.wait_for``, which redis-py uses to write a command, can swallow one)."""
+        self._stopping = True
+        self._wakeup.set()
+
     async def run(self, clean: Callable[[], None] = lambda: None) -> None:
         """Deliver until cancelled, or until an unexpected error (raised, for the supervisor); ``clean`` is
         called whenever the dispatcher is known to be healthy."""
@@ -134,7 +141,7 @@ class Dispatcher:
             if not self._window_restored:
                 await self._restore_window()
                 self._window_restored = True
-            while True:
+            while not self._stopping:
                 self._raise_fault()
                 wakes = self._wakes
                 self._wakeup.clear()

@@ -73,6 +73,7 @@ class Supervisor:
         unready_after: int = 3,
         pause_backoff: float = 0.25,
         max_pause_backoff: float = 2.0,
+        on_stop: Callable[[], None] = lambda: None,
     ) -> None:
         self.name = name
         self._run = run
@@ -87,6 +88,8 @@ class Supervisor:
         self._pause_initial = pause_backoff
         self._pause_max = max_pause_backoff
         self._pauses = 0  # attempts in a row that found the outbox unavailable
+        self._stopping = False
+        self._on_stop = on_stop
 
     @property
     def paused(self) -> bool:
@@ -117,9 +120,14 @@ class Supervisor:
         """Seconds before restart number ``failures`` (1-based) of a streak: doubling, capped."""
         return float(min(self._max, self._initial * 2.0 ** (failures - 1)))
 
+    def stop(self) -> None:
+        """At shutdown, before the cancellation: the task is not restarted, and ``on_stop`` tells it to end."""
+        self._stopping = True
+        self._on_stop()
+
     async def run(self) -> None:
-        """Run the task; restart it after each failure; return when it returns (it should not)."""
-        while True:
+        """Run the task; restart it after each failure; return when it returns (it should not, unless stopped)."""
+        while not self._stopping:
             try:
                 await self._run(self._clean)
             except OutboxUnavailable as exc:
@@ -138,7 +146,8 @@ class Supervisor:
                 )
                 await self._sleep(delay)
                 continue
-            self._log.warning(f"the {self.name} stopped", extra={"task": self.name})
+            if not self._stopping:
+                self._log.warning(f"the {self.name} stopped", extra={"task": self.name})
             return
 
     async def _pause(self, exc: OutboxUnavailable) -> None:

@@ -23,6 +23,7 @@ from receiver.outbox.sqlite import SQLiteOutbox
 from receiver.pagerduty.events import SendResult, classify
 from receiver.secret import Secret
 from receiver.settings import PagerDutySettings
+from receiver.supervisor import Supervisor
 from tests.fakes import FakeClock, FakeSender
 from tests.receiver.test_outbox_sqlite import ev
 from transforms.base import RenderedEvent
@@ -83,24 +84,33 @@ def answers() -> list[SendResult]:
     return []
 
 
-@pytest.fixture(params=[RateLimit()])
-async def rig(request: pytest.FixtureRequest, tmp_path: Path, answers: list[SendResult],
-              skip_superseded: bool) -> AsyncIterator[Rig]:
+async def build(tmp_path: Path, answers: list[SendResult], rate_limit: RateLimit | None = None,
+                skip_superseded: bool = False) -> Rig:
+    """A dispatcher on a SQLite outbox, a fake PagerDuty and a fake clock, not yet running."""
     clock = FakeClock()
     outbox = SQLiteOutbox(tmp_path / "o.db", clock=clock)
     await outbox.open()
     sender = FakeSender(lambda body: answers.pop(0) if answers else OK)
     metrics = Metrics(CollectorRegistry())
     settings = PagerDutySettings(routing_keys=KEYS, retry_attempts=3, initial_backoff=1, max_backoff=8,
-                                 max_age=3600, concurrency=4, rate_limit=request.param, backoff_on_429=30,
+                                 max_age=3600, concurrency=4, rate_limit=rate_limit or RateLimit(),
+                                 backoff_on_429=30,
                                  failure_threshold=3, recovery_timeout=60,
                                  skip_superseded_triggers=skip_superseded)
     limiter = RateLimiter(settings.rate_limit, clock)
     breaker = CircuitBreaker(3, 60, name="pd", clock=clock)
     dispatcher = Dispatcher(outbox, sender, KEYS, settings, metrics=metrics, clock=clock,
                             log=logging.getLogger("test"), rand=lambda: 1.0, limiter=limiter, breaker=breaker)
+    return Rig(outbox, sender, clock, dispatcher, metrics, limiter, breaker)
+
+
+@pytest.fixture(params=[RateLimit()])
+async def rig(request: pytest.FixtureRequest, tmp_path: Path, answers: list[SendResult],
+              skip_superseded: bool) -> AsyncIterator[Rig]:
+    built = await build(tmp_path, answers, request.param, skip_superseded)
+    dispatcher, outbox = built.dispatcher, built.outbox
     task = asyncio.create_task(dispatcher.run())
-    yield Rig(outbox, sender, clock, dispatcher, metrics, limiter, breaker)
+    yield built
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await asyncio.wait_for(task, 20)  # bounded: a hang here fails the test instead of stalling the suite
@@ -304,3 +314,29 @@ async def test_a_trigger_with_its_resolve_queued_behind_is_sent_unless_told_othe
     assert rig.outbox.depth().queued == 0
     assert [b["event_action"] for _, b in rig.sender.calls[1:]] == sent
     assert rig.value("pdrelay_events_superseded_total") == (1 if skip_superseded else 0)
+
+
+async def test_stop_ends_the_run_even_when_a_call_swallows_the_cancellation(tmp_path: Path) -> None:
+    """Python 3.11's asyncio.wait_for (redis-py writes each command with it) returns normally when the cancel
+    lands as its write finishes: the supervised dispatcher still ends once stopped, and is not restarted."""
+    rig = await build(tmp_path, [])
+    real, entered, swallowed = rig.outbox.next_due, asyncio.Event(), asyncio.Event()
+
+    async def next_due() -> float | None:
+        entered.set()
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            swallowed.set()  # and carry on as if nothing happened
+        return await real()
+
+    rig.outbox.next_due = next_due  # type: ignore[method-assign]
+    supervisor = Supervisor("dispatcher", rig.dispatcher.run, log=logging.getLogger("test"),
+                            on_stop=rig.dispatcher.stop)
+    task = asyncio.create_task(supervisor.run())
+    await asyncio.wait_for(entered.wait(), 5)
+    supervisor.stop()
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=5)  # bounded: without stop() this never ends
+    assert done == {task} and swallowed.is_set() and not task.cancelled() and task.exception() is None
+    await rig.outbox.close()
