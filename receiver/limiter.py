@@ -25,212 +25,33 @@ Keys are routing-key *names* from the configuration, never the secret keys thems
 
 It also remembers, per key (and for the global limit), the latest stretch of time it had
 no room: from the moment it was found full (or paused) to when it has room again, a stretch
-that begins again within :data:`_CONTINUES` of the previous one's end continuing it (the
-freed slot was taken at once). :meth:`RateLimiter.waited` measures from it how long an event
-ready at a given time waited for the budget: pdrelay_limiter_wait_seconds.
+that begins again within :data:`receiver.slidingwindow.CONTINUES` of the previous one's end
+continuing it (the freed slot was taken at once). :meth:`RateLimiter.waited` measures from it
+how long an event ready at a given time waited for the budget: pdrelay_limiter_wait_seconds.
 
-:class:`Budget` is the seam the dispatcher uses: the reads above stay synchronous, and the four
-steps that may need a shared store — :meth:`~Budget.refresh`, :meth:`~Budget.acquire`,
-:meth:`~Budget.confirm`, :meth:`~Budget.pause` — are coroutines. :class:`RateLimiter` answers
-them at once from its own window (the default); :class:`receiver.sharedlimit.SharedRateLimiter`
-keeps the window in Redis for every replica.
+:class:`RateLimiter` is a :class:`~receiver.budget.Budget` (the dispatcher's seam; it and
+:class:`~receiver.budget.RateLimit`, the settings, live in :mod:`receiver.budget` and are
+importable from here); the window arithmetic is :mod:`receiver.slidingwindow`.
 """
 
 from __future__ import annotations
 
 import math
-from collections import deque
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from types import MappingProxyType
-from typing import Any, Protocol
+from collections.abc import Iterable
+from typing import Any
 
+from receiver.budget import Budget, RateLimit
 from receiver.clock import MonotonicClock
+from receiver.slidingwindow import Block, SlidingWindow
 
 __all__ = ["Budget", "RateLimit", "RateLimiter"]
-
-
-def _check_limit(what: str, value: object) -> tuple[int, float]:
-    if not isinstance(value, tuple) or len(value) != 2:
-        raise ValueError(f"{what} must be a pair (events, window_seconds), got {value!r}")
-    events, window = value
-    _check_events(f"{what} events", events)
-    _check_window(f"{what} window_seconds", window)
-    return int(events), float(window)
-
-
-def _check_events(what: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{what} must be a positive integer, got {value!r}")
-
-
-def _check_window(what: str, value: object) -> None:
-    if (isinstance(value, bool) or not isinstance(value, int | float)
-            or not math.isfinite(value) or value <= 0):
-        raise ValueError(f"{what} must be a positive number of seconds, got {value!r}")
-
-
-@dataclass(frozen=True)
-class RateLimit:
-    """Rate-limit settings: a default per routing key, per-key overrides, an optional global limit."""
-
-    per_key: int = 120
-    window_seconds: float = 60.0
-    overrides: Mapping[str, tuple[int, float]] = field(default_factory=dict)
-    global_limit: tuple[int, float] | None = None
-
-    def __post_init__(self) -> None:
-        _check_events("rate_limit.per_key", self.per_key)
-        _check_window("rate_limit.window_seconds", self.window_seconds)
-        if not isinstance(self.overrides, Mapping):
-            raise ValueError(f"rate_limit.overrides must be a mapping, got {self.overrides!r}")
-        checked = {str(k): _check_limit(f"rate_limit.overrides[{k!r}]", v) for k, v in self.overrides.items()}
-        object.__setattr__(self, "overrides", MappingProxyType(checked))
-        object.__setattr__(self, "window_seconds", float(self.window_seconds))
-        if self.global_limit is not None:
-            object.__setattr__(self, "global_limit", _check_limit("rate_limit.global_limit", self.global_limit))
-
-    @property
-    def longest_window(self) -> float:
-        """The longest window any limit looks back over: how long send times matter."""
-        windows = [self.window_seconds, *(w for _, w in self.overrides.values())]
-        if self.global_limit is not None:
-            windows.append(self.global_limit[1])
-        return max(windows)
-
-    def for_key(self, key: str) -> tuple[int, float]:
-        """The (events, window_seconds) limit that applies to ``key``."""
-        return self.overrides.get(key, (self.per_key, self.window_seconds))
-
-
-class Budget(Protocol):
-    """Where the sliding window lives: this process (:class:`RateLimiter`) or Redis, for every replica
-    (:class:`receiver.sharedlimit.SharedRateLimiter`). Times are on the caller's monotonic clock."""
-
-    @property
-    def settings(self) -> RateLimit: ...
-
-    def next_allowed(self, key: str) -> float:
-        """When ``key`` may send (now if it may), as far as this process knows."""
-        ...
-
-    def blocked(self) -> tuple[dict[str, float], float]:
-        """Keys without room and when each has room again; when the global limit has room. Also, once, a key
-        :meth:`refresh` listed whose room has come since, with that time (past: look again at once)."""
-        ...
-
-    def waited(self, key: str, ready: float) -> float:
-        """How long a send for ``key`` ready at ``ready`` has waited for room."""
-        ...
-
-    def seed(self, sends: Iterable[tuple[str, float]]) -> int:
-        """Count earlier sends ``(key, seconds ago)`` kept by the outbox; returns how many count."""
-        ...
-
-    def budget(self, key: str) -> tuple[int, int, float, float]:
-        """``(used, limit, window_seconds, next_send_in)`` of ``key``, for /status."""
-        ...
-
-    def snapshot(self) -> dict[str, Any]:
-        """A JSON-ready view of every key's window (and the global one)."""
-        ...
-
-    async def refresh(self) -> tuple[dict[str, float], float]:
-        """The keys without room now (what a claim leaves out), and when the global limit has room, after
-        bringing the view up to date with the store."""
-        ...
-
-    async def acquire(self, key: str) -> float | None:
-        """Record a send for ``key`` if there is room now: the time recorded, else ``None``."""
-        ...
-
-    async def confirm(self, key: str, taken_at: float, done_at: float) -> None:
-        """The send recorded at ``taken_at`` got its answer at ``done_at``: count it from then."""
-        ...
-
-    async def pause(self, key: str, seconds: float) -> None:
-        """No send for ``key`` for ``seconds`` (after a 429); a longer pause in force is kept."""
-        ...
-
-
-_CONTINUES = 0.5
-"""Seconds: a key found without room again this soon after it had room never really had any (the slot
-freed was taken at once, or the dispatcher was a moment late to it)."""
-
-
-class _Block:
-    """The latest stretch of monotonic time without room: ``[start, end]`` (``start`` None: none yet)."""
-
-    __slots__ = ("end", "start")
-
-    def __init__(self) -> None:
-        self.start: float | None = None
-        self.end = -math.inf
-
-    def note(self, now: float, until: float) -> None:
-        """Found without room at ``now``, until ``until``."""
-        if self.start is None or now > self.end + _CONTINUES:
-            self.start = now
-        self.end = max(self.end, until)
-
-    def waited(self, ready: float, now: float) -> float:
-        """How much of ``[ready, now]`` this stretch covers."""
-        if self.start is None:
-            return 0.0
-        return max(0.0, min(now, self.end) - max(ready, self.start))
-
-
-class _Window:
-    """A sliding-window log: the times of the sends still inside the window, oldest first."""
-
-    __slots__ = ("limit", "sends", "window")
-
-    def __init__(self, limit: int, window: float) -> None:
-        self.limit = limit
-        self.window = window
-        self.sends: deque[float] = deque()
-
-    def prune(self, now: float) -> None:
-        sends, window = self.sends, self.window
-        while sends and sends[0] + window <= now:
-            sends.popleft()
-
-    def used(self, now: float) -> int:
-        self.prune(now)
-        return len(self.sends)
-
-    def next_allowed(self, now: float) -> float:
-        """The earliest time, not before ``now``, at which this window has room for one more send."""
-        self.prune(now)
-        excess = len(self.sends) - self.limit
-        if excess < 0:
-            return now
-        # The oldest ``excess + 1`` sends must leave; none may be added meanwhile (nothing was allowed).
-        return self.sends[excess] + self.window
-
-    def record(self, now: float) -> None:
-        self.sends.append(now)
-
-    def move(self, old: float, new: float) -> None:
-        """Count the send recorded at ``old`` as made at ``new`` (later) instead; keeps the order."""
-        sends = self.sends
-        for i in range(len(sends) - 1, -1, -1):
-            if sends[i] == old:
-                del sends[i]
-                break
-        else:
-            return  # already out of the window
-        i = len(sends)
-        while i > 0 and sends[i - 1] > new:
-            i -= 1
-        sends.insert(i, new)
 
 
 class _KeyState:
     __slots__ = ("blocked_until", "window")
 
     def __init__(self, limit: int, window: float) -> None:
-        self.window = _Window(limit, window)
+        self.window = SlidingWindow(limit, window)
         self.blocked_until = -math.inf
 
 
@@ -241,9 +62,9 @@ class RateLimiter:
         self._settings = settings
         self._clock = clock
         self._keys: dict[str, _KeyState] = {}
-        self._global = _Window(*settings.global_limit) if settings.global_limit is not None else None
-        self._global_block = _Block()
-        self._blocks: dict[str, _Block] = {}  # per key: its latest stretch without room
+        self._global = SlidingWindow(*settings.global_limit) if settings.global_limit is not None else None
+        self._global_block = Block()
+        self._blocks: dict[str, Block] = {}  # per key: its latest stretch without room
         self._listed: dict[str, float] = {}  # what the last refresh() said was without room, until when
         self._listed_global = -math.inf
         self._sweep_every = min([settings.window_seconds, *(w for _, w in settings.overrides.values())])
@@ -286,10 +107,10 @@ class RateLimiter:
         if self._global is not None and (glob := self._global.next_allowed(now)) > now:
             self._global_block.note(now, glob)
 
-    def _block(self, key: str) -> _Block:
+    def _block(self, key: str) -> Block:
         block = self._blocks.get(key)
         if block is None:
-            block = self._blocks[key] = _Block()
+            block = self._blocks[key] = Block()
         return block
 
     def waited(self, key: str, ready: float) -> float:

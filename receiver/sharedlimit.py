@@ -38,14 +38,9 @@ adds; with worse clocks, set ``window_seconds`` longer than PagerDuty's by the s
 replica must use the same ``rate_limit`` settings. Expiries are set in Redis time and only bound
 memory: a script never trusts an expiry, it compares times.
 
-Locally the limiter keeps what Redis last answered (per key: sends in the window, when it has
-room again, the pause), so :meth:`next_allowed`, :meth:`blocked`, :meth:`budget` and
-:meth:`snapshot` stay synchronous reads; that view can only be late in saying "room" (sends
-leave a window only by time, a pause is never shortened), and a take in Redis settles it. The
-dispatcher refreshes it on each look at the queue (one script call); /status reads it as of then.
-A key refused until ``t`` is listed by :meth:`blocked` once more with ``t`` even once past, if
-Redis was not asked since: the dispatcher, busy reading the queue when ``t`` came, then looks
-again at once instead of after its longest idle wait (as :class:`~receiver.limiter.RateLimiter`).
+Locally the limiter keeps what Redis last answered, so the dispatcher's and /status's reads stay
+synchronous: that mirror is :class:`receiver.sharedview.SharedView`, which this limiter extends
+with the Redis calls that bring it up to date.
 
 Redis unreachable (or failing, or not answering within ``timeout`` seconds, whatever the client's
 own timeouts and retries): the limiter never lets a send through blindly, never raises into the
@@ -65,14 +60,14 @@ import math
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from receiver import sharedlimit_scripts as scripts
+from receiver.budget import RateLimit
 from receiver.clock import Clock
-from receiver.limiter import RateLimit, _Block
+from receiver.sharedview import SharedView
 
 __all__ = ["SharedRateLimiter"]
 
@@ -89,24 +84,9 @@ def _check_prefix(prefix: object) -> str:
     return prefix
 
 
-class _Seen:
-    """What Redis last said of one key, on this process's monotonic clock."""
-
-    __slots__ = ("at", "paused", "stale", "used")
-
-    def __init__(self) -> None:
-        self.used = 0
-        self.at = -math.inf  # room again (window and pause)
-        self.paused = -math.inf  # a 429's pause ends
-        self.stale = False  # the last answer was "no room until at": Redis not asked since
-
-    def heard(self, at: float, now: float) -> None:
-        self.at, self.stale = at, at > now
-
-
-class SharedRateLimiter:
+class SharedRateLimiter(SharedView):
     """The per-key (and optional global) sliding window of :mod:`receiver.limiter`, kept in Redis for every
-    replica; a :class:`~receiver.limiter.Budget`."""
+    replica; a :class:`~receiver.budget.Budget`. Its synchronous reads are :class:`SharedView`'s."""
 
     def __init__(
         self,
@@ -126,8 +106,7 @@ class SharedRateLimiter:
             if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) \
                     or value <= 0:
                 raise ValueError(f"shared rate limit: {what} must be a positive number of seconds, got {value!r}")
-        self._settings = settings
-        self._clock = clock
+        super().__init__(settings, clock, names)
         self._redis = redis
         self._tag = "{" + prefix + "}"
         self._retry_after = float(retry_after)
@@ -139,16 +118,8 @@ class SharedRateLimiter:
         self._pause = redis.register_script(scripts.PAUSE)
         self._id = uuid.uuid4().hex[:12]
         self._seq = 0
-        self._names = frozenset(names)
-        self._seen: dict[str, _Seen] = {name: _Seen() for name in sorted(self._names)}
-        self._global_used = 0
-        self._global_at = -math.inf
-        self._global_stale = False
-        self._down_until = -math.inf  # monotonic: Redis failed; no send before this
         self._down = False
         self._members: dict[tuple[str, float], deque[str]] = {}  # (key, taken_at) → members not yet settled
-        self._blocks: dict[str, _Block] = {}
-        self._global_block = _Block()
 
     # ------------------------------------------------------------------ keys
 
@@ -161,113 +132,6 @@ class SharedRateLimiter:
     @property
     def global_key(self) -> str:
         return f"{self._tag}:limit-global"
-
-    @property
-    def settings(self) -> RateLimit:
-        return self._settings
-
-    # ------------------------------------------------------------------ local view
-
-    def _now(self) -> tuple[float, float]:
-        """(wall, monotonic) read together: a Redis time ``t`` is ``t - wall + mono`` here."""
-        return self._clock.now(), self._clock.monotonic()
-
-    def _state(self, key: str) -> _Seen:
-        seen = self._seen.get(key)
-        if seen is None:
-            seen = self._seen[key] = _Seen()
-        return seen
-
-    def _block(self, key: str) -> _Block:
-        block = self._blocks.get(key)
-        if block is None:
-            block = self._blocks[key] = _Block()
-        return block
-
-    def _key_at(self, key: str) -> float:
-        seen = self._seen.get(key)
-        return max(self._down_until, seen.at if seen is not None else -math.inf)
-
-    def _note(self, key: str, now: float) -> None:
-        """Extend the stretches without room of ``key`` and the global limit that are true at ``now``."""
-        if (own := self._key_at(key)) > now:
-            self._block(key).note(now, own)
-        if (glob := max(self._global_at, self._down_until)) > now:
-            self._global_block.note(now, glob)
-
-    def next_allowed(self, key: str) -> float:
-        """When ``key`` may send, on the monotonic clock, as far as Redis last said (a take confirms it)."""
-        now = self._clock.monotonic()
-        at = max(now, self._key_at(key), self._global_at)
-        if at > now:
-            self._note(key, now)
-        return at
-
-    def blocked(self) -> tuple[dict[str, float], float]:
-        """Keys without room as of the last answer from Redis, and when the global limit has room (while Redis
-        is unreachable: when to try again). Also, once, a key whose room has come since Redis said it had
-        none, with that time (past: the dispatcher looks again at once)."""
-        return self._blocked(nudge=True)
-
-    def _blocked(self, *, nudge: bool) -> tuple[dict[str, float], float]:
-        now = self._clock.monotonic()
-        keys = {}
-        global_passed = nudge and self._global_stale and self._global_at <= now
-        if global_passed:
-            self._global_stale = False
-        for key, seen in self._seen.items():
-            at = self._key_at(key)
-            if at > now:
-                keys[key] = at
-                self._block(key).note(now, at)
-            elif nudge and (seen.stale or global_passed):
-                # Its room came after the last answer, perhaps while the dispatcher was busy elsewhere: a time
-                # in the past says "look again now" (refresh() asks Redis, and lists only keys without room).
-                keys[key] = max(at, self._global_at)
-                seen.stale = False
-        glob = max(now, self._global_at, self._down_until)
-        if glob > now:
-            self._global_block.note(now, glob)
-        return keys, glob
-
-    def waited(self, key: str, ready: float) -> float:
-        """As :meth:`RateLimiter.waited <receiver.limiter.RateLimiter.waited>`, from what this replica saw."""
-        now = self._clock.monotonic()
-        block = self._blocks.get(key)
-        own = block.waited(ready, now) if block is not None else 0.0
-        return max(own, self._global_block.waited(ready, now))
-
-    def seed(self, sends: Iterable[tuple[str, float]]) -> int:
-        """Counts nothing: the window lives in Redis already, and every replica seeding it from the shared
-        outbox would count each send once per replica."""
-        return 0
-
-    def budget(self, key: str) -> tuple[int, int, float, float]:
-        """For /status, as :meth:`RateLimiter.budget <receiver.limiter.RateLimiter.budget>` (as of the last
-        answer from Redis)."""
-        now = self._clock.monotonic()
-        limit, window = self._settings.for_key(key)
-        seen = self._seen.get(key)
-        used = seen.used if seen is not None else 0
-        return used, limit, window, max(0.0, self._key_at(key) - now, self._global_at - now)
-
-    def snapshot(self) -> dict[str, Any]:
-        """The same shape as :meth:`RateLimiter.snapshot <receiver.limiter.RateLimiter.snapshot>`, as of the
-        last answer from Redis (:meth:`refresh` first for a fresh one)."""
-        now = self._clock.monotonic()
-        keys: dict[str, dict[str, Any]] = {}
-        for key, seen in sorted(self._seen.items()):
-            limit, window = self._settings.for_key(key)
-            entry: dict[str, Any] = {"limit": limit, "window_seconds": window, "used": seen.used}
-            if seen.paused > now:
-                entry["blocked_until"] = seen.paused
-                entry["blocked_for"] = seen.paused - now
-            keys[key] = entry
-        glob: dict[str, Any] | None = None
-        if self._settings.global_limit is not None:
-            limit, window = self._settings.global_limit
-            glob = {"limit": limit, "window_seconds": window, "used": self._global_used}
-        return {"keys": keys, "global": glob}
 
     # ------------------------------------------------------------------ Redis
 
@@ -412,11 +276,3 @@ class SharedRateLimiter:
                     self._global_used, self._global_at = int(gused), float(gat) - wall + mono
                     self._global_stale = self._global_at > mono
         return self._blocked(nudge=False)
-
-    def _sweep(self, now: float) -> None:
-        """Forget keys not configured that have no send in the window and no block: the view stays bounded."""
-        idle = [k for k, s in self._seen.items() if k not in self._names and s.used == 0 and s.at <= now]
-        for k in idle:
-            del self._seen[k]
-        for k in [k for k, b in self._blocks.items() if b.end <= now - self._settings.longest_window]:
-            del self._blocks[k]
