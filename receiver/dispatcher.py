@@ -5,16 +5,13 @@ never overtakes its trigger; resolves and critical triggers first), and sends ea
 only when the routing key's sliding-window budget has room (:mod:`receiver.limiter`)
 and the endpoint's circuit breaker lets it through (:mod:`receiver.breaker`). Keys
 without budget are left out of the claim until they have room again, so one busy key
-never holds up the others. Then it acks (2xx), reschedules with exponential backoff and
-jitter (5xx, timeouts, connection errors), backs the key off on a 429, or dead-letters
-(400 and other permanent answers, unknown routing key names, retries exhausted).
+never holds up the others. How each delivery ended is then recorded by :mod:`receiver.settlement`
+(ack, retry with backoff, a 429's pause, dead letter, with their metrics, audit and log lines).
 Nothing is removed from the outbox before PagerDuty accepted it, so a crash at any
 point only means a resend. While the breaker is open, events simply stay queued.
 
-Per routing key name it counts sends, 429s and dead letters, and how long each send
-waited for its key's budget (:meth:`~receiver.limiter.RateLimiter.waited`). Every failed
-attempt goes to the ring of recent errors that /status shows (:class:`~receiver.status.RecentErrors`),
-and so do a routing key name the config lacks and a retry given up (``expired``).
+Per routing key name it counts how long each send waited for its key's budget
+(:meth:`~receiver.limiter.RateLimiter.waited`), and it feeds the circuit breaker.
 
 An unexpected exception — from the outbox, from the sender, or from a delivery's own
 bookkeeping — ends :meth:`Dispatcher.run` (once the deliveries in flight have settled);
@@ -30,11 +27,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import hashlib
 import logging
 import random
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
-from typing import Any, TypeVar
+from collections.abc import Callable, Coroutine, Iterable, Mapping
+from typing import Any
 
 from receiver.audit import AuditSink, NullAudit
 from receiver.breaker import CircuitBreaker
@@ -43,27 +39,20 @@ from receiver.errors import OutboxUnavailable, Reason
 from receiver.limiter import Budget
 from receiver.metrics import Metrics
 from receiver.outbox import Outbox, OutboxItem
-from receiver.pagerduty.events import Sender, SendResult
+from receiver.pagerduty.events import Sender
 from receiver.secret import Secret
 from receiver.settings import PagerDutySettings
+from receiver.settlement import Settlement
 from receiver.status import RecentErrors
-from receiver.supervisor import until_available
 
-__all__ = ["MAX_IDLE_WAIT", "Dispatcher", "backoff_delay"]
+__all__ = ["MAX_IDLE_WAIT", "Dispatcher"]
 
 MAX_IDLE_WAIT = 1.0
 """The longest the dispatcher goes without looking at the queue: another process (``pdrelay outbox replay``)
 may have queued an event without a :meth:`Dispatcher.wake`, and it is sent within this time."""
 _MIN_WAIT = 0.001
-_T = TypeVar("_T")
 # What says PagerDuty's endpoint is unwell; 400s and 429s come from a healthy one.
 _TRIPS_BREAKER = frozenset({Reason.SERVER_ERROR, Reason.TIMEOUT, Reason.CONNECTION})
-
-
-def backoff_delay(attempt: int, initial: float, maximum: float, rand: Callable[[], float]) -> float:
-    """Delay before retry number ``attempt`` (1-based): exponential, capped, half of it jittered."""
-    base = min(maximum, initial * 2.0 ** (attempt - 1))
-    return base / 2 + rand() * base / 2
 
 
 class Dispatcher:
@@ -94,11 +83,12 @@ class Dispatcher:
         self._clock = clock
         self._log = log
         self._dry_run = dry_run
-        self._rand = rand
         self._limiter = limiter
         self._breaker = breaker
-        self._audit = audit or NullAudit()
-        self._errors = errors or RecentErrors(clock, frozenset(routing_keys))
+        self._settlement = Settlement(
+            outbox, settings, metrics=metrics, clock=clock, log=log, limiter=limiter, audit=audit or NullAudit(),
+            errors=errors or RecentErrors(clock, frozenset(routing_keys)), rand=rand, dry_run=dry_run,
+        )
         self._wakeup = asyncio.Event()
         self._inflight: dict[int, asyncio.Task[None]] = {}
         self._wakes = 0
@@ -276,9 +266,6 @@ class Dispatcher:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
 
-    async def _settle(self, op: Callable[[], Awaitable[_T]]) -> _T:
-        return await until_available(op, lambda: self._metrics.outbox_failed("settle"))
-
     async def _deliver(self, item: OutboxItem, taken_at: float | None = None) -> None:
         try:
             await self._deliver_once(item, taken_at)
@@ -293,15 +280,9 @@ class Dispatcher:
             self._clean()
 
     async def _skip_superseded(self, item: OutboxItem) -> None:
-        """Settle a trigger whose resolve is queued behind it without sending it (opt-in)."""
+        """Settle a superseded trigger unsent (:meth:`~receiver.settlement.Settlement.superseded`)."""
         try:
-            await self._settle(lambda: self._outbox.ack(item))
-            self._metrics.events_superseded.inc()
-            self._audit.record("event.superseded", **_audit_fields(item))
-            self._log.warning(
-                "trigger not sent: its resolve is already queued (pagerduty.skip_superseded_triggers)",
-                extra={"routing_key": item.routing_key, "dedup_key": item.dedup_key, "item_id": item.id},
-            )
+            await self._settlement.superseded(item)
         except OutboxUnavailable:
             self._log.exception("could not settle outbox item", extra={"item_id": item.id})
             await asyncio.sleep(1.0)
@@ -312,12 +293,7 @@ class Dispatcher:
         key = Secret("dry-run") if self._dry_run else self._keys.get(item.routing_key)
         if key is None:
             self._breaker.record_ignored()  # nothing was sent
-            self._log.error(
-                "rule names a routing key the config does not define; dead-lettered",
-                extra={"routing_key": item.routing_key, "dedup_key": item.dedup_key, "item_id": item.id},
-            )
-            await self._settle_dead(item, Reason.UNKNOWN_ROUTING_KEY, None,
-                                    f"routing key {item.routing_key!r} is not configured")
+            await self._settlement.unknown_key(item)
             return
         started = self._clock.monotonic()
         try:
@@ -337,87 +313,4 @@ class Dispatcher:
             self._breaker.record_failure()
         else:
             self._breaker.record_ignored()  # 400, 429: PagerDuty is up and answering
-        if result.ok:
-            if await self._settle(lambda: self._outbox.ack(item, self._settings.settle_delay)):
-                self._log.warning(
-                    "resolve delivered; it goes once more after the settle delay, because a trigger "
-                    "attempt for this key timed out and may still land after it",
-                    extra={"routing_key": item.routing_key, "dedup_key": item.dedup_key,
-                           "settle_delay": self._settings.settle_delay},
-                )
-            fields = {"routing_key": item.routing_key, "dedup_key": item.dedup_key, "action": item.action,
-                      "item_id": item.id}
-            if self._dry_run:
-                self._log.info("dry-run: would send event", extra={**fields, "event": item.body})
-                return
-            self._metrics.sent(item.routing_key)
-            self._audit.record("event.sent", **_audit_fields(item), status=result.status,
-                               attempts=item.attempts + 1)
-            self._log.info("event delivered", extra={**fields, "attempts": item.attempts + 1})
-            return
-        assert result.reason is not None
-        self._metrics.events_failed.labels(result.reason.value).inc()
-        self._errors.add(item.routing_key, result.reason,
-                         f"PagerDuty {result.status}: {result.detail}" if result.status else result.detail)
-        if result.retryable:
-            await self._settle_retry(item, result)
-        else:
-            if result.reason is Reason.AUTH_ERROR:
-                self._log.error(
-                    "PagerDuty refused the routing key (wrong key or region?)",
-                    extra={"routing_key": item.routing_key, "status": result.status},
-                )
-            await self._settle_dead(item, result.reason, result.status, result.detail)
-
-    async def _settle_retry(self, item: OutboxItem, result: SendResult) -> None:
-        assert result.reason is not None
-        reason = result.reason
-        attempts = item.attempts + 1
-        now = self._clock.now()
-        if result.reason is Reason.RATE_LIMITED:
-            # The key's budget is spent (by someone else too, perhaps): back the whole key off
-            # and keep its queue. A 429 does not count towards retry_attempts; max_age does.
-            pause = self._settings.backoff_on_429
-            self._metrics.throttled(item.routing_key)
-            await self._limiter.pause(item.routing_key, pause)
-            if now - item.created_at >= self._settings.max_age:
-                detail = f"gave up after {attempts} attempts; last: {result.reason.value}: {result.detail}"
-                await self._settle_dead(item, Reason.EXPIRED, result.status, detail)
-                return
-            await self._settle(lambda: self._outbox.retry_later(item, now + pause, reason, result.status,
-                                                                result.detail))
-            self._log.warning(
-                "PagerDuty rate-limited the key; it pauses, its queue is kept",
-                extra={"routing_key": item.routing_key, "pause": pause, "status": result.status},
-            )
-            return
-        if attempts >= self._settings.retry_attempts or now - item.created_at >= self._settings.max_age:
-            detail = f"gave up after {attempts} attempts; last: {result.reason.value}: {result.detail}"
-            await self._settle_dead(item, Reason.EXPIRED, result.status, detail)
-            return
-        delay = backoff_delay(attempts, self._settings.initial_backoff, self._settings.max_backoff, self._rand)
-        await self._settle(lambda: self._outbox.retry_later(item, now + delay, reason, result.status, result.detail))
-        self._log.warning(
-            "delivery failed, will retry",
-            extra={"routing_key": item.routing_key, "dedup_key": item.dedup_key, "reason": result.reason.value,
-                   "status": result.status, "retry_in": round(delay, 3), "attempts": attempts},
-        )
-
-    async def _settle_dead(self, item: OutboxItem, reason: Reason, status: int | None, detail: str) -> None:
-        await self._settle(lambda: self._outbox.dead_letter(item, reason, status, detail))
-        self._metrics.dead_lettered(item.routing_key, reason)
-        if reason in (Reason.UNKNOWN_ROUTING_KEY, Reason.EXPIRED):  # the others were kept as they happened
-            self._errors.add(item.routing_key, reason, detail)
-        self._audit.record("event.dead_lettered", **_audit_fields(item), reason=reason.value, status=status)
-        self._log.error(
-            "event dead-lettered",
-            extra={"routing_key": item.routing_key, "dedup_key": item.dedup_key, "action": item.action,
-                   "reason": reason.value, "status": status, "detail": detail, "item_id": item.id},
-        )
-
-
-def _audit_fields(item: OutboxItem) -> dict[str, Any]:
-    """What the audit log says of an event: ids and names, never its content (the dedup key only hashed,
-    as it may be built from labels): ``sha256(dedup_key)`` can still be matched by whoever knows the key."""
-    return {"item_id": item.id, "routing_key": item.routing_key, "action": item.action,
-            "dedup_key_sha256": hashlib.sha256(item.dedup_key.encode()).hexdigest()[:16]}
+        await self._settlement.result(item, result)

@@ -14,7 +14,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from receiver.breaker import CircuitBreaker
-from receiver.dispatcher import Dispatcher, backoff_delay
+from receiver.dispatcher import Dispatcher
 from receiver.errors import Reason
 from receiver.limiter import RateLimit, RateLimiter
 from receiver.metrics import Metrics
@@ -23,6 +23,7 @@ from receiver.outbox.sqlite import SQLiteOutbox
 from receiver.pagerduty.events import SendResult, classify
 from receiver.secret import Secret
 from receiver.settings import PagerDutySettings
+from receiver.settlement import backoff_delay
 from receiver.supervisor import Supervisor
 from tests.fakes import FakeClock, FakeSender
 from tests.receiver.test_outbox_sqlite import ev
@@ -201,9 +202,9 @@ async def test_a_key_is_paced_to_its_budget_and_others_are_not_held_up(rig: Rig)
     await put(rig, *(ev(f"a{i}") for i in range(5)))
     await until(lambda: len(rig.sender.calls) == 2)
     await put(rig, ev("b0", key="db"))
-    await until(lambda: len(rig.sender.calls) == 3)
+    # The send is recorded before its ack commits (on the outbox's thread): wait for both.
+    await until(lambda: len(rig.sender.calls) == 3 and rig.outbox.depth().queued == 3)
     assert [b["dedup_key"] for _, b in rig.sender.calls] == ["a0", "a1", "b0"]
-    assert rig.outbox.depth().queued == 3
     rig.clock.advance(59.9)
     await look_again(rig)
     assert len(rig.sender.calls) == 3  # the window has not moved yet
