@@ -28,7 +28,7 @@ import receiver
 from receiver.app import Deps, create_app
 from receiver.auth import OPEN_PATHS, Authenticator
 from receiver.cli.common import load_settings_or_report
-from receiver.errors import ConfigError
+from receiver.errors import ConfigError, OutboxUnavailable
 from receiver.logs import configure_logging
 from receiver.server import app_runner
 from receiver.settings import Settings
@@ -80,8 +80,8 @@ def serve(args: argparse.Namespace) -> int:
 
     try:
         _run(app, settings, loop, ssl_context, listening)
-    except ConfigError as exc:  # e.g. the outbox cannot be read with the configured keys
-        print(f"pdrelay: {exc}", file=sys.stderr)
+    except (ConfigError, OutboxUnavailable) as exc:  # e.g. the outbox cannot be read with the configured keys,
+        print(f"pdrelay: {exc}", file=sys.stderr)  # or its Redis does not answer at start (named, no password)
         return 2
     return 0
 
