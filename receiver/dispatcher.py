@@ -223,11 +223,13 @@ class Dispatcher:
     async def idle_wait(self, at_least: float = 0.0) -> float:
         """How long the dispatcher waits now, unless woken: until the next item is due, a key has budget
         again, or the breaker's trial time; at least ``at_least``, and at most :data:`MAX_IDLE_WAIT`."""
+        # Before the outbox is read: a key whose room comes while it is read is then listed with that
+        # time (now past), not left out as a key with room (a wait up to MAX_IDLE_WAIT for it).
+        blocked, global_at = self._limiter.blocked()
         due = await self._outbox.next_due()
         waits = [MAX_IDLE_WAIT]
         if due is not None:
             waits.append(due - self._clock.now())
-        blocked, global_at = self._limiter.blocked()
         # Read after the limiter's own reading: a limit with room answers "now", which must not look
         # like a moment still to come (the dispatcher would wake every _MIN_WAIT, a busy loop).
         now = self._clock.monotonic()

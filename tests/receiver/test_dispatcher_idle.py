@@ -36,14 +36,16 @@ class TickingClock(FakeClock):
         return super().monotonic()
 
 
-async def dispatcher_on(outbox: SQLiteOutbox, clock: FakeClock, rate_limit: RateLimit) -> AsyncIterator[Dispatcher]:
+async def dispatcher_on(outbox: SQLiteOutbox, clock: FakeClock, rate_limit: RateLimit,
+                        limiter: RateLimiter | None = None) -> AsyncIterator[Dispatcher]:
     """One dispatcher on the opened ``outbox``, closed after."""
     await outbox.open()
     settings = PagerDutySettings(routing_keys=KEYS, rate_limit=rate_limit)
     try:
         yield Dispatcher(outbox, FakeSender(lambda body: SendResult(ok=True, status=202)), KEYS, settings,
                          metrics=Metrics(CollectorRegistry()), clock=clock, log=logging.getLogger("test"),
-                         limiter=RateLimiter(settings.rate_limit, clock), breaker=CircuitBreaker(3, 60, clock=clock))
+                         limiter=limiter or RateLimiter(settings.rate_limit, clock),
+                         breaker=CircuitBreaker(3, 60, clock=clock))
     finally:
         await outbox.close()
 
@@ -72,3 +74,34 @@ async def test_an_item_due_sooner_shortens_the_wait(tmp_path: Path) -> None:
         assert await dispatcher.idle_wait() == MAX_IDLE_WAIT
         clock.advance(3600.0 - 0.25)
         assert await dispatcher.idle_wait() == pytest.approx(0.25)
+
+
+class SlowToReadOutbox(SQLiteOutbox):
+    """An outbox during whose :meth:`next_due` the clock moves on by ``reading`` seconds."""
+
+    def __init__(self, path: Path, clock: FakeClock) -> None:
+        super().__init__(path, clock=clock)
+        self.fake_clock = clock
+        self.reading = 0.0
+
+    async def next_due(self) -> float | None:
+        due = await super().next_due()
+        self.fake_clock.advance(self.reading)
+        return due
+
+
+async def test_a_key_whose_room_comes_while_the_queue_is_read_is_looked_at_at_once(tmp_path: Path) -> None:
+    """A key the claim left out (no budget) gets room while the outbox is read: no wait, not MAX_IDLE_WAIT."""
+    clock = FakeClock()
+    rate_limit = RateLimit(per_key=1, window_seconds=60)
+    limiter = RateLimiter(rate_limit, clock)
+    box = SlowToReadOutbox(tmp_path / "o.db", clock)
+    async for dispatcher in dispatcher_on(box, clock, rate_limit, limiter):
+        assert await limiter.acquire("default") is not None
+        blocked, _ = await limiter.refresh()  # what the claim left out
+        assert list(blocked) == ["default"]
+        # A first look: the limiter's one-time mention of a key listed by the claim is used up here.
+        assert await dispatcher.idle_wait() == MAX_IDLE_WAIT
+        clock.advance(59.5)
+        box.reading = 1.0  # the room comes half-way through reading the queue
+        assert await dispatcher.idle_wait() == 0.0
