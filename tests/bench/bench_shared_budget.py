@@ -103,6 +103,7 @@ async def replica(workdir: Path, name: str, pd: LimitedPagerDuty, limiter: Budge
     try:
         yield outbox
     finally:
+        dispatcher.stop()  # a cancellation can be lost inside redis-py's command writes (asyncio.wait_for)
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task

@@ -112,6 +112,7 @@ async def rig(request: pytest.FixtureRequest, tmp_path: Path, answers: list[Send
     dispatcher, outbox = built.dispatcher, built.outbox
     task = asyncio.create_task(dispatcher.run())
     yield built
+    dispatcher.stop()
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await asyncio.wait_for(task, 20)  # bounded: a hang here fails the test instead of stalling the suite

@@ -302,6 +302,7 @@ async def replica(tmp_path: Path, name: str, clock: FakeClock, limiter: SharedRa
     try:
         yield dispatcher, outbox
     finally:
+        dispatcher.stop()  # a cancellation can be lost inside redis-py's command writes (asyncio.wait_for)
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.wait_for(task, 20)
