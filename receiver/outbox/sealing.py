@@ -14,10 +14,17 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from typing import Any
+
+import msgspec
 
 from receiver.crypto import DecryptError, DecryptFailure, Keyring
+from receiver.errors import Reason
 
-__all__ = ["INDEX_KEY_AAD", "KEYED", "ValueSealer", "event_aad", "legacy_aad", "notification_aad"]
+__all__ = ["INDEX_KEY_AAD", "KEYED", "Unreadable", "ValueSealer", "event_aad", "legacy_aad", "notification_aad",
+           "open_body"]
+
+_DECODE = msgspec.json.Decoder(dict[str, Any]).decode
 
 KEYED = "hk:"  # the prefix of a keyed payload hash (and of a row sealed bound to its id)
 INDEX_KEY_AAD = b"pdrelay.outbox.meta.index_key"
@@ -106,3 +113,39 @@ def legacy_aad(routing_key: str, ref: str, action: str, payload_hash: str) -> by
 
 def notification_aad(nid: int) -> bytes:
     return f"pdrelay.outbox.notifications\0{nid}".encode()
+
+
+class Unreadable(Exception):
+    """A stored event that cannot be sent: its value fails authentication, or is not an event of its item."""
+
+    def __init__(self, reason: Reason, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def open_body(sealer: ValueSealer, stored: bytes, item_id: int, routing_key: str, ref: str, action: str,
+              payload_hash: str, *, check: bool) -> dict[str, Any]:
+    """A stored event body, opened and decoded; with ``check``, also that it is the event its item says (its
+    action and dedup key, and no routing key of its own: the sender adds the configured one).
+
+    Raises:
+        Unreadable: ``undecryptable`` when the value fails authentication, else ``unreadable``.
+    """
+    try:
+        data = sealer.open_event(stored, item_id, routing_key, ref, action, payload_hash)
+    except DecryptError as exc:
+        raise Unreadable(Reason.UNDECRYPTABLE, str(exc)) from None
+    try:
+        body = _DECODE(data)
+    except msgspec.DecodeError as exc:
+        raise Unreadable(Reason.UNREADABLE, f"the stored body is not a UTF-8 JSON object: {str(exc)[:200]}") from None
+    if check:
+        dedup_key = body.get("dedup_key")
+        # A Change Event's body has no event_action: that absence is what sends it to /v2/change/enqueue.
+        if body.get("event_action", "change") != action or (action == "change" and "event_action" in body):
+            raise Unreadable(Reason.UNREADABLE, f"the stored body's event_action is not the item's action {action!r}")
+        if not isinstance(dedup_key, str) or sealer.index(dedup_key) != ref:
+            raise Unreadable(Reason.UNREADABLE, "the stored body's dedup_key is not the item's dedup key")
+        if "routing_key" in body:
+            raise Unreadable(Reason.UNREADABLE, "the stored body names a routing key of its own")
+    return body

@@ -12,25 +12,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import msgspec
-
-from receiver.crypto import DecryptError
 from receiver.delivery import KeyState, Word
-from receiver.errors import Reason
 from receiver.outbox.contract import OutboxItem
-from receiver.outbox.sealing import ValueSealer
+from receiver.outbox.sealing import Unreadable, ValueSealer, open_body
 
 __all__ = ["Unreadable", "item_from", "state_fields", "state_from"]
 
-_DECODE = msgspec.json.Decoder(dict[str, Any]).decode
-
-
-class Unreadable(Exception):
-    """A stored event that cannot be sent."""
-
-    def __init__(self, reason: Reason, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
 
 
 def _text(fields: Mapping[bytes, bytes], name: str, default: str = "") -> str:
@@ -69,23 +56,7 @@ def item_from(item_id: int, fields: Mapping[bytes, bytes], sealer: ValueSealer, 
 
 def _body(item_id: int, fields: Mapping[bytes, bytes], sealer: ValueSealer, rk: str, ref: str, action: str,
           phash: str, *, check: bool) -> dict[str, Any]:
-    try:
-        data = sealer.open_event(fields.get(b"body", b""), item_id, rk, ref, action, phash)
-    except DecryptError as exc:
-        raise Unreadable(Reason.UNDECRYPTABLE, str(exc)) from None
-    try:
-        body = _DECODE(data)
-    except msgspec.DecodeError as exc:
-        raise Unreadable(Reason.UNREADABLE, f"the stored body is not a UTF-8 JSON object: {str(exc)[:200]}") from None
-    if check:
-        dedup_key = body.get("dedup_key")
-        if body.get("event_action", "change") != action or (action == "change" and "event_action" in body):
-            raise Unreadable(Reason.UNREADABLE, f"the stored body's event_action is not the item's action {action!r}")
-        if not isinstance(dedup_key, str) or sealer.index(dedup_key) != ref:
-            raise Unreadable(Reason.UNREADABLE, "the stored body's dedup_key is not the item's dedup key")
-        if "routing_key" in body:
-            raise Unreadable(Reason.UNREADABLE, "the stored body names a routing key of its own")
-    return body
+    return open_body(sealer, fields.get(b"body", b""), item_id, rk, ref, action, phash, check=check)
 
 
 def _word(fields: Mapping[bytes, bytes], p: str) -> Word | None:

@@ -14,10 +14,10 @@ from typing import Any
 import msgspec
 
 from receiver import delivery
-from receiver.crypto import DecryptError
 from receiver.delivery import Incoming, Ledger, Verdict, Word
 from receiver.errors import Reason
 from receiver.outbox.contract import NoSuchItem, OutboxItem, RequeueResult
+from receiver.outbox.sealing import Unreadable, open_body
 from receiver.outbox.sqlite.committer import is_text
 from receiver.outbox.sqlite.schema import EVENT_COLUMNS, IdAllocator, load_states, store_states
 from receiver.outbox.sqlite.sealing import Sealer
@@ -26,16 +26,7 @@ from transforms.base import InvalidEvent, RenderedEvent
 __all__ = ["Unreadable", "get", "item", "notification", "purge", "release_notification", "requeue", "select"]
 
 _ENCODE = msgspec.json.Encoder().encode
-_DECODE = msgspec.json.Decoder(dict[str, Any]).decode
 _PURGE_CHUNK = 500  # items per savepoint-sized step
-
-
-class Unreadable(Exception):
-    """A stored event that cannot be sent: its value fails authentication, or is not an event of its row."""
-
-    def __init__(self, reason: Reason, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
 
 
 def item(row: tuple[Any, ...], sealer: Sealer, *, lenient: bool = False) -> OutboxItem:
@@ -68,24 +59,7 @@ def _body(row: tuple[Any, ...], sealer: Sealer, *, check: bool) -> dict[str, Any
         raise Unreadable(Reason.UNREADABLE, "the stored row is malformed (a text column holds another type)")
     if not all(is_text(t) for t in (routing_key, ref, action, payload_hash, row[10])):
         raise Unreadable(Reason.UNREADABLE, "the stored row is malformed (a text column is not UTF-8)")
-    try:
-        data = sealer.open_event(_as_bytes(stored), item_id, routing_key, ref, action, payload_hash)
-    except DecryptError as exc:
-        raise Unreadable(Reason.UNDECRYPTABLE, str(exc)) from None
-    try:
-        body = _DECODE(data)
-    except msgspec.DecodeError as exc:
-        raise Unreadable(Reason.UNREADABLE, f"the stored body is not a UTF-8 JSON object: {str(exc)[:200]}") from None
-    if check:
-        dedup_key = body.get("dedup_key")
-        # A Change Event's body has no event_action: that absence is what sends it to /v2/change/enqueue.
-        if body.get("event_action", "change") != action or (action == "change" and "event_action" in body):
-            raise Unreadable(Reason.UNREADABLE, f"the stored body's event_action is not the item's action {action!r}")
-        if not isinstance(dedup_key, str) or sealer.index(dedup_key) != ref:
-            raise Unreadable(Reason.UNREADABLE, "the stored body's dedup_key is not the item's dedup key")
-        if "routing_key" in body:
-            raise Unreadable(Reason.UNREADABLE, "the stored body names a routing key of its own")
-    return body
+    return open_body(sealer, _as_bytes(stored), item_id, routing_key, ref, action, payload_hash, check=check)
 
 
 def _as_bytes(stored: Any) -> bytes:
