@@ -9,10 +9,8 @@ from __future__ import annotations
 
 __all__ = ["PAUSE", "PEEK", "TAKE"]
 
-# KEYS: window, pause[, global window]. ARGV: now, limit, window, member[, global limit, global window].
-# Answers {taken (0/1), key's room-again time, global room-again time, used, global used}; times as text.
-TAKE = """
-local now = tonumber(ARGV[1])
+# A window's use at ``now`` (trimmed first) and when it has room again; both scripts define it.
+_ROOM = """
 local function room(key, limit, window)
   redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
   local n = redis.call('ZCARD', key)
@@ -23,7 +21,13 @@ local function room(key, limit, window)
   end
   return n, at
 end
-local limit, window = tonumber(ARGV[2]), tonumber(ARGV[3])
+"""
+
+# KEYS: window, pause[, global window]. ARGV: now, limit, window, member[, global limit, global window].
+# Answers {taken (0/1), key's room-again time, global room-again time, used, global used}; times as text.
+TAKE = """
+local now = tonumber(ARGV[1])
+""" + _ROOM + """local limit, window = tonumber(ARGV[2]), tonumber(ARGV[3])
 local n, at = room(KEYS[1], limit, window)
 local p = redis.call('GET', KEYS[2])
 if p and tonumber(p) > at then at = tonumber(p) end
@@ -57,17 +61,7 @@ local has_global = ARGV[2] == '1'
 local nkeys = #KEYS
 if has_global then nkeys = nkeys - 1 end
 local out = {}
-local function room(key, limit, window)
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
-  local n = redis.call('ZCARD', key)
-  local at = now
-  if n >= limit then
-    local e = redis.call('ZRANGE', key, n - limit, n - limit, 'WITHSCORES')
-    at = tonumber(e[2]) + window
-  end
-  return n, at
-end
-for i = 1, nkeys, 2 do
+""" + _ROOM + """for i = 1, nkeys, 2 do
   local j = (i - 1) + 3
   local n, at = room(KEYS[i], tonumber(ARGV[j]), tonumber(ARGV[j + 1]))
   local p = redis.call('GET', KEYS[i + 1])

@@ -9,9 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import shutil
 import signal
-import subprocess
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -32,6 +30,7 @@ from receiver.secret import Secret
 from receiver.settings import PagerDutySettings
 from receiver.sharedlimit import SharedRateLimiter
 from tests.fakes import FakeClock, FakeSender
+from tests.receiver.redis_server import NO_AOF, OwnRedis
 from tests.receiver.test_outbox_sqlite import ev
 
 T0 = 1000.0  # FakeClock's monotonic start
@@ -362,41 +361,21 @@ async def test_a_429_at_one_dispatcher_pauses_the_other(make: Make, clock: FakeC
 # ---------------------------------------------------------------------------------------------- Redis down
 
 
-class OwnRedis:
-    """A redis-server of the test's own on a unix socket (no TCP port), stopped and started by its PID."""
-
-    def __init__(self, tmp_path: Path) -> None:
-        self.socket = tmp_path / "redis.sock"
-        self.dir = tmp_path
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        exe = shutil.which("redis-server")
-        assert exe is not None, "redis-server is not on PATH"
-        self.proc = subprocess.Popen(
-            [exe, "--port", "0", "--unixsocket", str(self.socket), "--save", "", "--appendonly", "no",
-             "--dir", str(self.dir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-    async def ready(self, client: Redis) -> None:
-        deadline = asyncio.get_running_loop().time() + 10
-        while True:
-            with contextlib.suppress(Exception):
-                pong = client.ping()  # typed as either; the asyncio client's is awaitable
-                if isinstance(pong, bool) or await pong:
-                    return
-            assert asyncio.get_running_loop().time() < deadline, "own redis-server did not start"
-            await asyncio.sleep(0.02)
-
-    def stop(self) -> None:
-        assert self.proc is not None
-        self.proc.terminate()
-        self.proc.wait(10)
-        self.proc = None
+async def ready(client: Redis) -> None:
+    """Wait (bounded) until the test's own redis-server answers a PING."""
+    deadline = asyncio.get_running_loop().time() + 10
+    while True:
+        with contextlib.suppress(Exception):
+            pong = client.ping()  # typed as either; the asyncio client's is awaitable
+            if isinstance(pong, bool) or await pong:
+                return
+        assert asyncio.get_running_loop().time() < deadline, "own redis-server did not start"
+        await asyncio.sleep(0.02)
 
 
 @pytest.fixture
 def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
-    server = OwnRedis(tmp_path)
+    server = OwnRedis(tmp_path, NO_AOF)
     server.start()
     yield server
     if server.proc is not None:
@@ -408,7 +387,7 @@ async def own_client(own_redis: OwnRedis) -> AsyncIterator[Redis]:
     # No retries: the limiter's answer to a failure is under test, not the client's backoff.
     client = Redis(unix_socket_path=str(own_redis.socket), socket_timeout=2, socket_connect_timeout=2,
                    retry=Retry(NoBackoff(), 0))
-    await own_redis.ready(client)
+    await ready(client)
     yield client
     await client.aclose()
 
@@ -466,7 +445,7 @@ async def test_redis_down_means_wait_and_retry_never_a_blind_send(own_redis: Own
     assert [r.getMessage() for r in caplog.records if r.name == "receiver.sharedlimit"] == [
         "shared rate budget unreachable in Redis; sends wait and retry"]
     own_redis.start()
-    await own_redis.ready(own_client)
+    await ready(own_client)
     clock.advance(28)
     assert await limiter.acquire("k") == T0 + 30  # Redis restarted empty (no persistence here): room again
     assert [r.getMessage() for r in caplog.records if r.name == "receiver.sharedlimit"][-1] == \
@@ -497,7 +476,7 @@ async def test_a_dispatcher_with_redis_down_sends_nothing_and_keeps_running(
         await look_again(dispatcher)
         assert sent == [] and outbox.depth().queued == 1 and store_errors(metrics) == 1
         own_redis.start()
-        await own_redis.ready(own_client)
+        await ready(own_client)
         clock.advance(1.0)
         await look_again(dispatcher)
         await until(lambda: outbox.depth().queued == 0)
