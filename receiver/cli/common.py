@@ -67,14 +67,10 @@ def _json_escape(ch: str) -> str:
 def load_settings_or_report(args: argparse.Namespace, *, read_only: bool = False) -> Settings | None:
     """``--config``, else ``./pdrelay.yaml`` if present, else embedded defaults; ``None`` after reporting an error.
 
-    ``read_only``: the routing keys and tokens may be unset (see :mod:`receiver.cli.readonly`)."""
+    ``read_only``: the routing keys and tokens may be unset (:data:`~receiver.settings.UNUSED_BY_READERS`)."""
     config = args.config if args.config is not None else (DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None)
     try:
-        if read_only:
-            from receiver.cli.readonly import load_read_only
-
-            return load_read_only(config)
-        return load_settings(config)
+        return load_settings(config, secrets_may_be_unset=read_only)
     except ConfigError as exc:
         print(f"pdrelay: {exc}", file=sys.stderr)
         return None

@@ -64,6 +64,7 @@ __all__ = [
     "RedisSettings",
     "RulesSettings",
     "SecuritySettings",
+    "UNUSED_BY_READERS",
     "ServerSettings",
     "Settings",
     "TLSSettings",
@@ -75,8 +76,17 @@ __all__ = [
 ]
 
 
-def load_settings(path: str | os.PathLike[str] | None, environ: Mapping[str, str] | None = None) -> Settings:
-    """Read and validate a config file; ``None`` gives the embedded defaults."""
+UNUSED_BY_READERS = ("pagerduty.routing_keys", "auth", "security.jwt_secret")
+"""The secrets that commands which only read (``outbox list/show``, ``audit verify``, ``check-rules``,
+``test-rules``) never use: with ``secrets_may_be_unset``, an unset one is read as a placeholder. The
+secrets a reader does need (``security.encryption_key``, ``audit.hmac_key``) are still required."""
+
+
+def load_settings(path: str | os.PathLike[str] | None, environ: Mapping[str, str] | None = None, *,
+                  secrets_may_be_unset: bool = False) -> Settings:
+    """Read and validate a config file; ``None`` gives the embedded defaults. ``secrets_may_be_unset``: the
+    secrets of :data:`UNUSED_BY_READERS` whose variable is unset or whose file cannot be read get a random
+    placeholder (which is never sent nor served) instead of refusing the file."""
     if path is None:
         return Settings(rules=RulesSettings(paths=(default_rules_path(),)))
     p = Path(path)
@@ -88,7 +98,8 @@ def load_settings(path: str | os.PathLike[str] | None, environ: Mapping[str, str
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"config: {p}: not valid YAML: {exc}") from exc
-    return settings_from_mapping(data, environ=environ, source=str(p), base_dir=p.parent)
+    return settings_from_mapping(data, environ=environ, source=str(p), base_dir=p.parent,
+                                 unset_ok=UNUSED_BY_READERS if secrets_may_be_unset else ())
 
 
 def default_rules_path() -> Path:
@@ -103,8 +114,9 @@ def settings_from_mapping(
     environ: Mapping[str, str] | None = None,
     source: str = "<mapping>",
     base_dir: Path | None = None,
+    unset_ok: tuple[str, ...] = (),
 ) -> Settings:
     """Validate an already-parsed config mapping (``None``: an empty file)."""
-    reader = Reader(os.environ if environ is None else environ, base_dir or Path.cwd())
+    reader = Reader(os.environ if environ is None else environ, base_dir or Path.cwd(), unset_ok)
     file: ConfigFile = reader.read({} if data is None else data, ConfigFile, "")
     return build(file, source)

@@ -11,7 +11,9 @@ hold the keys the file gives, each read as its declared type. What each type acc
                     (so ``retry_attempts: ${ATTEMPTS}`` gives a number)
 :class:`Scalar`     any YAML scalar, ``${…}`` read as for ``bool``; for :class:`From`
 ``Path``            a string, relative to the config file's folder
-``Secret``          a string, or ``{file: PATH}`` / ``{env: NAME}``; trimmed, never empty
+``Secret``          a string, or ``{file: PATH}`` / ``{env: NAME}``; trimmed, never empty. Under
+                    one of the reader's ``unset_ok`` keys, a secret whose variable is unset or
+                    whose file cannot be read becomes a random placeholder (read-only commands)
 ``Literal[…]``      one of the listed strings
 ``tuple[T, ...]``   a list of T;  ``dict[str, T]``: a mapping of names to T
 ``T | None``        T, or null
@@ -34,6 +36,7 @@ from __future__ import annotations
 
 import functools
 import re
+import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,6 +69,7 @@ __all__ = [
     "OneOrMany",
     "Reader",
     "Scalar",
+    "ValueUnavailable",
 ]
 
 
@@ -120,12 +124,21 @@ class _SecretSource(TypedDict, total=False):
 
 
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-class Reader:
-    """Reads raw values as declared types, with ``${ENV}`` from ``environ`` and paths relative to ``base_dir``."""
+class ValueUnavailable(ConfigError):
+    """A value the file names whose variable is not set or whose file cannot be read."""
 
-    def __init__(self, environ: Mapping[str, str], base_dir: Path) -> None:
+
+class Reader:
+    """Reads raw values as declared types, with ``${ENV}`` from ``environ`` and paths relative to ``base_dir``.
+
+    ``unset_ok`` lists keys (``pagerduty.routing_keys``, ``auth``…) under which an unavailable secret is read as a
+    random placeholder instead of refused: for commands that never use those secrets.
+    """
+
+    def __init__(self, environ: Mapping[str, str], base_dir: Path, unset_ok: tuple[str, ...] = ()) -> None:
         self.environ = environ
         self.base_dir = base_dir
+        self.unset_ok = unset_ok
 
     def read(self, value: Any, declared: Any, key: str) -> Any:
         """``value`` (found at ``key``) read as ``declared``."""
@@ -230,7 +243,7 @@ class Reader:
                 return self.environ[name]
             if fallback is not None:
                 return fallback
-            raise ConfigError(f"config: {key}: environment variable {name} is not set")
+            raise ValueUnavailable(f"config: {key}: environment variable {name} is not set")
 
         return _ENV_RE.sub(sub, value)
 
@@ -240,6 +253,14 @@ class Reader:
         return value
 
     def _secret(self, value: Any, key: str) -> Secret:
+        try:
+            return self._available_secret(value, key)
+        except ValueUnavailable:
+            if not any(key == k or key.startswith((f"{k}.", f"{k}[")) for k in self.unset_ok):
+                raise
+            return Secret(secrets.token_urlsafe(32))  # nobody knows it; long enough for every token check
+
+    def _available_secret(self, value: Any, key: str) -> Secret:
         if isinstance(value, dict):
             spec = self._section(value, _SecretSource, key)
             if "file" in spec and "env" not in spec:
@@ -247,11 +268,11 @@ class Reader:
                 try:
                     text = path.read_text(encoding="utf-8").strip()
                 except OSError as exc:
-                    raise ConfigError(f"config: {key}.file: cannot read {path}: {exc.strerror}") from exc
+                    raise ValueUnavailable(f"config: {key}.file: cannot read {path}: {exc.strerror}") from exc
             elif "env" in spec and "file" not in spec:
                 name = spec["env"]
                 if name not in self.environ:
-                    raise ConfigError(f"config: {key}.env: environment variable {name} is not set")
+                    raise ValueUnavailable(f"config: {key}.env: environment variable {name} is not set")
                 text = self.environ[name].strip()
             else:
                 raise ConfigError(f"config: {key}: give exactly one of file or env")

@@ -11,6 +11,10 @@ from importlib.metadata import version
 from pathlib import Path
 
 import pytest
+import yaml
+
+from receiver.errors import ConfigError
+from receiver.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 PDRELAY = str(Path(sys.executable).parent / "pdrelay")
@@ -256,24 +260,23 @@ def test_an_encrypted_outbox_lists_with_its_key_and_names_the_key_without_it(tmp
 
 
 def test_only_unavailable_values_of_the_unused_secrets_are_replaced(tmp_path: Path) -> None:
-    """Set variables, fallbacks, readable files and everything outside the unused parts stay as written."""
-    from receiver.cli.readonly import without_unset_secrets
-
-    (tmp_path / "k").write_text("x")
-    data = {
-        "pagerduty": {"routing_keys": {"a": "${SET}", "b": "${GONE:-fallback}", "c": {"file": "k"},
-                                       "d": "${GONE}", "e": {"env": "GONE"}, "f": {"file": "missing"}}},
-        "security": {"encryption_key": "${GONE}", "jwt_secret": "${GONE}"},
-        "audit": {"hmac_key": {"env": "GONE"}},
-    }
-    out = without_unset_secrets(data, {"SET": "s"}, tmp_path)
-    keys = out["pagerduty"]["routing_keys"]
-    assert {k: keys[k] for k in "abc"} == {"a": "${SET}", "b": "${GONE:-fallback}", "c": {"file": "k"}}
-    replaced = [keys["d"], keys["e"], keys["f"], out["security"]["jwt_secret"]]
-    assert all(isinstance(v, str) and len(v) >= 32 and "$" not in v for v in replaced)
-    assert len(set(replaced)) == 4
-    assert out["security"]["encryption_key"] == "${GONE}" and out["audit"] == {"hmac_key": {"env": "GONE"}}
-    assert data["pagerduty"]["routing_keys"]["d"] == "${GONE}"  # the input is left as it was
+    """Set variables, fallbacks and readable files are read as written; only an unavailable secret under the
+    parts read-only commands never use becomes a placeholder, and the secrets they do use stay required."""
+    (tmp_path / "k").write_text("x" * 32)
+    keys = {"a": "${SET}", "b": "${GONE:-" + "f" * 32 + "}", "c": {"file": "k"},
+            "d": "${GONE}", "e": {"env": "GONE"}, "f": {"file": "missing"}}
+    (tmp_path / "pdrelay.yaml").write_text(yaml.safe_dump(
+        {"pagerduty": {"routing_keys": keys}, "security": {"jwt_secret": "${GONE}"}}))
+    settings = load_settings(tmp_path / "pdrelay.yaml", {"SET": "s" * 32}, secrets_may_be_unset=True)
+    read = {name: secret.reveal() for name, secret in settings.pagerduty.routing_keys.items()}
+    assert {k: read[k] for k in "abc"} == {"a": "s" * 32, "b": "f" * 32, "c": "x" * 32}
+    replaced = [read["d"], read["e"], read["f"]]
+    assert all(len(v) >= 32 and "$" not in v for v in replaced) and len(set(replaced)) == 3
+    with pytest.raises(ConfigError, match=r"^config: pagerduty.routing_keys.d: environment variable GONE is not set$"):
+        load_settings(tmp_path / "pdrelay.yaml", {"SET": "s" * 32})
+    (tmp_path / "pdrelay.yaml").write_text(yaml.safe_dump({"security": {"encryption_key": "${GONE}"}}))
+    with pytest.raises(ConfigError, match=r"^config: security.encryption_key: environment variable GONE is not set$"):
+        load_settings(tmp_path / "pdrelay.yaml", {}, secrets_may_be_unset=True)
 
 
 def complete(line: str) -> list[str]:
