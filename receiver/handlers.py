@@ -6,7 +6,7 @@ from __future__ import annotations
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from receiver import intake, state
+from receiver import events_api, intake, state
 from receiver.auth import identity_of
 from receiver.errors import OutboxUnavailable
 from receiver.status import status_snapshot
@@ -62,6 +62,7 @@ async def reload(request: web.Request) -> web.Response:
 def routes() -> list[web.RouteDef]:
     return [
         web.post("/v1/alertmanager", intake.alertmanager),
+        web.post("/v1/events", events_api.events),
         web.get("/healthz", healthz),
         web.get("/readyz", readyz),
         web.get("/metrics", metrics),
