@@ -312,7 +312,9 @@ class PagerDutyClient:
             if isinstance(outcome, PagerDutyAPIError):
                 error = outcome
             else:
-                if 200 <= outcome.status_code < 300 or outcome.status_code in also_ok:
+                if outcome.status_code in also_ok:  # an expected answer whose body does not matter
+                    return {"_status": outcome.status_code}
+                if 200 <= outcome.status_code < 300:
                     return self._decode(operation, outcome)
                 error = error_for(operation, outcome.status_code, outcome.content, attempt)
                 if not self.retry.retries_status(outcome.status_code):

@@ -22,7 +22,7 @@ from receiver.pagerduty.rest_errors import (
     PagerDutyServerError,
     PagerDutyTransportError,
 )
-from receiver.pagerduty.rest_retry import RetryPolicy
+from receiver.pagerduty.rest_retry import RetryPolicy, server_hint
 from receiver.secret import Secret
 from tests.fakes import FakeClock
 from tests.receiver.pd_rest_standin import RestStandIn
@@ -270,6 +270,29 @@ async def test_region_picks_the_base_url(pd: RestStandIn, region: Any, host: str
         assert api.base_url == REGIONS[region] == f"https://{host}"
         assert (await api.get_service("PS1"))["id"] == "PS1"
     assert transport.asked == [f"https://{host}/services/PS1"]
+
+
+@pytest.mark.parametrize(
+    ("headers", "hint"),
+    [
+        ({"ratelimit-reset": "12", "retry-after": "3"}, 12.0),
+        ({"retry-after": " 4.5 "}, 4.5),
+        ({"retry-after": "Wed, 21 Oct 2026 07:28:00 GMT"}, None),
+        ({"ratelimit-reset": "soon", "retry-after": "2"}, 2.0),
+        ({"ratelimit-reset": "-1"}, None),
+        ({"ratelimit-reset": "inf"}, None),
+        ({}, None),
+    ],
+)
+def test_server_hint(headers: dict[str, str], hint: float | None) -> None:
+    """ratelimit-reset first, then Retry-After in seconds; a date, a negative or garbage means backoff."""
+    assert server_hint(headers) == hint
+
+
+async def test_a_402_without_json_is_still_a_no(pd: RestStandIn, sleep: FakeSleep) -> None:
+    pd.fail_next(402, b"<html>upgrade your plan</html>")
+    async with client(pd, sleep) as api:
+        assert await api.has_ability("teams") is False
 
 
 def test_bad_construction_is_refused() -> None:
