@@ -3,8 +3,10 @@ pagination, retries and their bounds, regions, and the exception tree."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
@@ -23,6 +25,7 @@ from receiver.pagerduty.rest_errors import (
     PagerDutyTransportError,
 )
 from receiver.pagerduty.rest_retry import RetryPolicy, server_hint
+from receiver.pagerduty.rest_sync import PagerDutySyncClient
 from receiver.secret import Secret
 from tests.fakes import FakeClock
 from tests.receiver.pd_rest_standin import RestStandIn
@@ -307,3 +310,38 @@ def test_bad_construction_is_refused() -> None:
         PagerDutyClient(TOKEN)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"^max_attempts must be an integer >= 1, got 0$"):
         RetryPolicy(max_attempts=0)
+
+
+@pytest.fixture
+def threaded_pd() -> Iterator[RestStandIn]:
+    """The stand-in on a loop of its own thread, for the blocking client called from this thread."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    standin = RestStandIn(TOKEN)
+    asyncio.run_coroutine_threadsafe(standin.__aenter__(), loop).result(timeout=10)
+    try:
+        yield standin
+    finally:
+        asyncio.run_coroutine_threadsafe(standin.__aexit__(None, None, None), loop).result(timeout=10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+        loop.close()
+
+
+def test_sync_client_calls_iterates_and_raises(threaded_pd: RestStandIn) -> None:
+    threaded_pd.seed_incidents(5)
+    clock = FakeClock()
+    with PagerDutySyncClient(Secret(TOKEN), base_url=threaded_pd.url, default_from=FROM,
+                             sleep=FakeSleep(clock), clock=clock) as api:
+        created = api.create_incident("Disk full", service_id="PS1", incident_key="disk-db1")
+        assert api.acknowledge_incident(created["id"])["status"] == "acknowledged"
+        assert [i["id"] for i in api.list_incidents(page_size=2)] == [*(f"PI{i}" for i in range(5)), created["id"]]
+        first = next(iter(api.list_services(page_size=1)))  # left early: the generator is closed, nothing leaks
+        assert first["id"] == "PS0"
+        assert api.has_ability("teams") is True
+        with pytest.raises(PagerDutyNotFound, match=r"^get_incident: HTTP 404 \(code 2100\): Not Found$"):
+            api.get_incident("PX")
+    with pytest.raises(RuntimeError, match=r"^the PagerDuty client is closed$"):
+        api.get_service("PS0")
+    api.close()  # a second close does nothing
