@@ -2,7 +2,8 @@
 
 ``serve`` (:mod:`receiver.cli.serve`), ``check-rules`` and ``test-rules`` (:mod:`receiver.cli.rules`),
 ``outbox list/show/replay/purge/rekey`` (:mod:`receiver.cli.outbox`), ``keygen`` (:mod:`receiver.cli.keys`),
-``audit verify`` (:mod:`receiver.cli.audit`), ``completion`` (:mod:`receiver.cli.completion`).
+``audit verify`` (:mod:`receiver.cli.audit`), ``send`` (:mod:`receiver.cli.send`),
+``completion`` (:mod:`receiver.cli.completion`).
 
 This module imports only the standard library. Each command names its function as
 ``"module:function"``, and the module is imported only when that command runs, so
@@ -113,6 +114,8 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("--config", type=Path, metavar="FILE", help="read audit.hmac_key (and audit.path) from it")
     verify.set_defaults(command="receiver.cli.audit:verify")
 
+    _send_parser(sub)
+
     keygen = sub.add_parser("keygen", help="print a new 256-bit encryption key (base64) for security.encryption_key")
     keygen.set_defaults(command="receiver.cli.keys:keygen")
 
@@ -120,6 +123,29 @@ def _parser() -> argparse.ArgumentParser:
     completion.add_argument("shell", choices=["bash", "zsh"], help="one of %(choices)s")
     completion.set_defaults(command="receiver.cli.completion:completion")
     return p
+
+
+def _send_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    send = sub.add_parser(
+        "send", help="send one event through a running pdrelay's /v1/events; prints its dedup_key",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="exit status: 0 accepted (the dedup_key is printed); 1 refused by pdrelay (invalid event, or the "
+        "token may not send events);\n2 bad command line or token file; 3 pdrelay not reached or cannot store "
+        "the event now (try again later)")
+    send.add_argument("--url", default="http://127.0.0.1:9095", help="pdrelay's base URL (default %(default)s)")
+    send.add_argument("--routing-key", required=True, metavar="NAME",
+                      help="routing key name (as in pdrelay's pagerduty.routing_keys)")
+    send.add_argument("--action", default="trigger", choices=["trigger", "resolve", "change"], metavar="ACTION",
+                      help="one of %(choices)s (default %(default)s)")
+    send.add_argument("--summary", help="payload.summary (trigger, change)")
+    send.add_argument("--source", help="payload.source (trigger; optional for change)")
+    send.add_argument("--severity", choices=["critical", "error", "warning", "info"], metavar="SEVERITY",
+                      help="payload.severity (trigger): one of %(choices)s")
+    send.add_argument("--dedup-key", metavar="KEY", help="required to resolve; a trigger without one gets one")
+    send.add_argument("--token-file", type=Path, metavar="FILE", help="bearer token for pdrelay, one line")
+    send.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS",
+                      help="for pdrelay's answer (default %(default)s)")
+    send.set_defaults(command="receiver.cli.send:send")
 
 
 def _outbox_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
