@@ -22,7 +22,9 @@ Retrying a write after a 5xx or a lost answer can repeat it: give ``create_incid
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from ipaddress import ip_address
 from types import TracebackType
@@ -48,6 +50,9 @@ __all__ = ["REGIONS", "PagerDutyClient"]
 REGIONS = {"us": "https://api.pagerduty.com", "eu": "https://api.eu.pagerduty.com"}
 """The REST API's base URL for each service region."""
 
+log = logging.getLogger(__name__)
+
+_EMAIL = re.compile(r"[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+")
 _ACCEPT = "application/vnd.pagerduty+json;version=2"
 _PAGE = 100  # PagerDuty's largest classic page
 
@@ -255,6 +260,8 @@ class PagerDutyClient:
         if not value:
             raise ValueError(f"{operation}: PagerDuty requires a From header (a user's e-mail) on this call; "
                              "pass from_email= or give the client default_from=")
+        if not isinstance(value, str) or len(value) > 254 or _EMAIL.fullmatch(value) is None:
+            raise ValueError(f"{operation}: the From header must be one e-mail address, got {clean(value, 60)!r}")
         return value
 
     async def _set_status(self, operation: str, incident_id: str, status: str, from_email: str | None
@@ -325,6 +332,7 @@ class PagerDutyClient:
             wait = self.retry.delay(attempt, hint, self._rand())
             if self._clock.monotonic() - started + wait > self.retry.max_elapsed:
                 raise error
+            log.info("%s; try %d of %d in %.1f s", error, attempt + 1, self.retry.max_attempts, wait)
             await self._sleep(wait)
 
     async def _attempt(

@@ -345,3 +345,21 @@ def test_sync_client_calls_iterates_and_raises(threaded_pd: RestStandIn) -> None
     with pytest.raises(RuntimeError, match=r"^the PagerDuty client is closed$"):
         api.get_service("PS0")
     api.close()  # a second close does nothing
+
+
+async def test_a_from_that_is_not_one_address_is_refused_before_sending(pd: RestStandIn, sleep: FakeSleep) -> None:
+    async with client(pd, sleep) as api:
+        with pytest.raises(ValueError) as caught:
+            await api.resolve_incident("PI0", from_email="a@example.com\r\nX-Injected: 1")
+    assert str(caught.value) == ("resolve_incident: the From header must be one e-mail address, "
+                                 "got 'a@example.com X-Injected: 1'")
+    assert pd.requests == []
+
+
+async def test_each_retry_is_logged(pd: RestStandIn, sleep: FakeSleep, caplog: pytest.LogCaptureFixture) -> None:
+    pd.fail_next(503, {"error": {"message": "Service Unavailable", "code": 2000}})
+    with caplog.at_level("INFO", logger="receiver.pagerduty.rest"):
+        async with client(pd, sleep) as api:
+            await api.get_service("PS0")
+    assert [r.getMessage() for r in caplog.records if r.name == "receiver.pagerduty.rest"] == [
+        "get_service: HTTP 503 (code 2000): Service Unavailable; try 2 of 4 in 1.0 s"]
