@@ -4,6 +4,8 @@ and the exact answer to each bad input (nothing stored for any of them)."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import logging
 import re
 from collections.abc import Awaitable, Callable, Iterator
@@ -57,9 +59,10 @@ async def until(pred: Callable[[], bool], what: str, timeout: float = 5.0) -> No
 
 
 async def test_trigger_then_resolve_reach_pagerduty_with_the_generated_dedup_key(
-        client: TestClient[Any, Any], pd: PagerDutyStandIn) -> None:
+        client: TestClient[Any, Any], pd: PagerDutyStandIn, tmp_path: Path) -> None:
     """A trigger without dedup_key gets one (a UUID) in the 202; the stand-in receives it with the real key,
-    then the resolve for it; the same trigger again is answered as a duplicate and not sent."""
+    then the resolve for it; the same trigger again is answered as a duplicate and not sent. Each is counted
+    and audited (the dedup_key as a hash prefix), and so is a refusal."""
     resp = await client.post("/v1/events", json={"routing_key": "pipelines", "event_action": "trigger",
                                                  "payload": PAYLOAD, "client": "Airflow",
                                                  "links": [{"href": "https://airflow.example/x", "text": "log"}]})
@@ -85,6 +88,21 @@ async def test_trigger_then_resolve_reach_pagerduty_with_the_generated_dedup_key
     await until(lambda: len(pd.accepted()) == 2, "the resolve accepted")
     assert pd.accepted()[1].event == {"routing_key": KEY, "event_action": "resolve", "dedup_key": key}
     assert len(pd.received()) == 2
+    registry = client.app[STATE].metrics.registry
+    assert (registry.get_sample_value("pdrelay_events_enqueued_total", {"routing_key": "pipelines"}),
+            registry.get_sample_value("pdrelay_events_duplicate_total")) == (2, 1)
+    bad = await client.post("/v1/events", json={"routing_key": "pipelines", "event_action": "resolve"})
+    assert bad.status == 400
+    await client.close()
+    audit = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    assert [(e["event"], e["actor"], e.get("action"), e.get("dedup_key_sha256"), e.get("queued"), e.get("error"))
+            for e in audit if e["event"].startswith("events.")] == [
+        ("events.accepted", "anonymous", "trigger", digest, 1, None),
+        ("events.accepted", "anonymous", "trigger", digest, 0, None),
+        ("events.accepted", "anonymous", "resolve", digest, 1, None),
+        ("events.refused", "anonymous", None, None, None, "dedup_key is required to resolve"),
+    ]
 
 
 async def test_change_event_goes_to_the_change_endpoint(client: TestClient[Any, Any], pd: PagerDutyStandIn) -> None:
