@@ -38,6 +38,7 @@ from receiver.clock import MonotonicClock, SystemClock
 from receiver.pagerduty.rest_errors import (
     PagerDutyAPIError,
     PagerDutyCircuitOpen,
+    PagerDutyRequestError,
     PagerDutyTransportError,
     clean,
     error_for,
@@ -55,6 +56,7 @@ log = logging.getLogger(__name__)
 _EMAIL = re.compile(r"[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+")
 _ACCEPT = "application/vnd.pagerduty+json;version=2"
 _PAGE = 100  # PagerDuty's largest classic page
+_MAX_OFFSET = 10_000  # classic pagination ends here: offset + limit may not pass it
 
 Sleep = Callable[[float], Awaitable[None]]
 Params = Mapping[str, str | int | bool | Sequence[str]]
@@ -295,6 +297,10 @@ class PagerDutyClient:
             if answer.get("more") is not True or not items:
                 return
             offset += len(items)
+            if offset >= _MAX_OFFSET:
+                raise PagerDutyRequestError(operation, None, f"more than {_MAX_OFFSET} results; PagerDuty lists "
+                                            "no further: narrow the query (since/until, statuses, service ids)")
+            page_size = min(page_size, _MAX_OFFSET - offset)
 
     async def _call(
         self,
@@ -348,7 +354,7 @@ class PagerDutyClient:
         except httpx.TransportError as exc:
             if breaker is not None:
                 breaker.record_failure()
-            message = clean(f"{type(exc).__name__}: {exc}")
+            message = clean(f"no answer: {type(exc).__name__}: {exc}")
             return PagerDutyTransportError(operation, None, message, attempts=attempt)
         except BaseException:
             if breaker is not None:

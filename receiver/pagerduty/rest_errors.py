@@ -68,7 +68,7 @@ class PagerDutyAPIError(PdrelayError):
         self.code = code
         self.errors = errors
         self.attempts = attempts
-        where = f"{operation}: " + (f"HTTP {status}" if status is not None else "no answer")
+        where = f"{operation}: HTTP {status}" if status is not None else operation
         text = where + (f" (code {code})" if code is not None else "") + (f": {message}" if message else "")
         if errors:
             text += " [" + "; ".join(errors) + "]"

@@ -241,7 +241,7 @@ async def test_breaker_opens_and_refuses_without_sending(pd: RestStandIn, sleep:
     async with client(pd, sleep, breaker=breaker, retry=RetryPolicy(max_attempts=5)) as api:
         with pytest.raises(PagerDutyCircuitOpen) as caught:
             await api.get_service("PS0")
-        assert str(caught.value) == "get_service: no answer: circuit 'pagerduty-rest' is open after 3 attempts"
+        assert str(caught.value) == "get_service: circuit 'pagerduty-rest' is open after 3 attempts"
         assert len(pd.requests) == 2
         sleep.clock.advance(30)
         assert (await api.get_service("PS0"))["id"] == "PS0"  # the half-open trial closes it
@@ -363,3 +363,15 @@ async def test_each_retry_is_logged(pd: RestStandIn, sleep: FakeSleep, caplog: p
             await api.get_service("PS0")
     assert [r.getMessage() for r in caplog.records if r.name == "receiver.pagerduty.rest"] == [
         "get_service: HTTP 503 (code 2000): Service Unavailable; try 2 of 4 in 1.0 s"]
+
+
+async def test_listing_past_classic_pagination_says_so(pd: RestStandIn, sleep: FakeSleep) -> None:
+    pd.seed_incidents(10_001)
+    seen = 0
+    async with client(pd, sleep) as api:
+        with pytest.raises(PagerDutyRequestError) as caught:
+            async for _ in api.list_incidents():
+                seen += 1
+    assert seen == 10_000 and len(pd.requests) == 100
+    assert str(caught.value) == ("list_incidents: more than 10000 results; PagerDuty lists no further: "
+                                 "narrow the query (since/until, statuses, service ids)")
