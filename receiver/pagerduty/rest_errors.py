@@ -4,7 +4,8 @@
 
     PdrelayError
     └── PagerDutyAPIError            .status, .code, .message, .errors (PagerDuty's error body)
-        ├── PagerDutyRequestError    400 and other 4xx: the request is wrong, never retried
+        ├── PagerDutyRequestError    400 and other 4xx: the request is wrong, never retried (status None:
+        │                            a listing past classic pagination's 10000 results)
         ├── PagerDutyAuthError       401, 403: bad token, missing scope, or the wrong region
         ├── PagerDutyNotFound        404
         ├── PagerDutyRateLimited     429, still there when the retry budget ran out
