@@ -11,7 +11,6 @@ The raw body is stored as the event's notification.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 
 from aiohttp import hdrs, web
@@ -20,8 +19,7 @@ from receiver import state
 from receiver.admission import IntakeBusy
 from receiver.auth import identity_of
 from receiver.errors import OutboxUnavailable, PayloadError, PayloadTooLarge
-from receiver.intake import RETRY_AFTER, BodyTimeout, UnsupportedEncoding
-from receiver.intake import _closing as closing
+from receiver.intake import RETRY_AFTER, BodyTimeout, UnsupportedEncoding, close_after, content_encoding, read_body
 from receiver.native_events import parse_native_event
 
 __all__ = ["events"]
@@ -29,30 +27,24 @@ __all__ = ["events"]
 
 async def events(request: web.Request) -> web.Response:
     st = request.app[state.STATE]
-    if any(part.strip().lower() not in ("", "identity")
-           for value in request.headers.getall(hdrs.CONTENT_ENCODING, ()) for part in value.split(",")):
-        return await closing(request, _refuse(request, st, UnsupportedEncoding(
+    if content_encoding(request) is not None:
+        return await close_after(request, _refuse(request, st, UnsupportedEncoding(
             "Content-Encoding is not supported: send the body uncompressed")))
-    limit, timeout = st.settings.server.body_limit, st.settings.server.body_timeout
+    limit = st.settings.server.body_limit
     if request.content_length is not None and request.content_length > limit:
-        return await closing(request, _refuse(request, st, PayloadTooLarge(
+        return await close_after(request, _refuse(request, st, PayloadTooLarge(
             f"body of {request.content_length} bytes is over the limit of {limit}")))
     try:
         reservation = st.gate.reserve(request.content_length)
     except IntakeBusy as exc:
         st.log.warning("events refused: busy", extra={"error": str(exc)})
-        return await closing(request, web.json_response({"error": str(exc)}, status=503,
+        return await close_after(request, web.json_response({"error": str(exc)}, status=503,
                                           headers={hdrs.RETRY_AFTER: RETRY_AFTER}))
     with reservation:
         try:
-            async with asyncio.timeout(timeout):
-                body = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            return await closing(request, _refuse(request, st, PayloadTooLarge(
-                f"body is over the limit of {limit} bytes")))
-        except TimeoutError:
-            return await closing(request, _refuse(request, st, BodyTimeout(
-                f"body not received within {timeout:g} s (server.body_timeout)")))
+            body = await read_body(request, st)
+        except (PayloadTooLarge, BodyTimeout) as exc:
+            return await close_after(request, _refuse(request, st, exc))
         return await _store(request, st, body)
 
 

@@ -64,33 +64,40 @@ def _prepare(rules: RuleSet, body: bytes, limits: Limits, now: datetime) -> tupl
 async def alertmanager(request: web.Request) -> web.Response:
     st = request.app[state.STATE]
     st.metrics.bodies_received.inc()
-    if (encoding := _encoding(request)) is not None:
+    if (encoding := content_encoding(request)) is not None:
         st.log.warning("intake refused: encoded body", extra={"content_encoding": encoding[:64]})
-        return await _closing(request, _reject(request, st, UnsupportedEncoding(
+        return await close_after(request, _reject(request, st, UnsupportedEncoding(
             "Content-Encoding is not supported: send the body uncompressed, as Alertmanager does")))
     limit = st.settings.server.body_limit
     if request.content_length is not None and request.content_length > limit:
-        return await _closing(request, _reject(request, st, PayloadTooLarge(
+        return await close_after(request, _reject(request, st, PayloadTooLarge(
             f"body of {request.content_length} bytes is over the limit of {limit}")))
     try:
         reservation = st.gate.reserve(request.content_length)
     except IntakeBusy as exc:
-        return await _closing(request, _busy(st, exc))
+        return await close_after(request, _busy(st, exc))
     with reservation:
         return await _admitted(request, st)
 
 
-async def _admitted(request: web.Request, st: state.AppState) -> web.Response:
+async def read_body(request: web.Request, st: state.AppState) -> bytes:
+    """The whole body, within ``server.body_limit`` and ``server.body_timeout``; raises
+    :class:`~receiver.errors.PayloadTooLarge` or :class:`BodyTimeout` (``ConnectionError`` when the client left)."""
     limit, timeout = st.settings.server.body_limit, st.settings.server.body_timeout
     try:
         async with asyncio.timeout(timeout):
-            body = await request.read()
+            return await request.read()
     except web.HTTPRequestEntityTooLarge:
-        return await _closing(request, _reject(request, st, PayloadTooLarge(
-            f"body is over the limit of {limit} bytes")))
+        raise PayloadTooLarge(f"body is over the limit of {limit} bytes") from None
     except TimeoutError:
-        return await _closing(request, _reject(request, st, BodyTimeout(
-            f"body not received within {timeout:g} s (server.body_timeout)")))
+        raise BodyTimeout(f"body not received within {timeout:g} s (server.body_timeout)") from None
+
+
+async def _admitted(request: web.Request, st: state.AppState) -> web.Response:
+    try:
+        body = await read_body(request, st)
+    except (PayloadTooLarge, BodyTimeout) as exc:
+        return await close_after(request, _reject(request, st, exc))
     except ConnectionError:  # the client went away mid-body: nobody to answer, nothing to store
         st.log.info("intake: the client closed the connection before the end of its body")
         return web.Response(status=400)  # aiohttp finds the connection gone and sends nothing
@@ -148,7 +155,7 @@ async def _admitted(request: web.Request, st: state.AppState) -> web.Response:
     return web.Response(body=_ENCODE(answer), content_type="application/json")
 
 
-def _encoding(request: web.Request) -> str | None:
+def content_encoding(request: web.Request) -> str | None:
     """The request's ``Content-Encoding`` when it is anything but identity (or absent), else None."""
     values = request.headers.getall(hdrs.CONTENT_ENCODING, ())
     for value in values:
@@ -182,7 +189,7 @@ def _busy(st: state.AppState, error: IntakeBusy) -> web.Response:
     return web.json_response({"error": str(error)}, status=503, headers={hdrs.RETRY_AFTER: RETRY_AFTER})
 
 
-async def _closing(request: web.Request, response: web.Response) -> web.Response:
+async def close_after(request: web.Request, response: web.Response) -> web.Response:
     """Send ``response`` and close the connection at once, without reading what is left of the body.
 
     For every refusal before the body is read whole. aiohttp would otherwise read and discard the

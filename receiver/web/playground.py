@@ -22,7 +22,7 @@ from aiohttp import hdrs, web
 
 from receiver import state
 from receiver.errors import PayloadError, PayloadTooLarge
-from receiver.intake import BodyTimeout, UnsupportedEncoding
+from receiver.intake import BodyTimeout, UnsupportedEncoding, content_encoding
 from receiver.models import parse_notification
 from transforms import trace_to_json
 
@@ -51,8 +51,7 @@ async def playground(request: web.Request) -> web.Response:
 
 async def _read(request: web.Request, limit: int, timeout: float) -> bytes:
     """The body, at most ``limit`` bytes, or the :class:`PayloadError` intake would answer."""
-    if any(part.strip().lower() not in ("", "identity")
-           for value in request.headers.getall(hdrs.CONTENT_ENCODING, ()) for part in value.split(",")):
+    if content_encoding(request) is not None:
         raise UnsupportedEncoding("Content-Encoding is not supported: send the body uncompressed")
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"body of {request.content_length} bytes is over the limit of {limit}")
